@@ -1,0 +1,66 @@
+"""The `phonecli` command line: a click group; each stage's commands live in phonecli/commands/.
+
+Command modules import only click at module level (torch, transformers and zarr are
+imported inside the commands that need them) so `phonecli --help` answers in about a second.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from phonecli import __version__
+
+# (module, attribute, parent group or None). Order = order in `phonecli --help`.
+_COMMANDS = [
+    ("phonecli.commands.data", "data", None),
+    ("phonecli.commands.synth", "synth", "data"),
+    ("phonecli.commands.models", "models", None),
+    ("phonecli.commands.extract", "extract", None),
+    ("phonecli.commands.cache", "cache", None),
+    ("phonecli.commands.probe", "probe", None),
+    ("phonecli.commands.fuse", "fuse", None),
+    ("phonecli.commands.evaluate", "evaluate", None),
+    ("phonecli.commands.evaluate", "report", None),
+    ("phonecli.commands.finetune", "finetune", None),
+    ("phonecli.commands.pipeline", "quickstart", None),
+    ("phonecli.commands.pipeline", "run", None),
+]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="phonecli")
+def main() -> None:
+    """Benchmark frozen speech encoders for phoneme recognition and pronunciation assessment.
+
+    \b
+    Typical session:
+      phonecli data prepare sample --out data/sample
+      phonecli extract --model hubert-large --data data/sample --cache cache
+      phonecli probe --features cache/<corpus>/hubert-large.zarr --data data/sample --head weighted --layers weighted --out runs/hubert-w
+      phonecli evaluate runs/hubert-w
+      phonecli report runs/* --out results
+    """
+
+
+def _register() -> None:
+    groups: dict[str, click.Group] = {}
+    for module_name, attr, parent in _COMMANDS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:  # TEMPORARY during bootstrap: stage not written yet
+            if e.name == module_name:
+                continue
+            raise
+        cmd = getattr(module, attr)
+        target = groups.get(parent, main) if parent else main
+        target.add_command(cmd)
+        if isinstance(cmd, click.Group):
+            groups[attr] = cmd
+
+
+_register()
+
+if __name__ == "__main__":
+    main()

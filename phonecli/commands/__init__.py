@@ -1,0 +1,1 @@
+"""One module per stage; each defines click commands and only parses and calls."""

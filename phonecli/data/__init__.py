@@ -1,0 +1,1 @@
+"""Corpus readers, manifest, phone set, audio loading, sample corpus."""

@@ -1,0 +1,68 @@
+"""The phone inventory: 39 ARPAbet phones (stress stripped) and the CTC vocabulary.
+
+Vocabulary index 0 is the CTC blank; phones follow in the sorted order of ``PHONES``.
+This order is part of the run-directory format (``run.json`` stores it too).
+"""
+
+from __future__ import annotations
+
+import re
+
+PHONES: tuple[str, ...] = (
+    "AA", "AE", "AH", "AO", "AW", "AY", "B", "CH", "D", "DH", "EH", "ER", "EY",
+    "F", "G", "HH", "IH", "IY", "JH", "K", "L", "M", "N", "NG", "OW", "OY", "P",
+    "R", "S", "SH", "T", "TH", "UH", "UW", "V", "W", "Y", "Z", "ZH",
+)
+BLANK = "<blank>"
+VOCAB: tuple[str, ...] = (BLANK, *PHONES)
+PHONE_TO_ID: dict[str, int] = {p: i for i, p in enumerate(VOCAB)}
+
+VOWELS = frozenset({"AA", "AE", "AH", "AO", "AW", "AY", "EH", "ER", "EY", "IH", "IY", "OW", "OY", "UH", "UW"})
+
+# Non-CMU symbols found in older SpeechOcean762 copies. They are mapped explicitly to CMU
+# phone sequences (the manifest records every mapping it applied), never silently dropped.
+NON_CMU_MAP: dict[str, tuple[str, ...]] = {
+    "IR": ("IH", "R"),
+    "AR": ("AA", "R"),
+    "TR": ("T", "R"),
+    "DR": ("D", "R"),
+    "DZ": ("D", "Z"),
+    "TS": ("T", "S"),
+}
+
+_STRESS = re.compile(r"^([A-Za-z]+)[012]$")
+
+
+class UnknownPhoneError(ValueError):
+    """A phone symbol outside the 39-phone inventory and the explicit non-CMU map."""
+
+
+def strip_stress(symbol: str) -> str:
+    """``"AH0"`` -> ``"AH"``; upper-cases; leaves symbols without a stress digit alone."""
+    s = symbol.strip().upper()
+    m = _STRESS.match(s)
+    return m.group(1) if m else s
+
+
+def normalize_phone(symbol: str) -> tuple[str, ...]:
+    """Map one corpus phone token to a tuple of inventory phones.
+
+    Stress is stripped; non-CMU symbols expand through ``NON_CMU_MAP``. Raises
+    :class:`UnknownPhoneError` for anything else so callers can name the utterance.
+    """
+    s = strip_stress(symbol)
+    if s in PHONE_TO_ID and s != BLANK:
+        return (s,)
+    if s in NON_CMU_MAP:
+        return NON_CMU_MAP[s]
+    raise UnknownPhoneError(f"unknown phone {symbol!r}")
+
+
+def encode(phones: list[str] | tuple[str, ...]) -> list[int]:
+    """Phones -> vocabulary ids (1..39). Raises KeyError on an unknown phone."""
+    return [PHONE_TO_ID[p] for p in phones]
+
+
+def decode(ids) -> list[str]:
+    """Vocabulary ids -> phones (blank ids are dropped)."""
+    return [VOCAB[int(i)] for i in ids if int(i) != 0]
