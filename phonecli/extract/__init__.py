@@ -1,1 +1,1 @@
-
+"""Encoder registry, per-family adapters, and the extraction runner."""

@@ -1,0 +1,1 @@
+"""One module per encoder family; each defines `Adapter(EncoderAdapter)`."""
