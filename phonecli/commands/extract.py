@@ -1,0 +1,91 @@
+"""`phonecli extract`: run one encoder over a manifest into the Zarr feature cache."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("extract")
+@click.option("--model", "-m", required=True, metavar="NAME|DIR",
+              help="Registry name (see `phonecli models`) or a local save_pretrained directory.")
+@click.option("--data", "-d", required=True, type=click.Path(), metavar="DIR",
+              help="Directory holding manifest.json (from `phonecli data prepare`).")
+@click.option("--cache", "cache_root", metavar="ROOT", default=None,
+              help="Cache root (local path or fsspec URL); the store goes to ROOT/<corpus_id>/<model>.zarr.")
+@click.option("--out", default=None, metavar="PATH",
+              help="Write exactly this store path/URL instead of the ROOT/<corpus_id>/... default.")
+@click.option("--splits", default=None, metavar="LIST",
+              help="Comma list of splits (default: every split in the manifest).")
+@click.option("--layers", default="all", show_default=True, metavar="all|LIST",
+              help="Hidden-state indices to keep: all, or e.g. 0,6,9-12 or last.")
+@click.option("--dtype", type=click.Choice(["float16", "float32", "int8"]), default="float16",
+              show_default=True, help="Stored dtype (int8: per-channel scales).")
+@click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda",
+              help="Where the encoder runs.")
+@click.option("--batch-seconds", type=float, default=60.0, show_default=True, metavar="S",
+              help="Cap per forward batch, in seconds of padded audio.")
+@click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
+              help="Bad utterance: stop (completed parts kept) or record it as skipped and go on.")
+@click.option("--revision", default=None, metavar="R", help="Hub revision (branch, tag or commit).")
+@click.option("--trust-remote-code", is_flag=True, default=False,
+              help="Allow model code from the Hub (off by default).")
+def extract(model, data, cache_root, out, splits, layers, dtype, device, batch_seconds, on_error, revision,
+            trust_remote_code):
+    """Extract every hidden state of an encoder for a manifest into the feature cache.
+
+    Resumable: rerunning the same command after a crash only does the missing parts. Under
+    `torchrun --nproc-per-node N -m phonecli extract ...` ranks share the parts. The last
+    line on stdout is the cache path.
+
+    \b
+    Example:
+      phonecli extract --model fbank --data data/sample --cache cache
+    """
+    import os
+
+    from phonecli.extract.runner import run_extraction
+
+    _setup_logging(os.environ.get("PHONECLI_LOG_LEVEL", "INFO").upper())
+    if cache_root is None and out is None:
+        raise click.UsageError("give --cache ROOT (or --out PATH)")
+    errors: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError)
+    try:
+        from phonecli.cache import CacheError
+
+        errors = errors + (CacheError,)
+    except ImportError:
+        pass
+    try:
+        report = run_extraction(model, data, cache_root, splits=splits, layers=layers, dtype=dtype,
+                                device=device, batch_seconds=batch_seconds, on_error=on_error,
+                                revision=revision, trust_remote_code=trust_remote_code, out=out)
+    except errors as e:
+        raise click.ClickException(str(e)) from e
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under torchrun rank 0 alone reports
+    click.echo(report.summary())
+    click.echo(str(report.path))
+
+
+def _setup_logging(level: str) -> None:
+    """Runner messages (resume, skips, parts) to stderr, printed above any tqdm bar."""
+    import logging
+    import sys
+
+    logger = logging.getLogger("phonecli.extract")
+    logger.setLevel(level if level in logging.getLevelNamesMapping() else "INFO")
+    if any(getattr(h, "_phonecli", False) for h in logger.handlers):
+        return
+
+    class _TqdmStderr(logging.Handler):
+        _phonecli = True
+
+        def emit(self, record: logging.LogRecord) -> None:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=sys.stderr)  # sys.stderr at emit time (CliRunner swaps it)
+
+    handler = _TqdmStderr()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.propagate = False

@@ -1,0 +1,569 @@
+"""The extraction runner: manifest + encoder -> a complete, resumable Zarr feature cache.
+
+One call of :func:`extract_features` (or ``phonecli extract``)
+
+1. loads the manifest and the encoder adapter (registry name or ``save_pretrained`` dir),
+2. plans the cache in parts (``phonecli.cache.plan_parts``, deterministic from the manifest),
+3. for every part still incomplete (this rank's share under torchrun): decodes the audio
+   (``load_audio``: 16 kHz mono, one clear error per bad file), runs length-sorted batches
+   through the adapter, keeps the chosen layers and hands the part to ``CacheWriter.write_part``
+   (written whole, marked complete last),
+4. finalizes the store (rank 0, after a barrier) and returns its path.
+
+A crash or ``kill -9`` loses at most the parts in flight; the same command resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from phonecli.extract.base import EncoderAdapter, ExtractionError, LayerInfo, ModelSpec
+
+log = logging.getLogger("phonecli.extract")
+
+DTYPES = ("float16", "float32", "int8")
+DEFAULT_DTYPE = "float16"
+DEFAULT_BATCH_SECONDS = 60.0
+DEFAULT_PART_BYTES = 256 * 2**20
+#: Override the part size (bytes); tests use it to get several parts from a tiny corpus.
+PART_BYTES_ENV = "PHONECLI_EXTRACT_PART_BYTES"
+#: Test hook: sleep this many seconds after each part is written (lets a test kill mid-run).
+PART_DELAY_ENV = "PHONECLI_EXTRACT_PART_DELAY"
+FLOAT16_MAX = 65504.0
+SAMPLE_RATE = 16_000
+ON_ERROR = ("fail", "skip")
+
+
+class UtteranceError(ExtractionError):
+    """One utterance could not be extracted (``--on-error fail``); names it and the fix."""
+
+
+@dataclass
+class ExtractionReport:
+    """What one run did. ``utterances``/``audio_seconds`` cover this run's work on all ranks."""
+
+    path: str | Path
+    model: str
+    utterances: int
+    audio_seconds: float
+    elapsed: float                 # wall seconds from model loaded to cache finalized
+    parts_done: int                # parts written by this run (all ranks)
+    parts_total: int
+    skipped: list[dict] = field(default_factory=list)  # skipped by this run on this rank
+    nbytes: int = 0                # size of the store on disk
+
+    @property
+    def rtf(self) -> float:
+        """Real-time factor: wall seconds per second of audio (< 1 is faster than real time)."""
+        return self.elapsed / self.audio_seconds if self.audio_seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        if self.parts_done == 0:
+            head = f"cache already complete ({self.parts_total} parts); nothing extracted"
+        else:
+            speed = f", {1 / self.rtf:.1f}x real time" if self.rtf > 0 else ""
+            head = (f"extracted {self.utterances} utterances ({self.audio_seconds:.1f} s audio) in "
+                    f"{self.elapsed:.1f} s: real-time factor {self.rtf:.4f}{speed}; "
+                    f"{self.parts_done}/{self.parts_total} parts")
+        skipped = f"; {len(self.skipped)} skipped (see cache metadata)" if self.skipped else ""
+        return f"{head}; cache size {_human_bytes(self.nbytes)}{skipped}"
+
+
+# ---------------------------------------------------------------------------------------------
+# option parsing
+
+
+def parse_splits(splits: str | list[str] | None, available: list[str]) -> list[str]:
+    """``None``/``"all"`` -> every split of the manifest; else a comma list, kept in manifest order."""
+    if splits is None or splits == "all" or splits == []:
+        return list(available)
+    wanted = [s.strip() for s in splits.split(",")] if isinstance(splits, str) else list(splits)
+    wanted = [s for s in wanted if s]
+    unknown = [s for s in wanted if s not in available]
+    if unknown or not wanted:
+        raise ExtractionError(f"--splits {','.join(wanted) or '(empty)'}: the manifest has splits "
+                              f"{','.join(available)}; pass a comma list of those")
+    return [s for s in available if s in wanted]
+
+
+def parse_layers(layers: str | list[int] | None, infos: list[LayerInfo]) -> list[int]:
+    """``"all"``/``None`` -> every state; else ``"0,4,9-12"`` (ranges inclusive) or ``"last"``.
+
+    Returns the model's hidden-state indices, ascending and unique.
+    """
+    available = [li.index for li in infos]
+    if layers is None or layers == "all":
+        return available
+    if isinstance(layers, str):
+        chosen: list[int] = []
+        for tok in (t.strip() for t in layers.split(",")):
+            if not tok:
+                continue
+            if tok == "last":
+                chosen.append(available[-1])
+            elif re.fullmatch(r"\d+-\d+", tok):
+                a, b = (int(x) for x in tok.split("-"))
+                chosen.extend(range(a, b + 1))
+            elif re.fullmatch(r"\d+", tok):
+                chosen.append(int(tok))
+            else:
+                raise ExtractionError(f"--layers {layers!r}: {tok!r} is not an index, a range a-b, 'last' or 'all'")
+    else:
+        chosen = [int(x) for x in layers]
+    bad = sorted(set(chosen) - set(available))
+    if bad or not chosen:
+        raise ExtractionError(f"--layers {layers!r}: this model has hidden states "
+                              f"{available[0]}..{available[-1]}; {bad or 'none chosen'} not available")
+    return sorted(set(chosen))
+
+
+def compact_layers(indices: list[int]) -> str:
+    """``[0,1,2,3,7]`` -> ``"0-3_7"`` (for cache file names)."""
+    runs: list[str] = []
+    start = prev = None
+    for i in indices + [None]:
+        if start is not None and (i is None or i != prev + 1):
+            runs.append(str(start) if start == prev else f"{start}-{prev}")
+            start = None
+        if i is not None and start is None:
+            start = i
+        prev = i
+    return "_".join(runs)
+
+
+def cache_location(cache_root: str | Path, corpus_id: str, model_name: str, *, layers: list[int],
+                   all_layers: list[int], dtype: str, splits: list[str], all_splits: list[str]) -> str | Path:
+    """``ROOT/<corpus_id>/<model>[.L<layers>][.<dtype>][.<splits>].zarr``.
+
+    The default extraction (all layers, float16, every split) is ``<model>.zarr``; each
+    non-default choice adds a suffix so differently-made caches never collide, e.g.
+    ``hubert-large.L9-12.int8.zarr`` or ``fbank.test.zarr``.
+    """
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", model_name).strip("._") or "model"
+    if layers != all_layers:
+        name += f".L{compact_layers(layers)}"
+    if dtype != DEFAULT_DTYPE:
+        name += f".{dtype}"
+    if splits != all_splits:
+        name += "." + "+".join(splits)
+    name += ".zarr"
+    root = str(cache_root)
+    if "://" in root:  # fsspec URL: keep it a string, join with "/"
+        return f"{root.rstrip('/')}/{corpus_id}/{name}"
+    return Path(root) / corpus_id / name
+
+
+def resolve_device(device: str) -> str:
+    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+        raise ExtractionError(f"--device {device!r}: use auto, cpu, cuda or cuda:N")
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ExtractionError("--device cuda: no CUDA device is visible to torch; use --device cpu")
+    return device
+
+
+# ---------------------------------------------------------------------------------------------
+# model loading
+
+
+_CLASS_SUFFIX = re.compile(r"(PreTrainedModel|Model|Encoder|For[A-Za-z]+)$")
+
+
+def _class_stem(cls_name: str) -> str:
+    """``"HubertForCTC"`` / ``"WhisperModel.encoder"`` -> ``"Hubert"`` / ``"Whisper"``."""
+    return _CLASS_SUFFIX.sub("", cls_name.split(".")[0])
+
+
+def check_model_dir(model: str, spec: ModelSpec) -> None:
+    """A ``save_pretrained`` directory's ``architectures`` must belong to the registry family.
+
+    ``model_type`` picks the family; a config whose ``architectures`` name another model
+    class (an edited or mixed-up directory) would otherwise load with random weights.
+    """
+    import json
+
+    path = Path(model)
+    if not path.is_dir() or not (path / "config.json").exists():
+        return
+    archs = json.loads((path / "config.json").read_text()).get("architectures") or []
+    expected = _class_stem(spec.cls)
+    wrong = [a for a in archs if _class_stem(a) != expected]
+    if wrong:
+        raise ExtractionError(
+            f"{path}: config.json says model_type for family {spec.family!r} ({spec.cls}) but "
+            f"architectures={wrong}; the directory does not hold a {expected} model — re-save it "
+            f"with save_pretrained from the right class"
+        )
+
+
+def load_adapter(model: str, *, revision: str | None, device: str, trust_remote_code: bool) -> EncoderAdapter:
+    """Registry name or local directory -> loaded adapter; every failure is one clear line."""
+    from phonecli.extract import registry
+
+    spec, _source = registry.resolve(model)  # unknown names list the valid ones
+    check_model_dir(model, spec)
+    try:
+        return registry.get_adapter(model, revision=revision, device=device, trust_remote_code=trust_remote_code)
+    except ExtractionError:
+        raise
+    except ModuleNotFoundError as e:
+        raise ExtractionError(f"{model}: the adapter for family {spec.family!r} cannot be imported "
+                              f"({e}); install the matching extra or pick another model") from e
+    except Exception as e:  # transformers/OS errors span many lines; the user needs one
+        msg = " ".join(str(e).split())[:400]
+        raise ExtractionError(f"{model}: could not load {spec.cls} ({type(e).__name__}: {msg}); check the "
+                              f"name or that the directory was written by save_pretrained") from e
+
+
+# ---------------------------------------------------------------------------------------------
+# the run
+
+
+def extract_features(model: str, data: str | Path, cache_root: str | Path, **kwargs) -> str | Path:
+    """Extract every hidden state of ``model`` for the manifest in ``data`` into the cache.
+
+    Returns the store's path: ``cache_root/<corpus_id>/<model>.zarr`` (a ``Path``, or a
+    string when ``cache_root``/``out`` is an fsspec URL). Keyword arguments are those of
+    :func:`run_extraction` (``splits``, ``layers``, ``dtype``, ``device``, ``batch_seconds``,
+    ``on_error``, ``revision``, ``trust_remote_code``, ``out``, ``part_bytes``, ``progress``).
+    The stored arrays are ``(layers, frames, dim)`` at the adapter's frames/s.
+    """
+    return run_extraction(model, data, cache_root, **kwargs).path
+
+
+def run_extraction(model: str, data: str | Path, cache_root: str | Path | None = None, *,
+                   splits: str | list[str] | None = None, layers: str | list[int] | None = "all",
+                   dtype: str = DEFAULT_DTYPE, device: str = "auto",
+                   batch_seconds: float = DEFAULT_BATCH_SECONDS, on_error: str = "fail",
+                   revision: str | None = None, trust_remote_code: bool = False,
+                   out: str | Path | None = None, part_bytes: int | None = None,
+                   progress: bool | None = None) -> ExtractionReport:
+    """The work behind ``phonecli extract``; see :func:`extract_features`.
+
+    ``out`` overrides the store location (local path or fsspec URL). ``part_bytes`` is the
+    target size of one cache part (default 256 MiB, env ``PHONECLI_EXTRACT_PART_BYTES``).
+    ``progress``: tqdm bar in audio-seconds/s; default only when stderr is a terminal.
+    """
+    from phonecli.cache import CacheWriter, plan_parts
+    from phonecli.data.manifest import Manifest
+    from phonecli.extract.distributed import init_distributed
+
+    if dtype not in DTYPES:
+        raise ExtractionError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    if on_error not in ON_ERROR:
+        raise ExtractionError(f"--on-error {on_error!r}: choose fail or skip")
+    if not batch_seconds or batch_seconds <= 0:
+        raise ExtractionError(f"--batch-seconds {batch_seconds}: must be > 0")
+    if cache_root is None and out is None:
+        raise ExtractionError("give a cache root (--cache ROOT) or an explicit store path (--out)")
+
+    manifest = Manifest.load(data)
+    all_splits = manifest.splits()
+    chosen_splits = parse_splits(splits, all_splits)
+    utts = [u for u in manifest if u.split in chosen_splits]
+    if not utts:
+        raise ExtractionError(f"{data}: the manifest has no utterances in splits {chosen_splits}")
+
+    device = resolve_device(device)
+    ctx = init_distributed(device)
+    try:
+        if ctx.active and device == "cuda":
+            device = f"cuda:{ctx.local_rank}"
+        adapter = load_adapter(model, revision=revision, device=device, trust_remote_code=trust_remote_code)
+        infos = adapter.layers()
+        all_idx = [li.index for li in infos]
+        sel = parse_layers(layers, infos)
+        positions = [all_idx.index(i) for i in sel]
+        name = adapter.spec.name
+        path = Path(out) if out is not None and "://" not in str(out) else out
+        if path is None:
+            path = cache_location(cache_root, manifest.corpus_id, name, layers=sel, all_layers=all_idx,
+                                  dtype=dtype, splits=chosen_splits, all_splits=all_splits)
+        metadata = build_metadata(adapter, sel, infos, dtype, manifest.corpus_id, chosen_splits)
+
+        bytes_per_frame = len(sel) * adapter.hidden_size * (1 if dtype == "int8" else np.dtype(dtype).itemsize)
+        items = [(u.utt_id, u.split, max(1, adapter.num_frames(_samples_16k(u)))) for u in utts]
+        target = int(part_bytes or os.environ.get(PART_BYTES_ENV) or DEFAULT_PART_BYTES)
+        plan = plan_parts(items, bytes_per_frame, target)
+
+        # rank 0 creates (or checks) the store before anyone else opens it; its error reaches all ranks
+        writer, exc, err = None, None, None
+        if ctx.rank == 0:
+            try:
+                writer = CacheWriter.create_or_open(str(path), metadata, plan)
+            except Exception as e:
+                exc, err = e, str(e)
+        err = ctx.broadcast_error(err)
+        if exc is not None:
+            raise exc
+        if err is not None:
+            raise ExtractionError(f"rank 0 could not open the cache: {err}")
+        if writer is None:
+            writer = CacheWriter.create_or_open(str(path), metadata, plan)
+
+        pending = writer.pending(ctx.rank, ctx.world_size)
+        remaining = len(writer.pending(0, 1)) if ctx.active else len(pending)
+        if ctx.rank == 0 and 0 < remaining < len(plan):
+            log.info("resuming %s: %d of %d parts already complete, %d to do", path,
+                     len(plan) - remaining, len(plan), remaining)
+        by_id = {u.utt_id: u for u in utts}
+        t0 = time.perf_counter()
+        stats = _process_parts(pending, writer, adapter, manifest, by_id, positions, sel, dtype,
+                               batch_seconds, on_error, ctx.rank, progress)
+
+        ctx.barrier()
+        n_utts, seconds, n_parts = ctx.sum([stats["utterances"], stats["seconds"], len(pending)])
+        nbytes = 0
+        if ctx.rank == 0:
+            writer.finalize()
+            nbytes = _store_size(path)
+        elapsed = time.perf_counter() - t0
+        ctx.barrier()
+        return ExtractionReport(path=path, model=name, utterances=int(n_utts), audio_seconds=seconds,
+                                elapsed=elapsed, parts_done=int(n_parts), parts_total=len(plan),
+                                skipped=stats["skipped"], nbytes=nbytes)
+    finally:
+        ctx.close()
+
+
+def build_metadata(adapter: EncoderAdapter, sel: list[int], infos: list[LayerInfo], dtype: str,
+                   corpus_id: str, splits: list[str]) -> dict:
+    """Root metadata per the cache contract (everything needed to trust and reuse the cache)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    from phonecli import __version__
+
+    try:
+        tf_version = version("transformers")
+    except PackageNotFoundError:
+        tf_version = ""
+    spec = adapter.spec
+    settings = {
+        "splits": list(splits),
+        "family": spec.family,
+        "input": spec.input,
+        "audio": "load_audio: mono (channel mean), 16 kHz (torchaudio sinc resample)",
+    }
+    adapter_settings = getattr(adapter, "settings", None)
+    if isinstance(adapter_settings, dict):
+        settings["adapter"] = adapter_settings
+    chosen = [li for li in infos if li.index in set(sel)]
+    return {
+        "format": "phonecli-cache",
+        "version": 1,
+        "model": spec.name,
+        "model_id": adapter.model_id,
+        "revision": adapter.revision,
+        "weights_fingerprint": adapter.fingerprint(),
+        "transformers_version": tf_version,
+        "torch_version": torch.__version__,
+        "phonecli_version": __version__,
+        "frame_rate": float(adapter.frame_rate),
+        "sample_rate": SAMPLE_RATE,
+        "layers": list(sel),
+        "layer_info": [asdict(li) for li in chosen],
+        "dim": int(adapter.hidden_size),
+        "dtype": dtype,
+        "corpus_id": corpus_id,
+        "settings": settings,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "complete": False,
+    }
+
+
+def _process_parts(pending, writer, adapter: EncoderAdapter, manifest, by_id: dict, positions: list[int],
+                   sel: list[int], dtype: str, batch_seconds: float, on_error: str, rank: int,
+                   progress: bool | None) -> dict:
+    """Extract and write ``pending`` parts; audio of the next part decodes and the previous
+    part writes in background threads while the model runs (both release the GIL in C)."""
+    from tqdm.auto import tqdm
+
+    total = sum(_seconds(by_id[i]) for p in pending for i in p.utt_ids)
+    show = (sys.stderr.isatty() if progress is None else progress) and rank == 0
+    bar = tqdm(total=round(total, 2), unit="audio-s", unit_scale=False, disable=not show,
+               desc=f"extract {adapter.spec.name}", dynamic_ncols=True,
+               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}, {rate_fmt}]")
+    delay = float(os.environ.get(PART_DELAY_ENV, "0") or 0)
+    stats = {"utterances": 0, "seconds": 0.0, "skipped": []}
+    loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="phonecli-audio")
+    writer_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="phonecli-write")
+    in_flight: Future | None = None
+    try:
+        next_audio = loader.submit(_load_part_audio, pending[0], manifest, by_id) if pending else None
+        for k, part in enumerate(pending):
+            audio = next_audio.result()
+            if k + 1 < len(pending):
+                next_audio = loader.submit(_load_part_audio, pending[k + 1], manifest, by_id)
+            features, skipped = _extract_part(part, audio, adapter, positions, sel, dtype, batch_seconds,
+                                              on_error, bar, by_id)
+            if in_flight is not None:
+                in_flight.result()  # at most one part in memory waiting to be written
+            in_flight = writer_pool.submit(_write, writer, part, features, skipped, delay, rank)
+            stats["utterances"] += len(features)
+            stats["seconds"] += sum(_seconds(by_id[u]) for u in features)
+            stats["skipped"].extend(skipped)
+        if in_flight is not None:
+            in_flight.result()
+    except BaseException:
+        # keep what is complete: let the part already handed to the writer finish
+        if in_flight is not None and not in_flight.done():
+            try:
+                in_flight.result()
+            except Exception:
+                pass
+        raise
+    finally:
+        loader.shutdown(wait=True, cancel_futures=True)
+        writer_pool.shutdown(wait=True)
+        bar.close()
+    return stats
+
+
+def _write(writer, part, features: dict, skipped: list[dict], delay: float, rank: int) -> None:
+    writer.write_part(part, features, skipped)
+    log.debug("rank %d: part %d written (%d utterances, %d skipped)", rank, part.index, len(features),
+              len(skipped))
+    if delay > 0:
+        time.sleep(delay)
+
+
+def _load_part_audio(part, manifest, by_id: dict) -> dict[str, np.ndarray | str]:
+    """utt_id -> float32 waveform at 16 kHz, or the error line for that utterance."""
+    from phonecli.data.audio import AudioError, load_audio
+
+    out: dict[str, np.ndarray | str] = {}
+    for utt_id in part.utt_ids:
+        try:
+            out[utt_id] = load_audio(manifest.audio_path(by_id[utt_id]))
+        except AudioError as e:
+            out[utt_id] = str(e)
+        except Exception as e:  # decoder/resampler failures not foreseen by load_audio
+            out[utt_id] = f"{manifest.audio_path(by_id[utt_id])}: {type(e).__name__}: {e}"
+    return out
+
+
+def _extract_part(part, audio: dict, adapter: EncoderAdapter, positions: list[int], sel: list[int],
+                  dtype: str, batch_seconds: float, on_error: str, bar, by_id: dict
+                  ) -> tuple[dict[str, np.ndarray], list[dict]]:
+    """One part -> ``({utt_id: float32 (len(sel), frames, dim)}, [{"utt_id", "reason"}])``."""
+    from phonecli.extract.batching import make_batches
+
+    skipped: list[dict] = []
+    failures: dict[str, str] = {}
+
+    def fail(utt_id: str, reason: str) -> None:
+        if on_error == "fail":
+            raise UtteranceError(f"utterance {utt_id}: {reason} (completed cache parts are kept; "
+                                 f"rerun the same command to resume)")
+        failures[utt_id] = reason
+        log.warning("skipping utterance %s: %s", utt_id, reason)
+
+    waves: dict[str, np.ndarray] = {}
+    for utt_id in part.utt_ids:  # manifest order, so `fail` names the first bad one
+        w = audio[utt_id]
+        if isinstance(w, str):
+            fail(utt_id, w)
+        elif adapter.num_frames(len(w)) < 1:
+            fail(utt_id, f"audio too short for {adapter.spec.name} ({len(w) / SAMPLE_RATE:.3f} s gives no "
+                         f"frame); remove it or use --on-error skip")
+        else:
+            waves[utt_id] = w
+
+    max_samples = int(batch_seconds * SAMPLE_RATE)
+    batches = make_batches([(u, len(w)) for u, w in waves.items()], max_samples, adapter.padding_safe)
+    features: dict[str, np.ndarray] = {}
+    for batch in batches:
+        for utt_id, states in _forward(adapter, batch, waves, fail):
+            x = _select(states, positions, adapter, utt_id, len(waves[utt_id]))
+            problem = _value_problem(x, sel, dtype)
+            if problem:
+                fail(utt_id, problem)
+                continue
+            features[utt_id] = x
+        bar.update(sum(len(waves[u]) for u in batch) / SAMPLE_RATE)
+
+    skipped = [{"utt_id": u, "reason": failures[u]} for u in part.utt_ids if u in failures]
+    ordered = {u: features[u] for u in part.utt_ids if u in features}
+    return ordered, skipped
+
+
+def _forward(adapter: EncoderAdapter, batch: list[str], waves: dict, fail):
+    """Yield ``(utt_id, states)``; a failing batch is retried one by one to isolate the culprit."""
+    try:
+        outs = adapter.forward([waves[u] for u in batch])
+        yield from zip(batch, outs)
+        return
+    except Exception as e:
+        if len(batch) == 1:
+            msg = " ".join(str(e).split())[:300]
+            fail(batch[0], f"{adapter.spec.name} forward failed ({type(e).__name__}: {msg})")
+            return
+    for utt_id in batch:
+        yield from _forward(adapter, [utt_id], waves, fail)
+
+
+def _select(states: np.ndarray, positions: list[int], adapter: EncoderAdapter, utt_id: str,
+            samples: int) -> np.ndarray:
+    """Check the adapter's output shape against its own contract and keep the chosen layers."""
+    expected = (len(adapter.layers()), adapter.num_frames(samples), adapter.hidden_size)
+    if tuple(states.shape) != expected:
+        raise ExtractionError(f"{adapter.spec.name}: adapter returned shape {tuple(states.shape)} for utterance "
+                              f"{utt_id} but its contract says {expected} (layers, frames, dim); "
+                              f"this is a phonecli bug, please report it")
+    if len(positions) == states.shape[0]:
+        return np.ascontiguousarray(states, dtype=np.float32)
+    return np.ascontiguousarray(states[positions], dtype=np.float32)
+
+
+def _value_problem(x: np.ndarray, sel: list[int], dtype: str) -> str | None:
+    """NaN/inf or float16 overflow -> a reason naming the layer; None when the values are storable."""
+    peak = np.abs(x).max(axis=(1, 2))  # one pass; NaN propagates into the peak
+    for layer, m in zip(sel, peak):
+        if not np.isfinite(m):
+            return f"hidden state {layer} contains NaN/inf; check the audio or the model weights"
+        if dtype == "float16" and m > FLOAT16_MAX:
+            return (f"hidden state {layer} reaches |x| = {m:.4g} > {FLOAT16_MAX:.0f} (float16 max); "
+                    f"rerun with --dtype float32 or --dtype int8")
+    return None
+
+
+def _samples_16k(u) -> int:
+    return int(round(u.num_samples * SAMPLE_RATE / u.sample_rate)) if u.sample_rate else int(u.num_samples)
+
+
+def _seconds(u) -> float:
+    return u.num_samples / u.sample_rate if u.sample_rate else 0.0
+
+
+def _store_size(path: str | Path) -> int:
+    """Bytes on disk of the store (fsspec ``du``; works for local paths and URLs)."""
+    try:
+        import fsspec
+
+        fs, p = fsspec.core.url_to_fs(str(path))
+        return int(fs.du(p))
+    except Exception:  # size is informative only; never fail a finished extraction over it
+        return 0
+
+
+def _human_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
