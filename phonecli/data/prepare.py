@@ -1,0 +1,134 @@
+"""``phonecli data prepare``: any supported corpus source -> one normalized manifest directory.
+
+SOURCE is an OpenSLR-layout directory, a directory of HF parquet shards, or the word
+``sample`` (the bundled synthetic corpus, OpenSLR layout). Everything the later stages need is
+in ``OUT/manifest.json``; audio decoded out of parquet shards goes to ``OUT/audio/``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from phonecli.data.manifest import Manifest, Utterance
+from phonecli.data.normalize import CorpusError, Problem, RawRecord, UtteranceError, build_utterance
+from phonecli.data.openslr import OpenSLRCorpus, is_openslr
+from phonecli.data.parquet import ParquetCorpus, parquet_shards
+from phonecli.data.splits import choose_dev_speakers, stratum
+
+ON_ERROR = ("fail", "skip")
+
+
+def sample_corpus_dir() -> Path:
+    """The bundled synthetic corpus (package data, OpenSLR layout)."""
+    import phonecli.data
+
+    return Path(phonecli.data.__file__).parent / "sample_corpus"
+
+
+def open_source(source: str | Path) -> tuple[OpenSLRCorpus | ParquetCorpus, str]:
+    """``(reader, kind)`` for a SOURCE argument; :class:`CorpusError` when it is none of the three."""
+    if str(source) == "sample":
+        root = sample_corpus_dir()
+        if not is_openslr(root):
+            raise CorpusError(f"{root}: the bundled sample corpus is missing from this installation; "
+                              "reinstall phonecli or generate one with `phonecli data synth --out DIR`")
+        return OpenSLRCorpus(root), "sample"
+    path = Path(source)
+    if not path.exists():
+        raise CorpusError(f"{source}: no such directory; pass an OpenSLR corpus root, a directory of "
+                          "parquet shards, or `sample`")
+    if is_openslr(path):
+        return OpenSLRCorpus(path), "openslr"
+    if parquet_shards(path):
+        return ParquetCorpus(path), "parquet"
+    raise CorpusError(f"{source}: neither an OpenSLR corpus (resource/scores.json, train/wav.scp) nor a "
+                      "directory of *.parquet shards; for the real corpus run `phonecli data download --to DIR`")
+
+
+def _progress(total: int, desc: str, enabled: bool | None):
+    from tqdm import tqdm
+
+    disable = not sys.stderr.isatty() if enabled is None else not enabled
+    return tqdm(total=total, desc=desc, unit="utt", disable=disable, dynamic_ncols=True)
+
+
+def _write_payload(out: Path, rec: RawRecord) -> None:
+    """Write parquet audio bytes unchanged (no re-encoding: sample counts must match the source)."""
+    path = out / rec.audio
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and path.stat().st_size == len(rec.payload or b"") and path.read_bytes() == rec.payload:
+        return  # re-run: identical file already there
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(rec.payload or b"")
+    os.replace(tmp, path)
+
+
+def assign_dev(utterances: list[Utterance], fraction: float, seed: int) -> list[str]:
+    """Move the utterances of the chosen dev speakers from train to dev (in place); returns them."""
+    speakers: dict[str, tuple[str, str]] = {}
+    for u in utterances:
+        if u.split == "train":
+            speakers.setdefault(u.speaker, stratum(u.gender, u.age))
+    dev = set(choose_dev_speakers(speakers, fraction, seed))
+    for u in utterances:
+        if u.split == "train" and u.speaker in dev:
+            u.split = "dev"
+    return sorted(dev)
+
+
+def prepare_corpus(source: str | Path, out: str | Path, dev_fraction: float = 0.1, seed: int = 0,
+                   on_error: str = "fail", progress: bool | None = None,
+                   warnings: list[Problem] | None = None) -> Manifest:
+    """Read SOURCE, normalize every utterance, carve dev, write ``OUT/manifest.json``.
+
+    ``on_error="fail"`` stops at the first bad utterance with an :class:`UtteranceError`
+    naming it; ``"skip"`` drops it and records ``{"utt_id", "reason"}`` in ``manifest.skipped``.
+    Non-fatal findings (resampled/stereo audio, text mismatches...) are appended to
+    ``warnings`` when given. ``progress=None`` shows a bar only on a terminal.
+    """
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error={on_error!r}; expected one of {', '.join(ON_ERROR)}")
+    from phonecli.data.splits import dev_count
+
+    dev_count(2, dev_fraction)  # validates the fraction before any work is done
+    corpus, kind = open_source(source)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    found = warnings if warnings is not None else []
+    found += [p for p in corpus.problems if not p.is_error]
+    utterances: list[Utterance] = []
+    mappings: list[dict] = []
+    skipped: list[dict] = []
+    with _progress(len(corpus), f"prepare {kind}", progress) as bar:
+        for rec in corpus.records():
+            bar.update(1)
+            try:
+                utt, warns = build_utterance(rec, mappings)
+            except UtteranceError as e:
+                if on_error == "fail":
+                    raise UtteranceError(e.utt_id, f"{e.reason} (re-run with --on-error skip to drop it)") from None
+                skipped.append({"utt_id": e.utt_id, "reason": e.reason})
+                continue
+            if rec.payload is not None:
+                _write_payload(out, rec)
+            found += warns
+            utterances.append(utt)
+    if not utterances:
+        raise CorpusError(f"{source}: no usable utterance ({len(skipped)} skipped); run `phonecli data validate {source}`")
+    dev_speakers = assign_dev(utterances, dev_fraction, seed)
+    manifest = Manifest(
+        utterances=utterances,
+        source={"kind": kind, "path": str(corpus.root)},
+        dev={"fraction": dev_fraction, "seed": seed, "speakers": dev_speakers},
+        phone_mappings=mappings,
+        skipped=skipped,
+    )
+    manifest.save(out)
+    return manifest
+
+
+def load_manifest(directory: str | Path) -> Manifest:
+    """Load ``DIR/manifest.json`` written by :func:`prepare_corpus`."""
+    return Manifest.load(directory)
