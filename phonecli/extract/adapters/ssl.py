@@ -1,0 +1,296 @@
+"""Raw-waveform self-supervised encoders: HuBERT (incl. DistilHuBERT), WavLM, wav2vec 2.0
+(XLS-R, MMS, phoneme-CTC checkpoints) and data2vec-audio 1.0.
+
+All four share one design (CNN feature encoder, 320 samples per frame -> 50 frames/s,
+convolutional position embedding, Transformer encoder), so one adapter serves them; only the
+transformers class differs.
+
+What is stored (transformers 5.23, verified in ``modeling_*.py``): the model's own
+``hidden_states`` tuple, ``num_hidden_layers + 1`` states:
+
+* state 0 is the input of the first Transformer layer: ``projection(CNN) + pos_conv``, followed
+  by the encoder LayerNorm for post-LN encoders (``do_stable_layer_norm=False``: base models,
+  DistilHuBERT, data2vec-audio) and *without* it for pre-LN ("stable layer norm") encoders
+  (large models, XLS-R, MMS, phoneme-CTC checkpoints);
+* state i is the output of Transformer layer i;
+* the last state of a pre-LN encoder is the output of the last layer *before* the encoder's
+  final LayerNorm (``capture_outputs(tie_last_hidden_states=False)`` since transformers 5.16;
+  ``last_hidden_state`` is LayerNorm of it). This is also what fairseq's ``layer_results`` and
+  s3prl's hidden states hold. For post-LN encoders the last state equals ``last_hidden_state``.
+
+``layers()`` names each state and says which of the two the last one is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import warnings
+
+import numpy as np
+
+from phonecli.extract.base import EncoderAdapter, ExtractionError, LayerInfo, ModelSpec
+
+# registry family -> (transformers model class, config.json model_type values it accepts)
+FAMILY_CLASSES: dict[str, tuple[str, frozenset[str]]] = {
+    "hubert": ("HubertModel", frozenset({"hubert"})),
+    "wavlm": ("WavLMModel", frozenset({"wavlm"})),
+    "wav2vec2": ("Wav2Vec2Model", frozenset({"wav2vec2"})),
+    "data2vec-audio": ("Data2VecAudioModel", frozenset({"data2vec-audio"})),
+}
+
+# Parameters a base model may legitimately lack in a checkpoint: the SpecAugment mask vector
+# is only used in training (and only exists when mask_time_prob > 0).
+_OPTIONAL_WEIGHTS = ("masked_spec_embed",)
+
+SAMPLE_RATE = 16_000
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """Silence transformers' load report (we check missing keys ourselves and raise one line)."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+def read_config_dict(source: str, revision: str | None) -> dict:
+    """``config.json`` of a Hub id or local directory as a dict (no model class needed)."""
+    from transformers import PretrainedConfig
+
+    try:
+        with _quiet_transformers():
+            cfg, _ = PretrainedConfig.get_config_dict(source, revision=revision)
+    except (OSError, ValueError) as e:
+        raise ExtractionError(
+            f"{source}: cannot read config.json ({_first_line(e)}); check the Hub id/--revision "
+            "or pass a directory written by save_pretrained"
+        ) from e
+    return cfg
+
+
+def commit_hash(source: str, revision: str | None) -> str | None:
+    """The Hub commit the files were resolved from (None for a local directory)."""
+    from transformers.utils.hub import cached_file, extract_commit_hash
+
+    try:
+        path = cached_file(source, "config.json", revision=revision,
+                           _raise_exceptions_for_missing_entries=False,
+                           _raise_exceptions_for_connection_errors=False)
+    except OSError:
+        return None
+    return extract_commit_hash(path, None) if path else None
+
+
+class Adapter(EncoderAdapter):
+    """HuBERT / WavLM / wav2vec 2.0 / data2vec-audio encoder -> ``(states, frames, dim)`` float32.
+
+    ``states = num_hidden_layers + 1`` (see the module docstring for what each holds),
+    ``frames = model._get_feat_extract_output_lengths(samples)`` (50 frames/s at 16 kHz),
+    ``dim = hidden_size``.
+
+    Input normalisation follows the checkpoint's ``preprocessor_config.json``
+    (``Wav2Vec2FeatureExtractor``: ``do_normalize`` = zero mean / unit variance per utterance)
+    when the source has one; otherwise the registry row's ``normalize`` value, and for a bare
+    local directory without one: normalise iff ``feat_extract_norm == "layer"`` (the fairseq
+    convention: large/XLS-R/data2vec models were trained on normalised audio, base models on
+    raw audio). ``self.settings`` (stored in the cache metadata by the runner) records what
+    was used and why.
+
+    ``padding_safe`` is True only for "layer"-norm CNN feature encoders with a single
+    position convolution (HuBERT-large, WavLM-large, wav2vec 2.0 large/XLS-R/MMS): a GroupNorm
+    CNN ("group": base models, DistilHuBERT) normalises every channel over the whole padded
+    time axis, so padding changes every frame (those checkpoints were trained without an
+    attention mask), and data2vec-audio's stacked position convolutions leak padding into the
+    valid frames. ``forward`` runs not-padding-safe models one exact length at a time.
+    """
+
+    def __init__(self, spec: ModelSpec, source: str, *, revision: str | None = None,
+                 device: str = "cpu", trust_remote_code: bool = False):
+        super().__init__(spec, source, revision=revision, device=device, trust_remote_code=trust_remote_code)
+        import torch
+        import transformers
+
+        if spec.family not in FAMILY_CLASSES:
+            raise ExtractionError(f"{spec.name}: family {spec.family!r} is not handled by the SSL adapter")
+        cls_name, model_types = FAMILY_CLASSES[spec.family]
+        cfg = read_config_dict(source, revision)
+        model_type = cfg.get("model_type", "")
+        if model_type not in model_types:
+            arch = ",".join(cfg.get("architectures") or []) or "?"
+            raise ExtractionError(
+                f"{source}: config.json is model_type {model_type!r} ({arch}) but registry model "
+                f"{spec.name!r} needs {cls_name} ({'/'.join(sorted(model_types))}); pass the directory "
+                "itself as --model (its family is read from config.json) or the matching registry name"
+            )
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = device
+        cls = getattr(transformers, cls_name)
+        try:
+            with _quiet_transformers():
+                # dtype=float32: CPU half precision is slow and lossy; the cache converts later.
+                # A ForCTC/pretraining checkpoint loads into the base class by prefix stripping
+                # ("hubert.", "wav2vec2.", ...); the head weights are reported as unexpected.
+                model, info = cls.from_pretrained(
+                    source, revision=revision, dtype=torch.float32,
+                    trust_remote_code=trust_remote_code, output_loading_info=True,
+                )
+        except (OSError, ValueError, RuntimeError) as e:
+            raise ExtractionError(f"{source}: cannot load {cls_name} ({_first_line(e)})") from e
+        missing = sorted(k for k in info.get("missing_keys", ())
+                         if k.split(".")[-1] not in _OPTIONAL_WEIGHTS)
+        if missing:
+            shown = ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else "")
+            raise ExtractionError(
+                f"{source}: {len(missing)} encoder weights are missing from the checkpoint and would be "
+                f"random ({shown}); check that it is a {cls_name}-compatible checkpoint"
+            )
+        self.model = model.eval().to(self.device)
+        self.config = model.config
+        self.model_id = source
+        self.revision = commit_hash(source, revision) or revision
+        self.hidden_size = int(self.config.hidden_size)
+        self.num_states = int(self.config.num_hidden_layers) + 1
+        self.frame_rate = SAMPLE_RATE / float(np.prod(self.config.conv_stride))
+        self.conv_norm = getattr(self.config, "feat_extract_norm", "layer")  # data2vec-audio: always layer
+        self.pre_ln = bool(getattr(self.config, "do_stable_layer_norm", False))
+        # data2vec-audio's position embedding is a stack of convolutions (5 in the released
+        # models) with LayerNorm+GELU between them: after the first one the padded frames are no
+        # longer zero and leak into the last ~0.9 s of valid frames (measured: max |diff| ~3 on a
+        # tiny model), so like GroupNorm CNNs it is not padding-safe.
+        self.stacked_pos_conv = model_type == "data2vec-audio"
+        self.padding_safe = self.conv_norm == "layer" and not self.stacked_pos_conv
+        self.feature_extractor, self.settings = self._feature_extractor(source, revision)
+        if (spec.layers, spec.hidden_size) != (self.num_states, self.hidden_size):
+            warnings.warn(
+                f"{spec.name}: registry says {spec.layers} states x {spec.hidden_size} but {source} has "
+                f"{self.num_states} x {self.hidden_size}; using the checkpoint's numbers", stacklevel=2,
+            )
+        # wav2vec2/WavLM accept add_adapter: the optional seq2seq adapter downsamples after the
+        # encoder, but hidden_states come from the encoder itself, so it must not count.
+        params = inspect.signature(self.model._get_feat_extract_output_lengths).parameters
+        self._length_kwargs = {"add_adapter": False} if "add_adapter" in params else {}
+
+    # -- preprocessing -------------------------------------------------------------------------
+    def _feature_extractor(self, source: str, revision: str | None):
+        from transformers import Wav2Vec2FeatureExtractor
+        from transformers.utils.hub import cached_file
+
+        try:
+            found = cached_file(source, "preprocessor_config.json", revision=revision,
+                                _raise_exceptions_for_missing_entries=False)
+        except OSError as e:
+            raise ExtractionError(f"{source}: cannot read preprocessor_config.json ({_first_line(e)})") from e
+        if found:
+            fe = Wav2Vec2FeatureExtractor.from_pretrained(source, revision=revision)
+            origin = "preprocessor_config.json"
+        else:
+            normalize = self.spec.extra.get("normalize")
+            if normalize is None:
+                normalize = self.conv_norm == "layer"
+                origin = f"default for a {self.conv_norm}-norm CNN (no preprocessor_config.json)"
+            else:
+                origin = f"registry row {self.spec.name!r} (no preprocessor_config.json)"
+            fe = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0,
+                                          do_normalize=bool(normalize), return_attention_mask=self.padding_safe)
+        if fe.sampling_rate != SAMPLE_RATE:
+            raise ExtractionError(f"{source}: preprocessor expects {fe.sampling_rate} Hz; only 16 kHz encoders are supported")
+        info = {"class": type(self.model).__name__, "do_normalize": bool(fe.do_normalize),
+                "normalize_from": origin, "feat_extract_norm": self.conv_norm,
+                "pre_ln_encoder": self.pre_ln, "padding_safe": self.padding_safe,
+                "last_state": "pre final LayerNorm" if self.pre_ln else "last_hidden_state"}
+        return fe, info
+
+    # -- contract --------------------------------------------------------------------------------
+    def layers(self) -> list[LayerInfo]:
+        n = self.num_states - 1
+        emb = ("CNN features -> projection + conv position embedding, before any LayerNorm (pre-LN encoder)"
+               if self.pre_ln else
+               "CNN features -> projection + conv position embedding -> encoder LayerNorm (post-LN encoder)")
+        out = [LayerInfo(0, "embeddings", self.frame_rate, emb)]
+        for i in range(1, n + 1):
+            out.append(LayerInfo(i, f"transformer.{i}", self.frame_rate, "output of Transformer layer"))
+        if self.pre_ln:
+            out[-1] = LayerInfo(n, f"transformer.{n} (pre final LayerNorm)", self.frame_rate,
+                                "last layer output before encoder.layer_norm; last_hidden_state = LayerNorm of it "
+                                "(transformers >= 5.16 hidden_states; fairseq/s3prl convention)")
+        else:
+            out[-1] = LayerInfo(n, f"transformer.{n} (= last_hidden_state)", self.frame_rate,
+                                "post-LN encoder: the last layer output is last_hidden_state")
+        return out
+
+    def num_frames(self, num_samples: int) -> int:
+        import torch
+
+        n = self.model._get_feat_extract_output_lengths(torch.tensor(int(num_samples)), **self._length_kwargs)
+        return max(int(n), 0)
+
+    def forward(self, waves: list[np.ndarray]) -> list[np.ndarray]:
+        """``waves``: float32 ``(samples,)`` at 16 kHz -> per utterance float32
+        ``(num_hidden_layers + 1, num_frames(samples), hidden_size)``.
+
+        Padding-safe models run the whole list as one padded batch with an attention mask and
+        each result is trimmed to its own frame count; the others run one exact length at a time.
+        """
+        waves = [self._check(i, w) for i, w in enumerate(waves)]
+        out: list[np.ndarray | None] = [None] * len(waves)
+        if self.padding_safe:
+            groups = [list(range(len(waves)))] if waves else []
+        else:
+            by_len: dict[int, list[int]] = {}
+            for i, w in enumerate(waves):
+                by_len.setdefault(len(w), []).append(i)
+            groups = list(by_len.values())
+        for idx in groups:
+            for i, feats in zip(idx, self._run([waves[i] for i in idx])):
+                out[i] = feats
+        return out  # type: ignore[return-value]
+
+    # -- internals -------------------------------------------------------------------------------
+    def _check(self, i: int, w: np.ndarray) -> np.ndarray:
+        w = np.asarray(w)
+        if w.ndim != 1:
+            raise ExtractionError(f"{self.spec.name}: waveform {i} has shape {w.shape}; expected mono (samples,)")
+        if not np.isfinite(w).all():
+            raise ExtractionError(f"{self.spec.name}: waveform {i} contains NaN/inf samples")
+        if self.num_frames(len(w)) < 1:
+            raise ExtractionError(
+                f"{self.spec.name}: waveform {i} is too short ({len(w)} samples) for the CNN's 400-sample "
+                "receptive field; drop it or use --on-error skip"
+            )
+        return w.astype(np.float32, copy=False)
+
+    def _run(self, batch: list[np.ndarray]) -> list[np.ndarray]:
+        import torch
+
+        mask = self.padding_safe and len({len(w) for w in batch}) > 1
+        # The feature extractor normalises each utterance over its own samples only (it uses
+        # the attention mask for that), then pads with zeros.
+        enc = self.feature_extractor(batch, sampling_rate=SAMPLE_RATE, padding=True,
+                                     return_attention_mask=True, return_tensors="pt")
+        kwargs = {"attention_mask": enc["attention_mask"].to(self.device)} if mask else {}
+        with torch.inference_mode(), warnings.catch_warnings():
+            # torch deprecation notice about WavLM's float position bias next to a bool padding mask
+            warnings.filterwarnings("ignore", message=".*mismatched key_padding_mask.*")
+            res = self.model(enc["input_values"].to(self.device, torch.float32),
+                             output_hidden_states=True, **kwargs)
+            states = torch.stack(res.hidden_states, dim=1)  # (B, S, T, D)
+        states = states.float().cpu().numpy()
+        return [np.ascontiguousarray(states[b, :, : self.num_frames(len(w))]) for b, w in enumerate(batch)]
