@@ -1,0 +1,275 @@
+"""Whisper encoder (openai/whisper-*), and the 30 s log-mel window machinery Qwen2-Audio shares.
+
+Loading (transformers 5.23): ``WhisperModel.from_pretrained(src).get_encoder()``. The Hub
+checkpoints are ``WhisperForConditionalGeneration`` (keys ``model.encoder.*``); WhisperModel
+strips the ``model.`` prefix and loads them, the ``proj_out`` head is reported unexpected.
+``WhisperEncoder.from_pretrained`` on the same checkpoint would *silently keep random weights*
+(its keys are ``encoder.*``-less), so it is never used; missing encoder keys raise instead.
+
+Input: ``WhisperFeatureExtractor`` from the source (log-mel, 80 or 128 bins, 10 ms hop), every
+input padded to exactly 30 s (480,000 samples -> 3,000 mel frames -> 1,500 encoder frames):
+the encoder has fixed absolute positions and rejects any other length.
+
+What is stored: the model's own ``hidden_states`` tuple, ``encoder_layers + 1`` states at 50
+frames/s: state 0 = conv stem + sinusoidal positions (input of layer 1), state i = output of
+layer i, and the last state is ``last_hidden_state`` = the final ``layer_norm`` applied to
+the last layer's output (``capture_outputs`` ties it; Whisper is pre-LN).
+
+Length: each 30 s window is trimmed to ``ceil(window_samples / 320)`` frames (the frames that
+cover real audio). Audio longer than 30 s is cut into consecutive, non-overlapping 30 s
+windows; every window is encoded on its own and the trimmed states are concatenated, so an
+utterance of ``n`` samples yields exactly ``ceil(n / 320)`` frames (480,000 is a multiple of
+320). States near a window boundary see no context across it: that is how Whisper itself
+treats long audio.
+
+Batching: the extractor pads every input to 30 s and normalises each one on its own (log-mel
+clamp at its own max - 8), and the encoder has no attention mask, so a batch gives the same
+features as one-by-one by construction (``padding_safe = True``). Real frames do attend to the
+zero-padded tail of their window -- exactly as in Whisper's own training and inference.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+
+import numpy as np
+
+from phonecli.extract.base import EncoderAdapter, ExtractionError, LayerInfo, ModelSpec
+
+SAMPLE_RATE = 16_000
+SAMPLES_PER_FRAME = 320          # 10 ms mel hop x conv2 stride 2
+WINDOWS_PER_FORWARD = 8          # bounds activation memory for very long utterances
+
+
+# -- helpers shared by the spectral-input adapters ---------------------------------------------
+@contextlib.contextmanager
+def quiet_transformers():
+    """Silence transformers' load report (missing keys are checked and raised as one line)."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+def first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def hub_commit(source: str, revision: str | None) -> str | None:
+    """The Hub commit ``config.json`` was resolved from (None for a local directory)."""
+    from transformers.utils.hub import cached_file, extract_commit_hash
+
+    try:
+        path = cached_file(source, "config.json", revision=revision,
+                           _raise_exceptions_for_missing_entries=False,
+                           _raise_exceptions_for_connection_errors=False)
+    except OSError:
+        return None
+    return extract_commit_hash(path, None) if path else None
+
+
+def read_model_type(source: str, revision: str | None) -> tuple[str, dict]:
+    """``(model_type, config dict)`` of a Hub id or local directory, or one clear error."""
+    from transformers import PretrainedConfig
+
+    try:
+        with quiet_transformers():
+            cfg, _ = PretrainedConfig.get_config_dict(source, revision=revision)
+    except (OSError, ValueError) as e:
+        raise ExtractionError(
+            f"{source}: cannot read config.json ({first_line(e)}); check the Hub id/--revision "
+            "or pass a directory written by save_pretrained"
+        ) from e
+    return str(cfg.get("model_type", "")), cfg
+
+
+def expect_model_type(spec: ModelSpec, source: str, model_type: str, accepted: set[str], cls_name: str) -> None:
+    if model_type not in accepted:
+        raise ExtractionError(
+            f"{source}: config.json is model_type {model_type!r} but registry model {spec.name!r} needs "
+            f"{cls_name} ({'/'.join(sorted(accepted))}); pass the directory itself as --model "
+            "(its family is read from config.json) or the matching registry name"
+        )
+
+
+def raise_if_missing(source: str, info: dict, cls_name: str, prefix: str = "",
+                     optional: tuple[str, ...] = ()) -> None:
+    """Refuse a load that left weights of the part we use at their random init."""
+    missing = sorted(k for k in info.get("missing_keys", ())
+                     if (k.startswith(prefix) or f".{prefix}" in k) and not any(k.endswith(o) for o in optional))
+    if missing:
+        shown = ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else "")
+        raise ExtractionError(
+            f"{source}: {len(missing)} encoder weights are missing from the checkpoint and would be "
+            f"random ({shown}); check that it is a {cls_name} checkpoint"
+        )
+
+
+def check_waves(name: str, waves: list[np.ndarray], min_samples: int = 1) -> list[np.ndarray]:
+    out = []
+    for i, w in enumerate(waves):
+        w = np.asarray(w)
+        if w.ndim != 1:
+            raise ExtractionError(f"{name}: waveform {i} has shape {w.shape}; expected mono (samples,)")
+        if not np.isfinite(w).all():
+            raise ExtractionError(f"{name}: waveform {i} contains NaN/inf samples")
+        if len(w) < min_samples:
+            raise ExtractionError(
+                f"{name}: waveform {i} is too short ({len(w)} samples < {min_samples}); "
+                "drop it or use --on-error skip"
+            )
+        out.append(w.astype(np.float32, copy=False))
+    return out
+
+
+def check_registry_numbers(spec: ModelSpec, source: str, states: int, hidden: int) -> None:
+    if (spec.layers, spec.hidden_size) != (states, hidden):
+        warnings.warn(
+            f"{spec.name}: registry says {spec.layers} states x {spec.hidden_size} but {source} has "
+            f"{states} x {hidden}; using the checkpoint's numbers", stacklevel=3,
+        )
+
+
+# -- the 30 s window machinery ------------------------------------------------------------------
+def split_windows(wave: np.ndarray, window: int) -> list[np.ndarray]:
+    """Consecutive, non-overlapping ``window``-sample pieces (the last one may be shorter)."""
+    return [wave[s: s + window] for s in range(0, max(len(wave), 1), window)]
+
+
+class WindowedLogMelAdapter(EncoderAdapter):
+    """Base for fixed-30-s-window log-mel encoders (Whisper, Qwen2-Audio's tower).
+
+    Subclasses set ``self.model`` (the encoder module), ``self.feature_extractor``
+    (a ``WhisperFeatureExtractor``), ``self.num_states``, ``self.hidden_size`` and implement
+    ``layers()``; ``_window_states`` may post-process the ``(B, S, 1500, D)`` stack.
+    """
+
+    padding_safe = True
+    frame_rate = SAMPLE_RATE / SAMPLES_PER_FRAME
+
+    def _setup_windows(self, source: str) -> None:
+        fe = self.feature_extractor
+        if fe.sampling_rate != SAMPLE_RATE:
+            raise ExtractionError(f"{source}: feature extractor expects {fe.sampling_rate} Hz; only 16 kHz is supported")
+        if fe.feature_size != self.model.config.num_mel_bins:
+            raise ExtractionError(
+                f"{source}: preprocessor_config.json has {fe.feature_size} mel bins but the encoder expects "
+                f"{self.model.config.num_mel_bins}; the feature extractor does not belong to this model"
+            )
+        self.window_samples = int(fe.n_samples)
+        self.window_frames = int(self.model.config.max_source_positions)
+        if self.window_samples != self.window_frames * SAMPLES_PER_FRAME or fe.hop_length * 2 != SAMPLES_PER_FRAME:
+            raise ExtractionError(
+                f"{source}: feature extractor window ({self.window_samples} samples, hop {fe.hop_length}) does not "
+                f"match the encoder's {self.window_frames} positions at {SAMPLES_PER_FRAME} samples/frame"
+            )
+
+    def num_frames(self, num_samples: int) -> int:
+        """``ceil(samples / 320)``: 50 frames/s, summed over 30 s windows (exact: 480000 % 320 == 0)."""
+        whole, rest = divmod(int(num_samples), self.window_samples)
+        return whole * self.window_frames + math.ceil(rest / SAMPLES_PER_FRAME)
+
+    def features(self, windows: list[np.ndarray]):
+        """Log-mel ``(B, mel_bins, 3000)`` float32 tensor, every window padded to 30 s."""
+        enc = self.feature_extractor(windows, sampling_rate=SAMPLE_RATE, padding="max_length",
+                                     return_tensors="pt")
+        return enc["input_features"]
+
+    def _window_states(self, hidden_states: tuple) -> "object":
+        import torch
+
+        return torch.stack(hidden_states, dim=1)  # (B, S, 1500, D)
+
+    def forward(self, waves: list[np.ndarray]) -> list[np.ndarray]:
+        """``waves``: float32 ``(samples,)`` at 16 kHz -> per utterance float32
+        ``(num_states, ceil(samples / 320), hidden_size)``; > 30 s audio by consecutive windows."""
+        import torch
+
+        waves = check_waves(self.spec.name, waves, min_samples=1)
+        pieces: list[tuple[int, np.ndarray]] = [
+            (u, w) for u, wave in enumerate(waves) for w in split_windows(wave, self.window_samples)
+        ]
+        per_utt: list[list[np.ndarray]] = [[] for _ in waves]
+        for start in range(0, len(pieces), WINDOWS_PER_FORWARD):
+            chunk = pieces[start: start + WINDOWS_PER_FORWARD]
+            feats = self.features([w for _, w in chunk])
+            with torch.inference_mode():
+                res = self.model(feats.to(self.device, self._input_dtype()), output_hidden_states=True)
+                states = self._window_states(res.hidden_states).float().cpu().numpy()
+            for b, (u, w) in enumerate(chunk):
+                per_utt[u].append(states[b, :, : math.ceil(len(w) / SAMPLES_PER_FRAME)])
+        return [np.ascontiguousarray(np.concatenate(p, axis=1)) for p in per_utt]
+
+    def _input_dtype(self):
+        return self.model.conv1.weight.dtype
+
+
+def load_whisper_feature_extractor(source: str, revision: str | None):
+    from transformers import WhisperFeatureExtractor
+
+    try:
+        return WhisperFeatureExtractor.from_pretrained(source, revision=revision)
+    except (OSError, ValueError) as e:
+        raise ExtractionError(
+            f"{source}: no usable preprocessor_config.json ({first_line(e)}); save the model's "
+            "WhisperFeatureExtractor next to it (feature_extractor.save_pretrained(dir))"
+        ) from e
+
+
+class Adapter(WindowedLogMelAdapter):
+    """Whisper encoder -> ``(encoder_layers + 1, ceil(samples / 320), d_model)`` float32, 50 frames/s."""
+
+    def __init__(self, spec: ModelSpec, source: str, *, revision: str | None = None,
+                 device: str = "cpu", trust_remote_code: bool = False):
+        super().__init__(spec, source, revision=revision, device=device, trust_remote_code=trust_remote_code)
+        import torch
+        from transformers import WhisperModel
+
+        model_type, _ = read_model_type(source, revision)
+        expect_model_type(spec, source, model_type, {"whisper"}, "WhisperModel")
+        self.device = resolve_device(device)
+        try:
+            with quiet_transformers():
+                full, info = WhisperModel.from_pretrained(
+                    source, revision=revision, dtype=torch.float32, output_loading_info=True,
+                )
+        except (OSError, ValueError, RuntimeError) as e:
+            raise ExtractionError(f"{source}: cannot load WhisperModel ({first_line(e)})") from e
+        raise_if_missing(source, info, "Whisper", prefix="encoder.")
+        # Keep only the encoder: the decoder (as large as the encoder) is freed with `full`.
+        self.model = full.get_encoder().eval().to(self.device)
+        del full
+        self.config = self.model.config
+        self.model_id = source
+        self.revision = hub_commit(source, revision) or revision
+        self.hidden_size = int(self.config.d_model)
+        self.num_states = int(self.config.encoder_layers) + 1
+        self.feature_extractor = load_whisper_feature_extractor(source, revision)
+        self._setup_windows(source)
+        check_registry_numbers(spec, source, self.num_states, self.hidden_size)
+
+    def layers(self) -> list[LayerInfo]:
+        n = self.num_states - 1
+        fr = self.frame_rate
+        out = [LayerInfo(0, "conv+positions", fr, "gelu(conv1) -> gelu(conv2, stride 2) + sinusoidal positions")]
+        out += [LayerInfo(i, f"encoder_layer.{i}", fr, "output of encoder layer (pre-LN block)") for i in range(1, n)]
+        out.append(LayerInfo(n, f"encoder_layer.{n} + final LayerNorm", fr,
+                             "last_hidden_state: encoder.layer_norm applied to the last layer's output"))
+        return out
