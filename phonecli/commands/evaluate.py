@@ -1,0 +1,80 @@
+"""`phonecli evaluate` and `phonecli report` (only click at import time; the work is in phonecli.evaluate)."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("evaluate")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--protocol", type=click.Choice(["seed", "phone", "all"]), default="all", show_default=True,
+              help="seed = utterance-level Tasks A/B/C; phone = forced-alignment GOP protocol.")
+@click.option("--no-ci", "no_ci", is_flag=True, help="Skip the speaker-bootstrap 95% confidence intervals.")
+@click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Bootstrap replicates (test speakers resampled with replacement).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap and the regressor.")
+def evaluate(runs: tuple[str, ...], protocol: str, no_ci: bool, n_bootstrap: int, seed: int) -> None:
+    """Score RUN(s): writes RUN/metrics.json, predictions.jsonl and phone_scores.jsonl.
+
+    \b
+    Example:
+      phonecli evaluate runs/hubert-w
+      phonecli evaluate runs/* --protocol seed --no-ci
+    """
+    from phonecli.evaluate import EvaluateError, evaluate_run
+
+    for run in runs:
+        try:
+            m = evaluate_run(run, protocol=protocol, ci=not no_ci, n_bootstrap=n_bootstrap, seed=seed)
+        except EvaluateError as e:
+            raise click.ClickException(str(e)) from e
+        click.echo(_summary(run, m))
+
+
+def _fmt(v, spec: str) -> str:
+    return "—" if v is None else format(v, spec)
+
+
+def _summary(run: str, m: dict) -> str:
+    parts = [f"{run}:"]
+    s = m.get("seed")
+    if s:
+        parts.append(f"PER(HQ) {_fmt(s['task_a']['per_hq'], '.2f')}%  PER(all) {_fmt(s['task_a']['per_all'], '.2f')}%"
+                     f"  Pearson {_fmt(s['task_b']['pearson'], '.4f')}  AUC {_fmt(s['task_c']['auc'], '.4f')}"
+                     f"  F1(dev thr) {_fmt(s['task_c']['f1'], '.4f')}")
+    p = m.get("phone")
+    if p:
+        parts.append(f"phone PCC gop {_fmt(p['pcc_gop'], '.4f')} reg {_fmt(p['pcc_regressor'], '.4f')}"
+                     f"  MDD AUC {_fmt(p['mdd_auc'], '.4f')} F1 {_fmt(p['mdd_f1'], '.4f')}"
+                     f"  utt PCC {_fmt(p['utt_pcc'], '.4f')}  unaligned {p['counts']['n_unaligned_test_phones']}")
+    return "\n  ".join(parts)
+
+
+@click.command("report")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="results", show_default=True,
+              help="Directory for results.md, results.csv and the PNG plots.")
+@click.option("--no-plots", is_flag=True, help="Tables only.")
+@click.option("--no-evaluate", is_flag=True, help="Fail on runs without metrics.json instead of evaluating them.")
+@click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Bootstrap replicates for runs evaluated on the fly.")
+def report(runs: tuple[str, ...], out_dir: str, no_plots: bool, no_evaluate: bool, n_bootstrap: int) -> None:
+    """Tables (results.md, results.csv) and plots over evaluated RUNs.
+
+    \b
+    Example:
+      phonecli report runs/* --out results
+    """
+    import os
+
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    from phonecli.evaluate import EvaluateError
+    from phonecli.evaluate.report import write_report
+
+    try:
+        out = write_report(runs, out_dir, evaluate_missing=not no_evaluate, plots=not no_plots,
+                           n_bootstrap=n_bootstrap)
+    except EvaluateError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(out["summary"])
+    click.echo(f"wrote {out['results_md']}, {out['results_csv']} and {len(out['plots'])} plots")

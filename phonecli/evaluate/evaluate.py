@@ -1,0 +1,227 @@
+"""``evaluate_run``: both protocols on a run directory -> metrics.json, predictions.jsonl, phone_scores.jsonl.
+
+Files written into RUN (JSON: NaN/undefined values are ``null``):
+
+- ``metrics.json``: ``{"format": "phonecli-metrics", "version": 1, "run", "seed": {...},
+  "phone": {...}, "bootstrap": {...}, "counts": {...}}``; see the protocol modules for the
+  definitions. Evaluating one protocol keeps the other's block from an earlier evaluation.
+- ``predictions.jsonl``: one line per dev/test utterance with posteriors:
+  ``{"utt_id", "split", "speaker", "hyp": [phones], "ref": [phones], "accuracy"}``.
+- ``phone_scores.jsonl``: one line per canonical phone of dev/test:
+  ``{"utt_id", "split", "index", "phone", "human", "gop", "score"}``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from phonecli.evaluate import phone_protocol, seed_protocol
+from phonecli.evaluate.bootstrap import speaker_bootstrap
+from phonecli.evaluate.decode import greedy_decode
+
+PROTOCOLS = ("seed", "phone", "all")
+METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "predictions.jsonl"
+PHONE_SCORES_FILE = "phone_scores.jsonl"
+LOG_FLOOR = -100.0   # natural log; e**-100 is 0 for every practical purpose
+
+
+class EvaluateError(ValueError):
+    """Bad input to evaluation (missing/mismatched run, manifest or posteriors)."""
+
+
+def clean(obj):
+    """JSON-safe copy: numpy scalars -> Python, NaN/inf -> None."""
+    if isinstance(obj, dict):
+        return {str(k): clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return clean(obj.tolist())
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    return obj
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(clean(obj), indent=2))
+    tmp.replace(path)
+
+
+def _write_jsonl(path: Path, rows) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w") as f:
+        for r in rows:
+            f.write(json.dumps(clean(r)) + "\n")
+    tmp.replace(path)
+
+
+def _load(run_dir):
+    from phonecli.runs import Run, RunError
+
+    try:
+        run = Run.open(run_dir)
+    except RunError as e:
+        raise EvaluateError(str(e)) from e
+    try:
+        manifest = run.manifest()
+    except (FileNotFoundError, ValueError) as e:
+        raise EvaluateError(f"{run.path}/run.json points at data {run.info.get('data')!r}: {e}") from e
+    want = run.info.get("corpus_id")
+    if want and manifest.corpus_id != want:
+        raise EvaluateError(
+            f"{run.path}: run was trained on corpus {want} but {run.info['data']} holds corpus "
+            f"{manifest.corpus_id}; point run.json 'data' at the manifest the run was made from")
+    return run, manifest
+
+
+def _posteriors(run, manifest, split: str, required: bool) -> dict[str, np.ndarray] | None:
+    from phonecli.data.phones import VOCAB
+    from phonecli.runs import RunError
+
+    if not run.posteriors_path(split).exists():
+        if required:
+            raise EvaluateError(
+                f"{run.path}: no {split} posteriors (posteriors/{split}.safetensors); "
+                f"evaluation needs dev and test posteriors: re-run the probe/fuse/finetune stage")
+        return None
+    try:
+        post = run.read_posteriors(split)
+    except (RunError, OSError, ValueError, KeyError) as e:
+        raise EvaluateError(f"{run.posteriors_path(split)}: unreadable posteriors ({e}); re-run the stage") from e
+    for u, lp in post.items():
+        if u not in manifest:
+            raise EvaluateError(f"{run.posteriors_path(split)}: utterance {u} is not in the manifest "
+                                f"{run.info['data']}; the run was made from another corpus")
+        if manifest[u].split != split:
+            raise EvaluateError(f"{run.posteriors_path(split)}: utterance {u} is in split "
+                                f"{manifest[u].split!r} of the manifest, not {split!r}")
+        if lp.ndim != 2 or lp.shape[1] != len(VOCAB):
+            raise EvaluateError(f"{run.posteriors_path(split)}: utterance {u} has posteriors of shape "
+                                f"{lp.shape}, expected (frames, {len(VOCAB)})")
+        if np.isnan(lp).any() or np.isposinf(lp).any():
+            raise EvaluateError(f"{run.posteriors_path(split)}: utterance {u} has NaN/+inf log-posteriors; "
+                                f"the producing stage diverged, re-run it")
+    # log(0) = -inf is legal in a posterior but would make GOP means -inf: floor at LOG_FLOOR
+    return {u: np.maximum(lp, LOG_FLOOR) for u, lp in post.items()}
+
+
+def _predictions(manifest, split: str, post: dict[str, np.ndarray]) -> list[dict]:
+    rows = []
+    for u in manifest.split(split):
+        if u.utt_id in post:
+            rows.append({"utt_id": u.utt_id, "split": split, "speaker": u.speaker,
+                         "hyp": greedy_decode(post[u.utt_id]), "ref": u.canonical_phones, "accuracy": u.accuracy})
+    return rows
+
+
+def evaluate_run(run_dir: str | Path, protocol: str = "all", ci: bool = True, n_bootstrap: int = 1000,
+                 seed: int = 0, progress: bool | None = None) -> dict:
+    """Evaluate the run at ``run_dir``; write and return its metrics (see module docstring).
+
+    ``protocol``: ``"seed"``, ``"phone"`` or ``"all"``. ``ci``: add ``*_ci95`` speaker-bootstrap
+    intervals (``n_bootstrap`` replicates, RNG ``seed``). Thresholds and the regressor are fit
+    on train/dev only; test labels enter the final scoring only.
+    """
+    if protocol not in PROTOCOLS:
+        raise EvaluateError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
+    if progress is None:
+        progress = sys.stderr.isatty()
+    run, manifest = _load(run_dir)
+    post = {s: _posteriors(run, manifest, s, required=True) for s in ("dev", "test")}
+    missing = {s: [u.utt_id for u in manifest.split(s) if u.utt_id not in post[s]] for s in ("dev", "test")}
+    if any(missing.values()):
+        print(f"warning: {run.path}: {len(missing['test'])} test and {len(missing['dev'])} dev utterances "
+              f"have no posteriors (skipped upstream); they are listed in metrics.json", file=sys.stderr)
+
+    do_seed = protocol in ("seed", "all")
+    do_phone = protocol in ("phone", "all")
+    unit_speakers: dict[str, np.ndarray] = {}
+    scorers = []
+    result: dict = {}
+
+    if do_seed:
+        rows = {s: _predictions(manifest, s, post[s]) for s in ("dev", "test")}
+        _write_jsonl(run.path / PREDICTIONS_FILE, rows["dev"] + rows["test"])
+        dev_t, test_t = seed_protocol.UttTable.build(rows["dev"]), seed_protocol.UttTable.build(rows["test"])
+        if not test_t.utt_ids:
+            raise EvaluateError(f"{run.path}: no test utterance has posteriors; nothing to evaluate")
+        seed_fit = seed_protocol.fit(dev_t)
+        seed_flat = seed_protocol.score(test_t, seed_fit)
+        unit_speakers["utt"] = test_t.speakers
+        scorers.append(lambda ix: seed_protocol.score(test_t, seed_fit, ix["utt"]))
+
+    if do_phone:
+        train_post = _posteriors(run, manifest, "train", required=False)
+        tables = {}
+        for s, p in (("train", train_post), ("dev", post["dev"]), ("test", post["test"])):
+            if p is not None:
+                tables[s] = phone_protocol.build_table(s, manifest.split(s), p, progress=progress)
+        try:
+            phone_fit = phone_protocol.fit(tables.get("train"), tables["dev"], seed=seed)
+        except ValueError as e:
+            raise EvaluateError(f"{run.path}: {e}") from e
+        test_p = tables["test"]
+        test_scores = phone_fit.predict(test_p)
+        test_uscores = phone_protocol.utterance_means(test_p, test_scores)
+        phone_flat = phone_protocol.score(test_p, test_scores, test_uscores, phone_fit)
+        _write_jsonl(run.path / PHONE_SCORES_FILE, _phone_rows(tables["dev"], phone_fit.dev_scores)
+                     + _phone_rows(test_p, test_scores))
+        unit_speakers["phone"] = test_p.speakers
+        unit_speakers["putt"] = test_p.utt_speakers
+        scorers.append(lambda ix: phone_protocol.score(test_p, test_scores, test_uscores, phone_fit,
+                                                       ix["phone"], ix["putt"]))
+
+    cis: dict = {}
+    undefined: dict = {}
+    if ci:
+        # threshold-free oracle_f1 is re-swept per replicate inside seed_protocol.score
+        cis, undefined = speaker_bootstrap(unit_speakers, lambda ix: {k: v for f in scorers for k, v in f(ix).items()},
+                                           n=n_bootstrap, seed=seed, progress=progress)
+    if do_seed:
+        result["seed"] = seed_protocol.to_metrics(seed_flat, test_t, seed_fit, cis)
+        result["seed"]["counts"]["n_test_missing_posteriors"] = len(missing["test"])
+        result["seed"]["counts"]["n_dev_missing_posteriors"] = len(missing["dev"])
+    if do_phone:
+        result["phone"] = phone_protocol.to_metrics(phone_flat, test_p, tables, phone_fit, cis)
+
+    metrics_path = run.path / METRICS_FILE
+    old = {}
+    if metrics_path.exists():
+        try:
+            old = json.loads(metrics_path.read_text())
+        except json.JSONDecodeError:
+            old = {}
+    out = {k: v for k, v in old.items() if k in ("seed", "phone")}
+    out.update(result)
+    out = {
+        "format": "phonecli-metrics", "version": 1, "run": run.name, "kind": run.kind,
+        "evaluated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **out,
+        "bootstrap": {"n": n_bootstrap if ci else 0, "seed": seed, "unit": "test speaker", "level": 0.95,
+                      "method": "percentile", "undefined_replicates": {k: v for k, v in undefined.items() if v}},
+        "missing_posteriors": missing,
+    }
+    from phonecli import __version__
+
+    out["phonecli_version"] = __version__
+    out = clean(out)
+    _write_json(metrics_path, out)
+    return out
+
+
+def _phone_rows(t: phone_protocol.PhoneTable, scores: np.ndarray) -> list[dict]:
+    phones = t.phones
+    return [{"utt_id": t.utt_ids[i], "split": t.split, "index": int(t.index[i]), "phone": phones[i],
+             "human": float(t.human[i]), "gop": float(t.gop[i]), "score": float(scores[i])}
+            for i in range(len(t))]

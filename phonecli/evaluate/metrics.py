@@ -1,0 +1,89 @@
+"""Scalar metrics shared by both protocols: correlations, AUC, dev-chosen thresholds.
+
+Threshold selection and threshold scoring are separate functions on purpose: protocols call
+:func:`select_threshold` with dev data only and pass the result to :func:`prf_at` for test,
+so a test label can never move a threshold.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def _finite(x: float) -> float:
+    return float(x) if x is not None and math.isfinite(float(x)) else float("nan")
+
+
+def pearson(x, y) -> float:
+    """Pearson r; NaN when fewer than 2 points or either side is constant."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    xc, yc = x - x.mean(), y - y.mean()
+    return _finite(np.dot(xc, yc) / math.sqrt(np.dot(xc, xc) * np.dot(yc, yc)))
+
+
+def spearman(x, y) -> float:
+    """Spearman rho (Pearson of average ranks); NaN when undefined."""
+    from scipy.stats import rankdata
+
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if len(x) < 2:
+        return float("nan")
+    return pearson(rankdata(x), rankdata(y))
+
+
+def auc(labels, scores) -> float:
+    """AUC-ROC (sklearn); NaN when only one class is present."""
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.asarray(labels, dtype=bool)
+    if labels.all() or not labels.any():
+        return float("nan")
+    return _finite(roc_auc_score(labels, np.asarray(scores, dtype=np.float64)))
+
+
+def select_threshold(labels, scores) -> float:
+    """The threshold maximising F1 when predicting positive for ``score >= threshold``.
+
+    Candidates are the observed scores (sklearn ``precision_recall_curve``); ties go to the
+    lowest such threshold. NaN when the data has no positive (F1 undefined).
+    """
+    from sklearn.metrics import precision_recall_curve
+
+    labels = np.asarray(labels, dtype=bool)
+    if not labels.any() or len(labels) == 0:
+        return float("nan")
+    precision, recall, thresholds = precision_recall_curve(labels, np.asarray(scores, dtype=np.float64))
+    p, r = precision[:-1], recall[:-1]   # the last point (recall 0) has no threshold
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(p + r > 0, 2 * p * r / (p + r), 0.0)
+    return float(thresholds[int(np.argmax(f1))])
+
+
+def prf_at(labels, scores, threshold: float) -> dict[str, float]:
+    """Precision, recall and F1 of ``score >= threshold`` (NaN threshold -> all NaN).
+
+    Precision with no predicted positive is 0 (sklearn's ``zero_division=0``).
+    """
+    labels = np.asarray(labels, dtype=bool)
+    if not math.isfinite(threshold) or len(labels) == 0:
+        return {"precision": float("nan"), "recall": float("nan"), "f1": float("nan")}
+    pred = np.asarray(scores, dtype=np.float64) >= threshold
+    tp = int(np.sum(pred & labels))
+    fp = int(np.sum(pred & ~labels))
+    fn = int(np.sum(~pred & labels))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else float("nan")
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def oracle_f1(labels, scores) -> float:
+    """Best F1 over thresholds swept on the SAME data (the seed's test-swept F1; an oracle)."""
+    t = select_threshold(labels, scores)
+    return prf_at(labels, scores, t)["f1"]

@@ -1,0 +1,275 @@
+"""``write_report``: results.md, results.csv and PNG plots over one or more evaluated runs.
+
+Files in OUT:
+
+- ``results.md``: the seed's summary table (Model | Input | Task A PER (HQ) | Task B Pearson |
+  Task C AUC | Note; best value per column in bold), the full table of both protocols with
+  95% speaker-bootstrap CIs, and a counts table.
+- ``results.csv``: one row per run; every metric with ``_ci_lo``/``_ci_hi`` columns.
+- ``roc_utterance.png`` (Task C, all runs), ``roc_phone.png`` (phone MDD, all runs),
+  ``layer_weights.png`` (runs with ``layer_weights.json``), ``per_phone_error.png`` (test
+  error rate of each canonical phone: substitutions + deletions / occurrences, per run),
+  ``confusion_<run>.png`` (reference phone x hypothesis phone from the edit alignment,
+  row-normalised, with deletions and insertions).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from phonecli.evaluate.describe import describe
+from phonecli.evaluate.evaluate import METRICS_FILE, EvaluateError, evaluate_run
+
+SUMMARY_HEADER = ["Model", "Input", "Task A PER (HQ)", "Task B Pearson", "Task C AUC", "Note"]
+# (csv/markdown label, protocol block path, format, higher is better)
+FULL_COLUMNS = [
+    ("PER HQ %", ("seed", "task_a", "per_hq"), "{:.2f}", False),
+    ("PER all %", ("seed", "task_a", "per_all"), "{:.2f}", False),
+    ("Pearson", ("seed", "task_b", "pearson"), "{:.4f}", True),
+    ("Spearman", ("seed", "task_b", "spearman"), "{:.4f}", True),
+    ("AUC", ("seed", "task_c", "auc"), "{:.4f}", True),
+    ("F1 (dev thr)", ("seed", "task_c", "f1"), "{:.4f}", True),
+    ("Precision", ("seed", "task_c", "precision"), "{:.4f}", True),
+    ("Recall", ("seed", "task_c", "recall"), "{:.4f}", True),
+    ("Oracle F1 (test-swept)", ("seed", "task_c", "oracle_f1"), "{:.4f}", True),
+    ("PCC GOP", ("phone", "pcc_gop"), "{:.4f}", True),
+    ("PCC regressor", ("phone", "pcc_regressor"), "{:.4f}", True),
+    ("MDD AUC", ("phone", "mdd_auc"), "{:.4f}", True),
+    ("MDD F1", ("phone", "mdd_f1"), "{:.4f}", True),
+    ("MDD P", ("phone", "mdd_precision"), "{:.4f}", True),
+    ("MDD R", ("phone", "mdd_recall"), "{:.4f}", True),
+    ("Utt PCC", ("phone", "utt_pcc"), "{:.4f}", True),
+]
+CSV_KEYS = {
+    "per_hq": ("seed", "task_a", "per_hq"), "per_all": ("seed", "task_a", "per_all"),
+    "n_hq": ("seed", "task_a", "n_hq"),
+    "pearson": ("seed", "task_b", "pearson"), "spearman": ("seed", "task_b", "spearman"),
+    "auc": ("seed", "task_c", "auc"), "f1": ("seed", "task_c", "f1"),
+    "precision": ("seed", "task_c", "precision"), "recall": ("seed", "task_c", "recall"),
+    "threshold": ("seed", "task_c", "threshold"), "oracle_f1": ("seed", "task_c", "oracle_f1"),
+    "pcc_gop": ("phone", "pcc_gop"), "pcc_regressor": ("phone", "pcc_regressor"),
+    "mdd_auc": ("phone", "mdd_auc"), "mdd_auc_gop": ("phone", "mdd_auc_gop"), "mdd_f1": ("phone", "mdd_f1"),
+    "mdd_precision": ("phone", "mdd_precision"), "mdd_recall": ("phone", "mdd_recall"),
+    "mdd_threshold": ("phone", "mdd_threshold"), "utt_pcc": ("phone", "utt_pcc"),
+}
+NO_CI = {"n_hq", "threshold", "mdd_threshold"}
+
+
+class ReportError(EvaluateError):
+    """A run could not be reported."""
+
+
+@dataclass
+class RunResult:
+    name: str
+    path: Path
+    info: dict
+    metrics: dict
+    model: str
+    input: str
+    note: str
+
+
+def _get(d: dict, path: tuple[str, ...]):
+    for k in path:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def _ci(d: dict, path: tuple[str, ...]):
+    return _get(d, path[:-1] + (path[-1] + "_ci95",))
+
+
+def _num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _fmt(v, fmt: str) -> str:
+    return fmt.format(v) if _num(v) else "—"
+
+
+def load_results(run_dirs, evaluate_missing: bool = True, n_bootstrap: int = 1000, seed: int = 0) -> list[RunResult]:
+    """Open each run, evaluating it first when it has no metrics.json (or refusing clearly)."""
+    from phonecli.runs import Run, RunError
+
+    out: list[RunResult] = []
+    names: set[str] = set()
+    for d in run_dirs:
+        try:
+            run = Run.open(d)
+        except RunError as e:
+            raise ReportError(str(e)) from e
+        mfile = run.path / METRICS_FILE
+        if not mfile.exists():
+            if not evaluate_missing:
+                raise ReportError(f"{run.path}: no metrics.json; run `phonecli evaluate {run.path}` first")
+            print(f"{run.path}: no metrics.json yet; evaluating it first", file=sys.stderr)
+            evaluate_run(run.path, n_bootstrap=n_bootstrap, seed=seed)
+        try:
+            metrics = json.loads(mfile.read_text())
+        except json.JSONDecodeError as e:
+            raise ReportError(f"{mfile}: malformed metrics.json ({e}); re-run `phonecli evaluate {run.path}`") from e
+        name = run.name
+        k = 2
+        while name in names:       # two runs called the same in different folders
+            name = f"{run.name}-{k}"
+            k += 1
+        names.add(name)
+        model, inp, note = describe(run.info)
+        out.append(RunResult(name, run.path, run.info, metrics, model, inp, note))
+    return out
+
+
+def _md_table(header: list[str], rows: list[list[str]], align: list[str]) -> str:
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join({"l": "---", "r": "---:"}[a] for a in align) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _best(values: list, higher: bool):
+    vals = [v for v in values if _num(v)]
+    if not vals:
+        return None
+    return max(vals) if higher else min(vals)
+
+
+def summary_table(results: list[RunResult]) -> str:
+    """The seed's 3-metric table, sorted by Task A PER (HQ), best per column in bold."""
+    keys = [(("seed", "task_a", "per_hq"), "{:.2f}", False), (("seed", "task_b", "pearson"), "{:.4f}", True),
+            (("seed", "task_c", "auc"), "{:.4f}", True)]
+    order = sorted(results, key=lambda r: (_get(r.metrics, keys[0][0]) if _num(_get(r.metrics, keys[0][0])) else math.inf))
+    best = [_best([_get(r.metrics, p) for r in results], hi) for p, _, hi in keys]
+    rows = []
+    for r in order:
+        cells = [r.model, r.input]
+        for (p, fmt, _), b in zip(keys, best):
+            v = _get(r.metrics, p)
+            s = _fmt(v, fmt)
+            cells.append(f"**{s}**" if len(results) > 1 and _num(v) and v == b else s)
+        cells.append(r.note)
+        rows.append(cells)
+    return _md_table(SUMMARY_HEADER, rows, ["l", "l", "r", "r", "r", "l"])
+
+
+def full_table(results: list[RunResult]) -> str:
+    header = ["Run"] + [c[0] for c in FULL_COLUMNS]
+    rows = []
+    for r in results:
+        cells = [r.name]
+        for _, path, fmt, _ in FULL_COLUMNS:
+            v, ci = _get(r.metrics, path), _ci(r.metrics, path)
+            s = _fmt(v, fmt)
+            if _num(v) and isinstance(ci, list) and len(ci) == 2 and all(_num(x) for x in ci):
+                s += f" [{fmt.format(ci[0])}, {fmt.format(ci[1])}]"
+            cells.append(s)
+        rows.append(cells)
+    return _md_table(header, rows, ["l"] + ["r"] * len(FULL_COLUMNS))
+
+
+def counts_table(results: list[RunResult]) -> str:
+    header = ["Run", "Kind", "Test utts", "HQ utts", "Test phones", "Unaligned test phones",
+              "Missing test posteriors", "Task C thr (dev, PER %)", "MDD thr (dev)", "Regressor fit on", "Bootstrap"]
+    rows = []
+    for r in results:
+        m = r.metrics
+        b = m.get("bootstrap") or {}
+        rows.append([
+            r.name, str(r.info.get("kind", "?")),
+            str(_get(m, ("seed", "counts", "n_test")) or "—"), str(_get(m, ("seed", "task_a", "n_hq")) or "—"),
+            str(_get(m, ("phone", "counts", "n_test_phones")) or "—"),
+            str(_get(m, ("phone", "counts", "n_unaligned_test_phones")) if _get(m, ("phone", "counts")) else "—"),
+            str(len((m.get("missing_posteriors") or {}).get("test", []))),
+            _fmt(_get(m, ("seed", "task_c", "threshold")), "{:.2f}"),
+            _fmt(_get(m, ("phone", "mdd_threshold")), "{:.3f}"),
+            str(_get(m, ("phone", "regressor", "fit_on")) or "—"),
+            f"{b.get('n', 0)} × speakers" if b.get("n") else "none",
+        ])
+    return _md_table(header, rows, ["l", "l"] + ["r"] * 7 + ["l", "l"])
+
+
+def write_csv(results: list[RunResult], path: Path) -> None:
+    fields = ["run", "path", "kind", "model", "input", "note"]
+    for k in CSV_KEYS:
+        fields.append(k)
+        if k not in NO_CI:
+            fields += [f"{k}_ci_lo", f"{k}_ci_hi"]
+    fields += ["n_test", "n_test_phones", "n_unaligned_test_phones", "regressor_fit_on"]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        for r in results:
+            row = {"run": r.name, "path": str(r.path), "kind": r.info.get("kind", ""), "model": r.model,
+                   "input": r.input, "note": r.note}
+            for k, p in CSV_KEYS.items():
+                v = _get(r.metrics, p)
+                row[k] = v if _num(v) else ""
+                if k not in NO_CI:
+                    ci = _ci(r.metrics, p)
+                    ok = isinstance(ci, list) and len(ci) == 2
+                    row[f"{k}_ci_lo"] = ci[0] if ok and _num(ci[0]) else ""
+                    row[f"{k}_ci_hi"] = ci[1] if ok and _num(ci[1]) else ""
+            row["n_test"] = _get(r.metrics, ("seed", "counts", "n_test")) or ""
+            row["n_test_phones"] = _get(r.metrics, ("phone", "counts", "n_test_phones")) or ""
+            row["n_unaligned_test_phones"] = _get(r.metrics, ("phone", "counts", "n_unaligned_test_phones"))
+            if row["n_unaligned_test_phones"] is None:
+                row["n_unaligned_test_phones"] = ""
+            row["regressor_fit_on"] = _get(r.metrics, ("phone", "regressor", "fit_on")) or ""
+            w.writerow(row)
+
+
+def write_report(run_dirs, out_dir: str | Path, evaluate_missing: bool = True, plots: bool = True,
+                 n_bootstrap: int = 1000, seed: int = 0) -> dict:
+    """Write results.md, results.csv and plots for ``run_dirs`` into ``out_dir``.
+
+    Returns ``{"results_md", "results_csv", "plots": [paths], "runs": [names], "summary": markdown}``.
+    """
+    run_dirs = list(run_dirs)
+    if not run_dirs:
+        raise ReportError("no runs given; pass one or more run directories (e.g. runs/*)")
+    results = load_results(run_dirs, evaluate_missing, n_bootstrap=n_bootstrap, seed=seed)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plot_paths = []
+    if plots:
+        from phonecli.evaluate import plots as P
+
+        plot_paths = P.write_plots(results, out)
+    md = [
+        "# Results",
+        "",
+        "Seed protocol (utterance level, test split). Task A: corpus PER (%) of greedy CTC output vs",
+        "canonical phones on utterances with accuracy >= 8; Task B: Pearson of 1 - PER_utt with utterance",
+        "accuracy; Task C: AUC-ROC of PER_utt for accuracy <= 6. PER: lower is better; Pearson, AUC: higher.",
+        "",
+        summary_table(results),
+        "",
+        "## All metrics with 95% CIs",
+        "",
+        "Brackets: 95% percentile bootstrap intervals, resampling test speakers. F1/P/R use thresholds",
+        "chosen on dev; `Oracle F1` sweeps the threshold on test (the seed's way; optimistic).",
+        "Phone protocol anchors (SpeechOcean762 literature): phone PCC Kaldi GOP 0.45, GOPT 0.612,",
+        "3MH 0.693, MuFFIN 0.742; utterance PCC GOPT 0.714; MDD F1 MuFFIN 0.66.",
+        "",
+        full_table(results),
+        "",
+        "## Counts and choices",
+        "",
+        counts_table(results),
+        "",
+    ]
+    if plot_paths:
+        md += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plot_paths] + [""]
+    md_path = out / "results.md"
+    md_path.write_text("\n".join(md))
+    csv_path = out / "results.csv"
+    write_csv(results, csv_path)
+    return {"results_md": md_path, "results_csv": csv_path, "plots": plot_paths, "runs": [r.name for r in results],
+            "summary": summary_table(results)}
