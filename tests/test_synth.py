@@ -263,3 +263,25 @@ def test_cli_refuses_nonempty_out_and_overwrites(tmp_path):
     assert "wrote 3 utterances" in res.output
     assert (out / "keep.txt").exists()  # only the generator's own entries are replaced
     assert all(rel.endswith(".wav") for _, rel in _kv(out / "train" / "wav.scp"))
+
+
+def test_openslr_reader_realizes_the_phones_the_audio_contains(small, tmp_path):
+    """`data prepare` on a generated corpus: the manifest's realized phones are the audio's phones.
+
+    The one documented exception is ``<unk>``: the manifest keeps the canonical phone (there is
+    no symbol for an unidentifiable sound) while the audio has a schwa or glottal stop.
+    """
+    from phonecli.data.prepare import prepare_corpus
+
+    root, _ = small
+    info = json.loads((root / "synth-info.json").read_text())
+    manifest = prepare_corpus(root, tmp_path / "prepared", progress=False)
+    assert {u.utt_id for u in manifest.utterances} == set(info["utterances"])
+    assert not manifest.skipped
+    for u in manifest.utterances:
+        audio_phones = info["utterances"][u.utt_id]["realized_phones"]
+        assert len(audio_phones) == len(u.realized_phones), u.utt_id
+        for a, m in zip(audio_phones, u.realized_phones):
+            assert a == "<unk>" or strip_stress(a) == m, u.utt_id
+        assert u.sample_rate == 16000 and abs(u.duration - info["utterances"][u.utt_id]["duration"]) < 1e-3
+        assert u.speaker == info["utterances"][u.utt_id]["speaker"]
