@@ -589,6 +589,8 @@ def generate(out: str | Path, n_utterances: int, seed: int = 0, *, fmt: str = "f
         raise SynthError(f"unknown audio format {fmt!r}; use flac or wav")
     versions = check_tools()
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise SynthError(f"{out} exists and is not a directory; choose another --out")
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise SynthError(f"{out} is not empty; choose another --out or pass --overwrite")
