@@ -18,7 +18,6 @@ from phonecli.data.synth import (
     SynthError,
     _CONSONANTS_ESPEAK,
     _VOWELS_ESPEAK,
-    espeak_string,
     generate,
     plan_corpus,
     sample_corpus_path,
