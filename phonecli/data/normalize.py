@@ -48,7 +48,7 @@ class Problem:
     utt_id: str | None = None
 
     def __str__(self) -> str:
-        return f"{self.severity}: {self.where}: {self.message}"
+        return f"{self.severity}: {self.where}: {self.message}" if self.where else f"{self.severity}: {self.message}"
 
     @property
     def is_error(self) -> bool:

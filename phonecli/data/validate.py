@@ -30,7 +30,7 @@ def validate_corpus(source: str | Path, progress: bool | None = None) -> list[Pr
     try:
         corpus, kind = open_source(source)
     except CorpusError as e:
-        return [Problem("error", str(source), str(e))]
+        return [Problem("error", "", str(e))]  # the message already names the file
     problems: list[Problem] = list(corpus.problems)
     with _progress(len(corpus), f"validate {kind}", progress) as bar:
         for rec in corpus.records():
