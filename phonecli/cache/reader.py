@@ -9,8 +9,8 @@ import numpy as np
 
 from phonecli.cache.plan import Part
 from phonecli.cache.store import (
-    FORMAT, VERSION, CacheError, data_key, done_key, local_file, normalize_path, open_store,
-    part_name, read_attrs, read_json, scales_key, split_rank, store_get_ranges, store_list_dir,
+    FORMAT, VERSION, CacheError, data_key, local_file, normalize_path, open_store, part_name,
+    read_attrs, scales_key, split_rank, store_get_ranges, store_list_dir,
 )
 
 # The only chunk layout we write: one chunk, key "c/0/0/0", plain little-endian bytes.

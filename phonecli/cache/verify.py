@@ -9,7 +9,7 @@ import numpy as np
 
 from phonecli.cache.plan import Part
 from phonecli.cache.store import (
-    DTYPES, FORMAT, REQUIRED_KEYS, CacheError, data_key, done_key, local_file, part_name,
+    DTYPES, REQUIRED_KEYS, CacheError, data_key, done_key, local_file, open_store, part_name,
     read_attrs, read_json, scales_key, store_get, store_list_dir,
 )
 
@@ -103,7 +103,7 @@ def verify_cache(path: str, progress: bool | None = None, repair: bool = False) 
     for part in tqdm(cache.plan, desc="verify", unit="part", disable=not show):
         n_before = len(problems)
         _verify_part(cache, part, L, D, dtype, itemsize, markers, seen, problems)
-        if len(problems) > n_before and read_attrs(store, done_key(part.index)) is not None:
+        if len(problems) > n_before and (read_attrs(store, done_key(part.index)) or {}).get("index") is not None:
             bad.add(part.index)
 
     if not meta.get("complete"):
@@ -120,7 +120,7 @@ def verify_cache(path: str, progress: bool | None = None, repair: bool = False) 
         if meta.get("skipped", []) != skipped:
             problems.append(f"{p}: metadata skipped list disagrees with the part markers")
     if repair and (bad or problems):
-        _repair(store, bad)
+        _repair(open_store(cache.path, read_only=False), bad)
         problems.append(f"{p}: repaired: removed the completion marker of {len(bad)} damaged part(s) "
                         f"({', '.join(part_name(i) for i in sorted(bad)) or 'none'}) and cleared complete; "
                         "re-run the same extraction command to redo them")
@@ -147,7 +147,7 @@ def _verify_part(cache, part: Part, L: int, D: int, dtype: str, itemsize: int, m
     name = part_name(part.index)
     fix = FIX_REDO.format(p=name)
     m = read_attrs(store, done_key(part.index))
-    if m is None:
+    if m is None or "index" not in m:
         problems.append(f"{p}: part {name} is incomplete (no completion marker): re-run the extraction to finish it")
         return
     markers.append(m)

@@ -146,7 +146,7 @@ class CacheWriter:
         names = {n for n in store_list_dir(self.store, "done")}
         done = set()
         for part in self.plan:
-            if part_name(part.index) in names and read_attrs(self.store, done_key(part.index)) is not None:
+            if part_name(part.index) in names and "index" in (read_attrs(self.store, done_key(part.index)) or {}):
                 done.add(part.index)
         return done
 
