@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,11 @@ from phonecli.data.synth import (
 )
 
 KALDI_FILES = ("wav.scp", "text", "utt2spk", "spk2utt", "spk2age", "spk2gender")
+# Generating needs the apt tools; the bundled-corpus checks run everywhere.
+needs_tools = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None or shutil.which("sox") is None,
+    reason=f"espeak-ng/sox not installed: {INSTALL_HINT}",
+)
 STRESSED_VOWEL = re.compile(r"^(AA|AE|AH|AO|AW|AY|EH|ER|EY|IH|IY|OW|OY|UH|UW)[012]$")
 
 
@@ -127,6 +133,7 @@ def small(tmp_path_factory):
     return root, summary
 
 
+@needs_tools
 def test_small_corpus_layout_and_audio(small):
     root, summary = small
     parsed = check_corpus_structure(root)
@@ -136,6 +143,7 @@ def test_small_corpus_layout_and_audio(small):
     assert all(rel.endswith(".flac") for rel in parsed["wav"].values())
 
 
+@needs_tools
 def test_same_seed_identical_files_other_seed_differs(small, tmp_path):
     root, _ = small
     again = tmp_path / "again"
@@ -149,6 +157,7 @@ def test_same_seed_identical_files_other_seed_differs(small, tmp_path):
     assert [p.scores for p in plans_other] != [p.scores for p in plans_same]
 
 
+@needs_tools
 def test_audio_is_synthesized_from_the_realized_phones(small, tmp_path):
     root, _ = small
     info = json.loads((root / "synth-info.json").read_text())
@@ -171,6 +180,7 @@ def test_audio_is_synthesized_from_the_realized_phones(small, tmp_path):
     assert canonical.shape != realized.shape or np.abs(canonical.astype(int) - realized).max() > 1000
 
 
+@needs_tools
 def test_th_to_s_substitution_changes_the_spectrum(tmp_path):
     """[[s'INk]] vs [[T'INk]]: /s/ has far more energy above 4 kHz than /th/ (independent check)."""
     energies = {}
@@ -184,6 +194,7 @@ def test_th_to_s_substitution_changes_the_spectrum(tmp_path):
     assert energies["s"] > 2 * energies["th"], energies
 
 
+@needs_tools
 def test_labels_realized_phones_and_scores_agree(small):
     root, _ = small
     info = json.loads((root / "synth-info.json").read_text())
@@ -239,6 +250,7 @@ def test_missing_tools_one_clear_line(tmp_path, monkeypatch):
     assert INSTALL_HINT in res.output and len(res.output.strip().splitlines()) == 1
 
 
+@needs_tools
 def test_cli_refuses_nonempty_out_and_overwrites(tmp_path):
     from phonecli.cli import main
 
@@ -264,6 +276,7 @@ def test_cli_refuses_nonempty_out_and_overwrites(tmp_path):
     assert all(rel.endswith(".wav") for _, rel in _kv(out / "train" / "wav.scp"))
 
 
+@needs_tools
 def test_openslr_reader_realizes_the_phones_the_audio_contains(small, tmp_path):
     """`data prepare` on a generated corpus: the manifest's realized phones are the audio's phones.
 
