@@ -278,8 +278,8 @@ def to_espeak(words: Sequence[Sequence[str | None]], stress: Sequence[Sequence[s
                 stressed_form, unstressed_form = _VOWELS_ESPEAK[base]
                 weak = unstressed_words is not None and unstressed_words[wi]
                 if digit == "0" or weak:
-                    # one-syllable content words carry stress 0 in the labels but are stressed
-                    # in speech; the caller passes their original CMU digit through `p`.
+                    # labels give one-syllable words stress 0; espeak_string() re-marks the
+                    # content words as stressed before calling us, function words stay weak
                     parts.append(unstressed_form)
                 else:
                     parts.append(("'" if digit == "1" else ",") + stressed_form)
