@@ -261,3 +261,60 @@ def test_bad_waveforms_are_refused(adapters):
     with pytest.raises(ExtractionError, match=r"waveform 0 has shape \(2, 4000\)"):
         a.forward([np.zeros((2, 4000), np.float32)])
     assert a.forward([]) == []
+
+
+def test_hub_id_code_path_records_the_commit_hash(dirs, tmp_path):
+    """A registry row whose source is a Hub id, served offline from a Hugging Face cache
+    layout (snapshots/<commit>): same from_pretrained call as online, revision = the commit."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--phonecli-test--tiny-hubert"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(dirs["hubert-large-ctc"], repo / "snapshots" / commit)
+    code = (
+        "import dataclasses, warnings, numpy as np; warnings.simplefilter('ignore');"
+        "from phonecli.extract.registry import load_registry, get_adapter;"
+        "reg = load_registry();"
+        "reg['hubert-large'] = dataclasses.replace(reg['hubert-large'], source='phonecli-test/tiny-hubert');"
+        "a = get_adapter('hubert-large');"
+        "print(a.model_id, a.revision, a.settings['normalize_from'], a.forward([np.ones(8000, np.float32)])[0].shape)"
+    )
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["phonecli-test/tiny-hubert", commit, "preprocessor_config.json", "(3,", "24,", "32)"]
+
+
+@pytest.mark.parametrize("case", ["hubert-large-ctc", "distilhubert"])
+def test_extract_cli_into_cache_equals_direct_forward(case, dirs, tiny_corpus, tmp_path):
+    """`phonecli extract` with a tiny HuBERT directory (padding-safe: padded batches; group
+    norm: unpadded) -> FeatureCache.read equals the direct forward within float16 tolerance."""
+    from click.testing import CliRunner
+
+    from phonecli.cache import FeatureCache
+    from phonecli.cli import main
+    from phonecli.data.audio import load_audio
+    from phonecli.data.manifest import Manifest
+
+    res = CliRunner().invoke(main, ["extract", "--model", str(dirs[case]), "--data", str(tiny_corpus),
+                                    "--cache", str(tmp_path / "cache"), "--device", "cpu", "--batch-seconds", "5"])
+    assert res.exit_code == 0, res.output
+    cache = FeatureCache.open(res.output.strip().splitlines()[-1])
+    manifest = Manifest.load(tiny_corpus)
+    assert cache.is_complete and cache.layers == [0, 1, 2] and cache.dim == 32 and cache.frame_rate == 50.0
+    assert cache.metadata["settings"]["adapter"]["padding_safe"] is CASES[case][5]
+    assert cache.metadata["layer_info"][-1]["name"].endswith(
+        "(pre final LayerNorm)" if CASES[case][6] else "(= last_hidden_state)")
+    assert sorted(cache.utterance_ids()) == sorted(u.utt_id for u in manifest)
+    normalize = CASES[case][4]["do_normalize"]
+    for u in list(manifest)[::5]:
+        wave = load_audio(tiny_corpus / u.audio)
+        ref, _, _ = reference(dirs[case], wave, normalize)
+        got = cache.read(u.utt_id)
+        assert got.dtype == np.float16 and got.shape == ref.shape
+        np.testing.assert_allclose(got.astype(np.float32), ref, rtol=2e-3, atol=2e-4)
