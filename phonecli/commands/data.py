@@ -118,10 +118,16 @@ def download(to: str, url: str | None, md5: str | None, retries: int, keep_archi
       phonecli data download --to ~/corpora
       phonecli data prepare ~/corpora/speechocean762 --out data/so762
     """
-    from phonecli.data.download import DEFAULT_URL, download_corpus
+    import json
+    from pathlib import Path
+
+    from phonecli.data.download import DEFAULT_URL, MARKER, download_corpus
 
     try:
         root = download_corpus(to, url or DEFAULT_URL, md5, retries=retries, keep_archive=keep_archive)
     except (ValueError, OSError) as e:
         raise _fail(e) from e
+    done = json.loads((Path(to) / MARKER).read_text())
+    click.echo(f"archive: {done['bytes']} bytes, md5 {done['md5']} "
+               f"({'checked' if done['md5_checked'] else 'not checked: pass --md5 to check'})", err=True)
     click.echo(str(root))
