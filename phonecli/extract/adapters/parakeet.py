@@ -90,6 +90,9 @@ class Adapter(EncoderAdapter):
         self.hidden_size = int(self.config.hidden_size)
         self.num_states = int(self.config.num_hidden_layers) + 1
         self.frame_rate = SAMPLE_RATE / (fe.hop_length * self.config.subsampling_factor)
+        self.settings = {"features": f"ParakeetFeatureExtractor log-mel {fe.feature_size} bins, per-utterance "
+                                     "normalisation", "subsampling": int(self.config.subsampling_factor),
+                         "attention_mask": True}
         check_registry_numbers(spec, source, self.num_states, self.hidden_size)
 
     def layers(self) -> list[LayerInfo]:

@@ -109,6 +109,8 @@ class Adapter(WindowedLogMelAdapter):
                              "bnb_4bit_compute_dtype": "float32"}
         self.feature_extractor = load_whisper_feature_extractor(source, revision)
         self._setup_windows(source)
+        self.settings = {**self.window_settings(), "quantization": self.quantization,
+                         "final_state": "avg-pooled 25 frames/s, stored at 50 frames/s by repeating each frame twice"}
         check_registry_numbers(spec, source, self.num_states, self.hidden_size)
 
     def _window_states(self, hidden_states: tuple):

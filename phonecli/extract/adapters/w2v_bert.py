@@ -88,6 +88,8 @@ class Adapter(EncoderAdapter):
         self.hidden_size = int(self.config.hidden_size)
         self.num_states = int(self.config.num_hidden_layers) + 1
         self.frame_rate = SAMPLE_RATE / (HOP * self.stride)
+        self.settings = {"features": f"SeamlessM4TFeatureExtractor {fe.num_mel_bins}-bin fbank, stride-{self.stride} "
+                                     "stacking, per-utterance mel-bin normalisation", "attention_mask": True}
         check_registry_numbers(spec, source, self.num_states, self.hidden_size)
 
     def layers(self) -> list[LayerInfo]:

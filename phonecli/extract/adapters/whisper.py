@@ -50,13 +50,17 @@ def quiet_transformers():
     from transformers.utils import logging as hf_logging
 
     level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # the per-tensor "Loading weights" bar is noise in our own bar
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
         hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def first_line(e: BaseException) -> str:
@@ -140,6 +144,15 @@ def check_waves(name: str, waves: list[np.ndarray], min_samples: int = 1) -> lis
 
 
 def check_registry_numbers(spec: ModelSpec, source: str, states: int, hidden: int) -> None:
+    """Warn when a registry row's numbers disagree with the loaded checkpoint.
+
+    A bare local directory borrows the first row of its family, whose numbers do not describe
+    it, so only rows actually in the registry (a name or NAME=DIR) are checked.
+    """
+    from phonecli.extract.registry import load_registry
+
+    if spec.name not in load_registry():
+        return
     if (spec.layers, spec.hidden_size) != (states, hidden):
         warnings.warn(
             f"{spec.name}: registry says {spec.layers} states x {spec.hidden_size} but {source} has "
@@ -180,6 +193,13 @@ class WindowedLogMelAdapter(EncoderAdapter):
                 f"{source}: feature extractor window ({self.window_samples} samples, hop {fe.hop_length}) does not "
                 f"match the encoder's {self.window_frames} positions at {SAMPLES_PER_FRAME} samples/frame"
             )
+
+    def window_settings(self) -> dict:
+        return {"features": f"WhisperFeatureExtractor log-mel {self.feature_extractor.feature_size} bins, "
+                            "each input padded to 30 s",
+                "window_seconds": self.window_samples / SAMPLE_RATE,
+                "long_audio": "consecutive non-overlapping 30 s windows, each trimmed to ceil(samples/320) "
+                              "frames, concatenated"}
 
     def num_frames(self, num_samples: int) -> int:
         """``ceil(samples / 320)``: 50 frames/s, summed over 30 s windows (exact: 480000 % 320 == 0)."""
@@ -263,6 +283,7 @@ class Adapter(WindowedLogMelAdapter):
         self.num_states = int(self.config.encoder_layers) + 1
         self.feature_extractor = load_whisper_feature_extractor(source, revision)
         self._setup_windows(source)
+        self.settings = self.window_settings()
         check_registry_numbers(spec, source, self.num_states, self.hidden_size)
 
     def layers(self) -> list[LayerInfo]:
