@@ -233,3 +233,17 @@ def test_cli_prepare_sample_and_info_json(tmp_path):
     assert r.exit_code == 0 and "HQ(>=8)" in r.output and m.corpus_id in r.output
     r = runner.invoke(main, ["data", "info", str(tmp_path)])
     assert r.exit_code != 0 and "no manifest here" in r.output
+
+
+def test_parquet_skip_writes_no_audio_for_skipped_rows_and_reruns_are_stable(tmp_path):
+    root = tmp_path / "c"
+    make_openslr(root, n_train_speakers=2, n_test_speakers=1)
+    _edit_scores(root, lambda d: d["050000001"]["words"][0]["phones"].__setitem__(0, "ZZ"))
+    to_parquet(root, tmp_path / "hf")
+    with pytest.raises(UtteranceError, match=r"utterance 050000001: .*'ZZ'"):
+        prepare_corpus(tmp_path / "hf", tmp_path / "m")
+    m = prepare_corpus(tmp_path / "hf", tmp_path / "m", on_error="skip")
+    assert [s["utt_id"] for s in m.skipped] == ["050000001"]
+    assert sorted(p.name for p in (tmp_path / "m/audio").iterdir()) == sorted(f"{u.utt_id}.wav" for u in m)
+    again = prepare_corpus(tmp_path / "hf", tmp_path / "m", on_error="skip")
+    assert again.corpus_id == m.corpus_id and _rows(again) == _rows(m)
