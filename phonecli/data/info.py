@@ -12,7 +12,7 @@ MISPRONOUNCED_PHONE = 0.5
 
 
 def _stats(utts: list[Utterance]) -> dict:
-    seconds = sum(u.duration for u in utts)
+    seconds = float(sum(u.duration for u in utts))
     phone_acc = [a for u in utts for a in u.phone_accuracy]
     return {
         "utterances": len(utts),
