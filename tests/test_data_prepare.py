@@ -247,3 +247,22 @@ def test_parquet_skip_writes_no_audio_for_skipped_rows_and_reruns_are_stable(tmp
     assert sorted(p.name for p in (tmp_path / "m/audio").iterdir()) == sorted(f"{u.utt_id}.wav" for u in m)
     again = prepare_corpus(tmp_path / "hf", tmp_path / "m", on_error="skip")
     assert again.corpus_id == m.corpus_id and _rows(again) == _rows(m)
+
+
+def test_resampleable_audio_is_prepared_with_a_warning(tmp_path):
+    from data_corpus import write_wav
+
+    root = tmp_path / "c"
+    make_openslr(root, n_train_speakers=2, n_test_speakers=1)
+    write_wav(root / "WAVE/SPEAKER0001/000100001.WAV", 0.5, sr=8000)
+    write_wav(root / "WAVE/SPEAKER0002/000200000.WAV", 0.5, channels=2)
+    r = CliRunner().invoke(main, ["data", "prepare", str(root), "--out", str(tmp_path / "m")])
+    assert r.exit_code == 0, r.output
+    assert "warning: utterance 000100001: " in r.stderr and "is 8000 Hz, not 16000 Hz" in r.stderr
+    assert "warning: utterance 000200000: " in r.stderr and "has 2 channels" in r.stderr
+    m = load_manifest(tmp_path / "m")
+    u = m["000100001"]
+    assert (u.sample_rate, u.num_samples, u.duration) == (8000, 4000, 0.5)
+    assert m["000200000"].num_samples == 8000 and not m.skipped
+    r = CliRunner().invoke(main, ["data", "prepare", str(root), "--out", str(tmp_path / "m"), "--quiet"])
+    assert r.exit_code == 0 and "warning" not in r.stderr
