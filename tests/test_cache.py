@@ -387,3 +387,22 @@ def test_feature_dataset_with_dataloader(tmp_path):
                 assert (batch[k, :, lengths[k]:] == 0).all()
             seen += ids
         assert sorted(seen) == sorted(ds.utt_ids)
+
+
+def test_pickle_for_workers_and_require_complete(tmp_path):
+    import pickle
+
+    feats = make_features(10)
+    cache = build(tmp_path / "c.zarr", feats)
+    cache.read("utt000")                                    # memmaps now open
+    blob = pickle.dumps(cache)
+    assert len(blob) < 50_000                               # metadata + index, never the data
+    clone = pickle.loads(blob)
+    assert all(np.array_equal(clone.read(u), cache.read(u)) for u in feats)
+
+    w = build(tmp_path / "half.zarr", feats, finalize=False)
+    (tmp_path / "half.zarr/done/p00001/zarr.json").unlink()
+    assert not FeatureCache.open(tmp_path / "half.zarr").is_complete
+    with pytest.raises(CacheError, match=r"is incomplete \(\d+/\d+ parts written\).*re-run"):
+        FeatureCache.open(tmp_path / "half.zarr", require_complete=True)
+    assert [p.index for p in w.pending()] == [1]

@@ -80,9 +80,19 @@ class FeatureCache:
         self._local = local_file(store, "") is not None
 
     # ------------------------------------------------------------------ opening
+    def __getstate__(self) -> dict:
+        # DataLoader workers get a copy: drop memmaps/scales (re-opened lazily), never pickle data.
+        state = dict(self.__dict__)
+        state["_mmaps"], state["_scales"] = {}, {}
+        return state
+
     @classmethod
-    def open(cls, path: str | Path) -> FeatureCache:
-        """Open a cache at a local path or fsspec URL (``file://``, ``memory://``, ``s3://`` ...)."""
+    def open(cls, path: str | Path, require_complete: bool = False) -> FeatureCache:
+        """Open a cache at a local path or fsspec URL (``file://``, ``memory://``, ``s3://`` ...).
+
+        An unfinished cache opens with the utterances of its completed parts (``is_complete``
+        False) unless ``require_complete=True``, which raises :class:`CacheError` instead.
+        """
         p = normalize_path(path)
         if not p or (not ("://" in p) and not Path(p).exists()):
             raise CacheError(f"no cache at {p}: run `phonecli extract` first or check the path")
@@ -100,7 +110,11 @@ class FeatureCache:
             m = read_attrs(store, f"done/{name}")
             if m is not None and "index" in m:
                 markers.append(m)
-        return cls(p, store, attrs, markers, index)
+        cache = cls(p, store, attrs, markers, index)
+        if require_complete and not cache.is_complete:
+            raise CacheError(f"cache {p} is incomplete ({len(markers)}/{len(cache.plan)} parts written): "
+                             "re-run the same `phonecli extract` command to finish it")
+        return cache
 
     # ------------------------------------------------------------------ index
     @property
@@ -224,7 +238,7 @@ class FeatureCache:
     def _finish(self, raw: np.ndarray, loc: _Loc, pos: list[int]) -> np.ndarray:
         if self.dtype == "int8":
             s = self._part_scales(loc.part)[loc.row][pos]                   # (len(pos), D)
-            return raw.astype(np.float32) * s[:, None, :]
+            return np.multiply(raw, s[:, None, :], dtype=np.float32)        # no float32 copy of raw
         return raw if raw.dtype.isnative else raw.astype(raw.dtype.newbyteorder("="))
 
     # ------------------------------------------------------------------ public reads
@@ -256,22 +270,24 @@ class FeatureCache:
         by_part: dict[int, list[str]] = {}
         for u in ids:
             by_part.setdefault(self._loc[u].part, []).append(u)
-        out: dict[str, np.ndarray] = {}
+        out_dtype = np.float32 if self.dtype == "int8" else self._np_dtype.newbyteorder("=")
+        out = {u: np.empty((len(pos), self._loc[u].frames, self.dim), dtype=out_dtype) for u in ids}
         for part in sorted(by_part):
             us = sorted(by_part[part], key=lambda u: self._loc[u].offset)
             a = self._loc[us[0]].offset
             b = max(self._loc[u].offset + self._loc[u].frames for u in us)
-            for p in pos:
-                (span,) = self._fetch([(part, [p], a, b)])
+            for j, p in enumerate(pos):
+                # local: a memmap view (no intermediate copy); remote: one ranged read per layer
+                span = self._mmap(part)[p, a:b] if self._local else self._fetch([(part, [p], a, b)])[0][0]
                 for u in us:
                     loc = self._loc[u]
-                    if u not in out:
-                        out[u] = np.empty((len(pos), loc.frames, self.dim),
-                                          dtype=np.float32 if self.dtype == "int8" else self._np_dtype.newbyteorder("="))
-                    out[u][pos.index(p)] = self._finish(span[:, loc.offset - a: loc.offset - a + loc.frames],
-                                                        loc, [p])[0]
+                    src = span[loc.offset - a: loc.offset - a + loc.frames]
+                    if self.dtype == "int8":
+                        np.multiply(src, self._part_scales(part)[loc.row, p], out=out[u][j], dtype=np.float32)
+                    else:
+                        out[u][j] = src
                 del span
-        return {u: out[u] for u in ids}
+        return out
 
     def read_part_raw(self, part: int) -> np.ndarray | None:
         """The whole stored ``(layers, part_frames, dim)`` array of a complete part (verify/export)."""

@@ -1,0 +1,168 @@
+"""Read throughput of the phonecli feature cache vs numpy memmap and h5py on the same bytes.
+
+Writes the same synthetic float16 features (N utterances x L layers x D, ~1-3 s each at 50
+frames/s) as (a) one .npy per utterance, (b) h5py, one dataset per utterance (lhotse style),
+(c) a phonecli cache (float16) and (d) a phonecli int8 cache; then serves random minibatches of
+16 utterances, all layers, copied into RAM, with a warm page cache. Prints frames/s, GB/s,
+ratio vs memmap (target >= 0.5, DESIGN: plain Zarr 0.05-0.30, h5py 0.82), one-layer
+whole-split load speed, and bytes on disk per stored value.
+
+    /work/venv/bin/python bench/cache_read.py [--utts 400 --layers 13 --dim 768 --batches 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def du(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def make_lengths(n: int, seed: int) -> list[int]:
+    rng = np.random.default_rng(seed)
+    return rng.integers(50, 150, size=n).tolist()
+
+
+def gen(u: int, L: int, T: int, D: int) -> np.ndarray:
+    return np.random.default_rng(u).standard_normal((L, T, D), dtype=np.float32)
+
+
+def best_of(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--utts", type=int, default=400)
+    ap.add_argument("--layers", type=int, default=13)
+    ap.add_argument("--dim", type=int, default=768)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--batches", type=int, default=200)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--workdir", default=None, help="default: a temporary directory (deleted)")
+    args = ap.parse_args()
+
+    import h5py
+
+    from phonecli.cache import CacheWriter, FeatureCache, plan_parts
+
+    N, L, D = args.utts, args.layers, args.dim
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="cache_bench_"))
+    work.mkdir(parents=True, exist_ok=True)
+    lengths = make_lengths(N, 0)
+    ids = [f"{i:09d}" for i in range(N)]
+    total_frames = sum(lengths)
+    values = total_frames * L * D
+    print(f"{N} utterances x {L} layers x {D} dim, {total_frames} frames, "
+          f"{values * 2 / 1e6:.0f} MB as float16, in {work}")
+
+    try:
+        t = {}
+        t0 = time.perf_counter()
+        npy = work / "npy"
+        npy.mkdir(exist_ok=True)
+        for i, u in enumerate(ids):
+            np.save(npy / f"{u}.npy", gen(i, L, lengths[i], D).astype(np.float16))
+        t["npy"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        with h5py.File(work / "feats.h5", "w") as f:
+            for i, u in enumerate(ids):
+                f.create_dataset(u, data=gen(i, L, lengths[i], D).astype(np.float16))
+        t["h5py"] = time.perf_counter() - t0
+
+        caches = {}
+        for dtype in ("float16", "int8"):
+            t0 = time.perf_counter()
+            bpf = L * D * np.dtype(dtype).itemsize
+            plan = plan_parts([(u, "train", lengths[i]) for i, u in enumerate(ids)], bpf)
+            meta = dict(model="bench", model_id="bench", frame_rate=50.0, layers=list(range(L)), dim=D,
+                        dtype=dtype, corpus_id="bench")
+            w = CacheWriter.create_or_open(work / f"{dtype}.zarr", meta, plan)
+            for part in w.pending():
+                w.write_part(part, {u: gen(ids.index(u), L, lengths[ids.index(u)], D) for u in part.utt_ids})
+            caches[dtype] = w.finalize()
+            t[dtype] = time.perf_counter() - t0
+        nparts = len(caches["float16"].plan)
+
+        rng = np.random.default_rng(1)
+        batches = [rng.choice(N, size=args.batch, replace=False).tolist() for _ in range(args.batches)]
+        batch_ids = [[ids[i] for i in b] for b in batches]
+        frames_read = sum(lengths[i] for b in batches for i in b)
+        bytes_read = frames_read * L * D * 2
+
+        mm = {u: np.load(npy / f"{u}.npy", mmap_mode="r") for u in ids}
+        h5 = h5py.File(work / "feats.h5", "r")
+        h5d = {u: h5[u] for u in ids}
+        c16, c8 = caches["float16"], caches["int8"]
+
+        def r_memmap():
+            for b in batch_ids:
+                [np.array(mm[u]) for u in b]
+
+        def r_h5():
+            for b in batch_ids:
+                [h5d[u][...] for u in b]
+
+        def r_cache():
+            for b in batch_ids:
+                c16.read_many(b)
+
+        def r_cache_int8():
+            for b in batch_ids:
+                c8.read_many(b)
+
+        for fn in (r_memmap, r_h5, r_cache, r_cache_int8):      # warm the page cache
+            fn()
+        res = {name: best_of(fn, args.repeats) for name, fn in
+               [("memmap (.npy per utt)", r_memmap), ("h5py (dataset per utt)", r_h5),
+                ("phonecli cache float16", r_cache), ("phonecli cache int8 (->float32)", r_cache_int8)]}
+        base = res["memmap (.npy per utt)"]
+        print(f"\nrandom minibatches: {args.batches} x {args.batch} utterances, all {L} layers, copied to RAM "
+              f"(best of {args.repeats}, warm page cache)")
+        print(f"{'reader':<34} {'write s':>8} {'frames/s':>11} {'GB/s (fp16 eq.)':>16} {'vs memmap':>10}")
+        writes = {"memmap (.npy per utt)": t["npy"], "h5py (dataset per utt)": t["h5py"],
+                  "phonecli cache float16": t["float16"], "phonecli cache int8 (->float32)": t["int8"]}
+        for name, sec in res.items():
+            print(f"{name:<34} {writes[name]:>8.1f} {frames_read / sec:>11.0f} {bytes_read / sec / 1e9:>16.2f} "
+                  f"{base / sec:>10.2f}")
+
+        # one layer of the whole split into RAM
+        mid = L // 2
+        one_mm = best_of(lambda: [np.array(mm[u][mid]) for u in ids], args.repeats)
+        one_c = best_of(lambda: c16.load_split("train", [mid]), args.repeats)
+        one_bytes = total_frames * D * 2
+        print(f"\none layer of the whole split: memmap {one_bytes / one_mm / 1e9:.2f} GB/s, "
+              f"cache.load_split {one_bytes / one_c / 1e9:.2f} GB/s ({one_mm / one_c:.2f}x memmap)")
+
+        print("\nbytes on disk per stored value (incl. metadata/index/scales):")
+        for name, p in [("npy float16", npy), ("h5py float16", work / "feats.h5"),
+                        ("phonecli float16", work / "float16.zarr"), ("phonecli int8", work / "int8.zarr")]:
+            print(f"  {name:<18} {du(p) / values:.4f}  ({du(p) / 1e6:.0f} MB)")
+        print(f"\nphonecli parts: {nparts} (plan target 256 MiB); ratio cache/memmap = "
+              f"{base / res['phonecli cache float16']:.2f} (target >= 0.5), "
+              f"h5py/memmap = {base / res['h5py (dataset per utt)']:.2f}")
+        h5.close()
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    main()
