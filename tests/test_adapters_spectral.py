@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -356,7 +357,9 @@ def build_speechtokenizer(d, initialised: bool = True):
     from speechtokenizer import SpeechTokenizer
 
     torch.manual_seed(4)
-    model = SpeechTokenizer(ST_CONFIG)
+    with warnings.catch_warnings():  # the package uses torch's deprecated weight_norm
+        warnings.simplefilter("ignore", FutureWarning)
+        model = SpeechTokenizer(ST_CONFIG)
     if initialised:  # a trained checkpoint: codebooks filled and marked initialised
         for name, buf in model.named_buffers():
             if name.endswith("embed") or name.endswith("embed_avg"):
@@ -383,7 +386,9 @@ def test_speechtokenizer_matches_direct_call_and_frame_formula(speechtokenizer):
     from speechtokenizer import SpeechTokenizer
 
     d, adapter = speechtokenizer
-    ref = SpeechTokenizer.load_from_checkpoint(str(d / "config.json"), str(d / "SpeechTokenizer.pt")).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        ref = SpeechTokenizer.load_from_checkpoint(str(d / "config.json"), str(d / "SpeechTokenizer.pt")).eval()
     assert (adapter.frame_rate, adapter.hidden_size, len(adapter.layers())) == (50.0, 16, 4)
     assert not adapter.padding_safe
     for n in (1_600, 16_000, 16_001, 16_319):
@@ -508,3 +513,50 @@ def test_cache_holds_the_adapter_states(family, request, tiny_corpus, tmp_path):
         stored = cache.read(u.utt_id).astype(np.float32)
         assert stored.shape == direct.shape and cache.num_frames(u.utt_id) == adapter.num_frames(len(w))
         np.testing.assert_allclose(stored, direct, atol=2e-3, rtol=2e-3)
+
+
+def test_qwen2_audio_bare_encoder_directory_loads_in_4bit(qwen_dir, tmp_path):
+    """A directory holding only the tower (model_type qwen2_audio_encoder) loads with real weights."""
+    import bitsandbytes as bnb
+    from transformers import Qwen2AudioConfig, WhisperFeatureExtractor
+    from transformers.models.qwen2_audio.modeling_qwen2_audio import Qwen2AudioEncoder
+
+    d = tmp_path / "tower"
+    torch.manual_seed(5)
+    Qwen2AudioEncoder(Qwen2AudioConfig.from_pretrained(qwen_dir).audio_config).save_pretrained(d)
+    WhisperFeatureExtractor(feature_size=128).save_pretrained(d)
+    a = registry.get_adapter(str(d))
+    saved = saved_tensors(d)
+    assert isinstance(a.model.layers[0].fc2, bnb.nn.Linear4bit)
+    assert torch.equal(a.model.conv2.weight.detach(), saved["conv2.weight"])
+    assert a.forward([wave(4_000)])[0].shape == (3, math.ceil(4_000 / 320), 64)
+
+
+def test_hub_ids_resolve_through_the_hf_cache(whisper_dir, tmp_path):
+    """Registry rows with Hub ids (openai/whisper-tiny, fnlp/SpeechTokenizer with its subfolder),
+    served offline from a Hugging Face cache layout: the same from_pretrained / hf_hub_download
+    calls as online, and the adapter records the snapshot commit as revision."""
+    import os
+    import shutil
+    import subprocess
+
+    pytest.importorskip("speechtokenizer")
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    hub = tmp_path / "hub"
+    for repo_name in ("models--openai--whisper-tiny", "models--fnlp--SpeechTokenizer"):
+        (hub / repo_name / "refs").mkdir(parents=True)
+        (hub / repo_name / "refs" / "main").write_text(commit)
+    shutil.copytree(whisper_dir, hub / "models--openai--whisper-tiny" / "snapshots" / commit)
+    build_speechtokenizer(hub / "models--fnlp--SpeechTokenizer" / "snapshots" / commit / "speechtokenizer_hubert_avg")
+    code = (
+        "import warnings, numpy as np, torch; warnings.simplefilter('ignore'); torch.set_num_threads(1);"
+        "from phonecli.extract.registry import get_adapter;"
+        "w = get_adapter('whisper-tiny'); s = get_adapter('speechtokenizer');"
+        "x = [np.ones(8000, np.float32)];"
+        "print(w.model_id, w.revision, w.forward(x)[0].shape, s.model_id, s.revision, s.forward(x)[0].shape)"
+    )
+    env = {**os.environ, "HF_HUB_CACHE": str(hub), "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["openai/whisper-tiny", commit, "(3,", "25,", "16)",
+                                  "fnlp/SpeechTokenizer", commit, "(4,", "25,", "16)"]
