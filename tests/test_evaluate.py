@@ -92,6 +92,8 @@ def test_correlations_and_auc_match_scipy_and_sklearn():
     assert M.spearman(x, y) == pytest.approx(scipy.stats.spearmanr(x, y).statistic, abs=1e-12)
     labels = y > 0.3
     assert M.auc(labels, x) == pytest.approx(roc_auc_score(labels, x), abs=1e-12)
+    tied = np.round(x)            # heavy ties: the rank formula must still equal sklearn
+    assert M.auc(labels, tied) == pytest.approx(roc_auc_score(labels, tied), abs=1e-12)
     assert math.isnan(M.pearson([1, 1, 1], [1, 2, 3]))
     assert math.isnan(M.auc([True, True], [0.1, 0.2]))
 
@@ -99,7 +101,7 @@ def test_correlations_and_auc_match_scipy_and_sklearn():
 def test_threshold_selection_maximises_f1_and_prf_matches_sklearn():
     rng = np.random.default_rng(1)
     labels = rng.random(200) < 0.3
-    scores = labels * 0.8 + rng.normal(size=200)
+    scores = np.round(labels * 0.8 + rng.normal(size=200), 1)      # ties included
     t = M.select_threshold(labels, scores)
     best = max(f1_score(labels, scores >= c) for c in np.unique(scores))
     pred = scores >= t

@@ -44,15 +44,17 @@ def posteriors_for(phones: list[str], p: float = 0.85, seed: int = 0) -> np.ndar
 
 
 def make_run(path: Path, manifest: Manifest, splits=("train", "dev", "test"), short: tuple[str, ...] = (),
-             drop: tuple[str, ...] = (), kind: str = "probe", config: dict | None = None) -> Run:
+             drop: tuple[str, ...] = (), kind: str = "probe", config: dict | None = None,
+             target: str = "realized", sources: list[dict] | None = None) -> Run:
+    """A run whose posteriors spell the ``realized`` (or ``canonical``) phones of each utterance."""
     run = Run.create(path, kind, config=config or {"model": "fbank", "head": "linear"},
-                     corpus_id=manifest.corpus_id, data=manifest.root, frame_rate=100)
+                     corpus_id=manifest.corpus_id, data=manifest.root, frame_rate=100, sources=sources)
     for split in splits:
         post = {}
         for k, u in enumerate(manifest.split(split)):
             if u.utt_id in drop:
                 continue
-            lp = posteriors_for(u.realized_phones, seed=k)
+            lp = posteriors_for(u.realized_phones if target == "realized" else u.canonical_phones, seed=k)
             post[u.utt_id] = lp[:1] if u.utt_id in short else lp
         run.write_posteriors(split, post)
     return run

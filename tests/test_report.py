@@ -1,0 +1,112 @@
+"""`phonecli report`: results.md (seed summary table + full table), results.csv, plots."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import make_tiny_corpus
+from phonecli.cli import main
+from phonecli.data.manifest import Manifest
+from phonecli.evaluate import evaluate_run
+from phonecli.evaluate.describe import describe
+from test_evaluate_run import make_run
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report_corpus")
+    make_tiny_corpus(root, n_train=24, n_dev=15, n_test=24, seed=5)
+    m = Manifest.load(root)
+    base = tmp_path_factory.mktemp("report_runs")
+    a = make_run(base / "fbank-linear", m)                                     # PER > 0 (realized phones)
+    b = make_run(base / "hubert-w", m, target="canonical",                     # PER = 0 on every utterance
+                 config={"head": "weighted", "layers": "weighted"},
+                 sources=[{"cache": "/c/abc/hubert-large.zarr", "fingerprint": "x"}])
+    (b.path / "layer_weights.json").write_text(json.dumps({"layers": list(range(5)),
+                                                           "weights": [0.1, 0.3, 0.3, 0.2, 0.1]}))
+    c = make_run(base / "late", m, splits=("dev", "test"), kind="late-fusion", config={"rule": "log-linear"},
+                 sources=[{"run": str(a.path)}, {"run": str(b.path)}])
+    evaluate_run(a.path, n_bootstrap=50)
+    evaluate_run(b.path, n_bootstrap=50)
+    return m, a, b, c            # c has no metrics.json: the report evaluates it first
+
+
+def _md_table(text: str, header_start: str) -> list[list[str]]:
+    lines = text.splitlines()
+    i = next(k for k, line in enumerate(lines) if line.startswith(header_start))
+    rows = []
+    for line in lines[i:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip().strip("|").split("|")])
+    return [rows[0]] + rows[2:]       # drop the alignment row
+
+
+def test_describe_reads_model_input_and_note_defensively(runs):
+    _, a, b, c = runs
+    assert describe(a.info) == ("fbank", "Fbank (80)", "probe, head linear")
+    model, inp, note = describe(b.info)
+    assert (model, inp) == ("hubert-large", "Raw Waveform") and "head weighted" in note
+    model, inp, _ = describe(c.info)
+    assert model == "Late fusion (fbank + hubert-large)" and inp == "Fbank (80) + Raw Waveform"
+    assert describe({"kind": "finetune", "config": None, "sources": [{}]})[0] == "?"
+
+
+def test_report_cli_writes_tables_csv_and_plots(runs, tmp_path):
+    _, a, b, c = runs
+    out = tmp_path / "results"
+    res = CliRunner().invoke(main, ["report", str(a.path), str(b.path), str(c.path), "--out", str(out),
+                                    "--bootstrap", "30"])
+    assert res.exit_code == 0, res.output
+    assert (c.path / "metrics.json").exists()           # evaluated on the fly
+    metrics = {r.name: json.loads((r.path / "metrics.json").read_text()) for r in (a, b, c)}
+    md = (out / "results.md").read_text()
+    summary = _md_table(md, "| Model |")
+    assert summary[0] == ["Model", "Input", "Task A PER (HQ)", "Task B Pearson", "Task C AUC", "Note"]
+    rows = summary[1:]
+    assert len(rows) == 3
+    assert rows[0][0] == "hubert-large" and rows[0][2] == "**0.00**"     # sorted by PER, best in bold
+    by_model = {r[0]: r for r in rows}
+    fb = by_model["fbank"]
+    ma = metrics["fbank-linear"]["seed"]
+    assert fb[2] == f"{ma['task_a']['per_hq']:.2f}"
+    assert fb[3].strip("*") == f"{ma['task_b']['pearson']:.4f}"
+    assert fb[4].strip("*") == f"{ma['task_c']['auc']:.4f}"
+    assert fb[5] == "probe, head linear"
+    full = _md_table(md, "| Run |")
+    assert "PCC GOP" in full[0] and "MDD F1" in full[0]
+    fl = {r[0]: r for r in full[1:]}["fbank-linear"]
+    lo, hi = ma["task_a"]["per_hq_ci95"]
+    assert fl[1] == f"{ma['task_a']['per_hq']:.2f} [{lo:.2f}, {hi:.2f}]"
+    with open(out / "results.csv") as f:
+        table = {r["run"]: r for r in csv.DictReader(f)}
+    assert set(table) == {"fbank-linear", "hubert-w", "late"}
+    for name, m in metrics.items():
+        assert float(table[name]["per_hq"]) == pytest.approx(m["seed"]["task_a"]["per_hq"])
+        assert float(table[name]["mdd_auc"]) == pytest.approx(m["phone"]["mdd_auc"])
+        assert float(table[name]["pcc_gop_ci_lo"]) == pytest.approx(m["phone"]["pcc_gop_ci95"][0])
+    assert table["late"]["regressor_fit_on"] == "dev-crossfit"
+    for png in ("roc_utterance.png", "roc_phone.png", "layer_weights.png", "per_phone_error.png",
+                "confusion_fbank-linear.png", "confusion_hubert-w.png", "confusion_late.png"):
+        assert (out / png).read_bytes()[:8] == PNG, png
+        assert f"]({png})" in md
+    assert "| Model | Input | Task A PER (HQ) | Task B Pearson | Task C AUC | Note |" in res.output
+
+
+def test_report_errors_are_one_clear_line(runs, tmp_path):
+    m, a, _, _ = runs
+    fresh = make_run(tmp_path / "fresh", m, splits=("dev", "test"))
+    res = CliRunner().invoke(main, ["report", str(fresh.path), "--out", str(tmp_path / "o"), "--no-evaluate"])
+    assert res.exit_code != 0 and "no metrics.json; run `phonecli evaluate" in res.output
+    res = CliRunner().invoke(main, ["report", str(tmp_path / "absent"), "--out", str(tmp_path / "o")])
+    assert res.exit_code != 0 and "not a run directory" in res.output
+    (a.path / "layer_weights.json").write_text("{not json")       # optional file: ignored, not fatal
+    res = CliRunner().invoke(main, ["report", str(a.path), "--out", str(tmp_path / "o2"), "--no-plots"])
+    assert res.exit_code == 0, res.output
+    assert not list((tmp_path / "o2").glob("*.png"))
