@@ -284,3 +284,50 @@ def test_too_short_for_the_model_is_one_line(tmp_path):
     sf.write(m.audio_path(u), np.full(1500, 0.01, np.float32), 16000)  # < 0.1 s
     with pytest.raises(UtteranceError, match=rf"utterance {u.utt_id}: .*too short"):
         extract_features("fbank", root, tmp_path / "d", device="cpu")
+
+
+# --------------------------------------------------------------------------------- a real transformers encoder
+
+
+@pytest.fixture(scope="module")
+def tiny_hubert_dir(tmp_path_factory):
+    """A tiny random layer-norm HubertModel (padding-safe) saved with save_pretrained."""
+    import torch
+    from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
+
+    d = tmp_path_factory.mktemp("models") / "tiny-hubert"
+    cfg = HubertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                       conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+                       feat_extract_norm="layer", do_stable_layer_norm=True)
+    torch.manual_seed(0)
+    HubertModel(cfg).eval().save_pretrained(d)
+    Wav2Vec2FeatureExtractor(do_normalize=False, return_attention_mask=True).save_pretrained(d)
+    return d
+
+
+def test_hubert_layers_equal_direct_forward_batched_and_one_by_one(tiny_corpus, tiny_hubert_dir, tmp_path):
+    import torch
+    from transformers import HubertModel
+
+    from phonecli.cache import FeatureCache
+    from phonecli.extract.runner import extract_features
+
+    m = Manifest.load(tiny_corpus)
+    kw = dict(layers="0,2", splits="dev,test", device="cpu")
+    batched = extract_features(str(tiny_hubert_dir), tiny_corpus, tmp_path / "a", batch_seconds=30, **kw)
+    assert batched == tmp_path / "a" / m.corpus_id / "tiny-hubert.L0_2.dev+test.zarr"
+    single = extract_features(str(tiny_hubert_dir), tiny_corpus, tmp_path / "b", batch_seconds=0.01, **kw)
+    a, b = FeatureCache.open(batched), FeatureCache.open(single)
+    assert a.layers == [0, 2] and a.dim == 32 and a.frame_rate == 50.0
+    model = HubertModel.from_pretrained(tiny_hubert_dir, dtype=torch.float32).eval()
+    assert a.utterance_ids() == [u.utt_id for u in m.split("dev") + m.split("test")]
+    for u in m.split("dev") + m.split("test"):
+        wav, _ = sf.read(m.audio_path(u), dtype="float32")
+        with torch.inference_mode():
+            hs = model(torch.from_numpy(wav)[None], output_hidden_states=True).hidden_states
+        ref = np.stack([hs[0][0].numpy(), hs[2][0].numpy()])
+        expected_frames = int(model._get_feat_extract_output_lengths(torch.tensor(len(wav))))
+        assert a.read(u.utt_id).shape == (2, expected_frames, 32) == ref.shape
+        np.testing.assert_allclose(a.read(u.utt_id).astype(np.float32), ref, rtol=2e-3, atol=2e-3)
+        np.testing.assert_allclose(a.read(u.utt_id).astype(np.float32), b.read(u.utt_id).astype(np.float32),
+                                   rtol=2e-3, atol=2e-3)

@@ -187,7 +187,7 @@ def _class_stem(cls_name: str) -> str:
     return _CLASS_SUFFIX.sub("", cls_name.split(".")[0])
 
 
-def check_model_dir(model: str, spec: ModelSpec) -> None:
+def check_model_dir(source: str, spec: ModelSpec) -> None:
     """A ``save_pretrained`` directory's ``architectures`` must belong to the registry family.
 
     ``model_type`` picks the family; a config whose ``architectures`` name another model
@@ -195,7 +195,7 @@ def check_model_dir(model: str, spec: ModelSpec) -> None:
     """
     import json
 
-    path = Path(model)
+    path = Path(source)
     if not path.is_dir() or not (path / "config.json").exists():
         return
     archs = json.loads((path / "config.json").read_text()).get("architectures") or []
@@ -213,8 +213,8 @@ def load_adapter(model: str, *, revision: str | None, device: str, trust_remote_
     """Registry name or local directory -> loaded adapter; every failure is one clear line."""
     from phonecli.extract import registry
 
-    spec, _source = registry.resolve(model)  # unknown names list the valid ones
-    check_model_dir(model, spec)
+    spec, source = registry.resolve(model)  # unknown names list the valid ones
+    check_model_dir(source, spec)
     try:
         return registry.get_adapter(model, revision=revision, device=device, trust_remote_code=trust_remote_code)
     except ExtractionError:
