@@ -331,3 +331,58 @@ def test_hubert_layers_equal_direct_forward_batched_and_one_by_one(tiny_corpus, 
         np.testing.assert_allclose(a.read(u.utt_id).astype(np.float32), ref, rtol=2e-3, atol=2e-3)
         np.testing.assert_allclose(a.read(u.utt_id).astype(np.float32), b.read(u.utt_id).astype(np.float32),
                                    rtol=2e-3, atol=2e-3)
+
+
+# --------------------------------------------------------------------------------- values, locations
+
+
+def test_float16_overflow_is_one_line_or_a_recorded_skip(tiny_corpus, tmp_path, monkeypatch):
+    from phonecli.cache import FeatureCache
+    from phonecli.extract.adapters import fbank
+    from phonecli.extract.runner import UtteranceError, extract_features
+
+    m = Manifest.load(tiny_corpus)
+    loud = m.split("test")[1]
+    loud_len = len(sf.read(m.audio_path(loud), dtype="float32")[0])
+    orig = fbank.Adapter.forward
+
+    def forward(self, waves):  # an encoder whose activations blow past float16 on one utterance
+        return [o * 1e4 if len(w) == loud_len else o for w, o in zip(waves, orig(self, waves))]
+
+    monkeypatch.setattr(fbank.Adapter, "forward", forward)
+    kw = dict(splits="test", device="cpu")
+    with pytest.raises(UtteranceError, match=rf"utterance {loud.utt_id}: hidden state 0 reaches .* > 65504 "
+                                             r"\(float16 max\); rerun with --dtype float32"):
+        extract_features("fbank", tiny_corpus, tmp_path / "a", **kw)
+    c = FeatureCache.open(extract_features("fbank", tiny_corpus, tmp_path / "b", on_error="skip", **kw))
+    assert [s["utt_id"] for s in c.skipped] == [loud.utt_id] and "float16" in c.skipped[0]["reason"]
+    assert loud.utt_id not in c.utterance_ids() and len(c.utterance_ids()) == 5
+    c32 = FeatureCache.open(extract_features("fbank", tiny_corpus, tmp_path / "c", dtype="float32", **kw))
+    assert np.abs(c32.read(loud.utt_id)).max() > 65504 and not c32.skipped
+
+
+def test_fsspec_url_cache_root(tiny_corpus, tmp_path):
+    from phonecli.cache import FeatureCache
+    from phonecli.extract import extract_features
+
+    m = Manifest.load(tiny_corpus)
+    url = extract_features("fbank", tiny_corpus, f"file://{tmp_path}", splits="test", device="cpu")
+    assert url == f"file://{tmp_path}/{m.corpus_id}/fbank.test.zarr"
+    local = FeatureCache.open(tmp_path / m.corpus_id / "fbank.test.zarr")
+    mem = FeatureCache.open(extract_features("fbank", tiny_corpus, "memory://phonecli-test", splits="test",
+                                             device="cpu"))
+    assert mem.utterance_ids() == local.utterance_ids() == [u.utt_id for u in m.split("test")]
+    for u in local.utterance_ids():
+        np.testing.assert_array_equal(mem.read(u), local.read(u))
+
+
+def test_cli_missing_manifest_and_bad_options(tmp_path):
+    res = run_cli(["--model", "fbank", "--data", str(tmp_path / "nope"), "--cache", str(tmp_path)])
+    assert res.exit_code != 0 and "no manifest here" in res.stderr and "phonecli data prepare" in res.stderr
+    from conftest import make_tiny_corpus
+
+    make_tiny_corpus(tmp_path / "c", n_train=3, n_dev=0, n_test=0)
+    res = run_cli(["--model", "fbank", "--data", str(tmp_path / "c"), "--cache", str(tmp_path), "--splits", "dev"])
+    assert res.exit_code != 0 and "the manifest has splits train" in res.stderr
+    res = run_cli(["--model", "fbank", "--data", str(tmp_path / "c"), "--cache", str(tmp_path), "--layers", "3"])
+    assert res.exit_code != 0 and "hidden states 0..0" in res.stderr

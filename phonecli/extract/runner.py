@@ -232,16 +232,33 @@ def load_adapter(model: str, *, revision: str | None, device: str, trust_remote_
 # the run
 
 
-def extract_features(model: str, data: str | Path, cache_root: str | Path, **kwargs) -> str | Path:
-    """Extract every hidden state of ``model`` for the manifest in ``data`` into the cache.
+def extract_features(model: str, data: str | Path, cache_root: str | Path | None = None, *,
+                     splits: str | list[str] | None = None, layers: str | list[int] | None = "all",
+                     dtype: str = DEFAULT_DTYPE, device: str = "auto",
+                     batch_seconds: float = DEFAULT_BATCH_SECONDS, on_error: str = "fail",
+                     revision: str | None = None, trust_remote_code: bool = False,
+                     out: str | Path | None = None, part_bytes: int | None = None,
+                     progress: bool | None = None) -> str | Path:
+    """Extract the hidden states of ``model`` for the manifest in ``data`` into the feature cache.
 
-    Returns the store's path: ``cache_root/<corpus_id>/<model>.zarr`` (a ``Path``, or a
-    string when ``cache_root``/``out`` is an fsspec URL). Keyword arguments are those of
-    :func:`run_extraction` (``splits``, ``layers``, ``dtype``, ``device``, ``batch_seconds``,
-    ``on_error``, ``revision``, ``trust_remote_code``, ``out``, ``part_bytes``, ``progress``).
-    The stored arrays are ``(layers, frames, dim)`` at the adapter's frames/s.
+    ``model``: registry name (``phonecli models``), local ``save_pretrained`` directory or
+    ``NAME=DIR``. ``data``: directory with ``manifest.json``. Returns the store path
+    ``cache_root/<corpus_id>/<model>[suffixes].zarr`` (see :func:`cache_location`; a ``Path``,
+    or a ``str`` when ``cache_root``/``out`` is an fsspec URL). The store holds per utterance
+    ``(len(layers), frames, dim)`` at the encoder's frames/s, in ``dtype``.
+
+    ``splits``: comma list or list (default every split); ``layers``: ``"all"``, ``"0,9-12"``,
+    ``"last"`` or a list of hidden-state indices; ``dtype``: float16 | float32 | int8;
+    ``device``: auto | cpu | cuda; ``batch_seconds``: cap of padded audio seconds per forward;
+    ``on_error``: ``"fail"`` (stop; complete parts are kept) or ``"skip"`` (record
+    ``{"utt_id", "reason"}`` in the cache and go on); ``out``: exact store path instead of the
+    default location; ``part_bytes``: cache part size (default 256 MiB); ``progress``: tqdm
+    bar (default: when stderr is a terminal). Rerunning the same call resumes an interrupted one.
     """
-    return run_extraction(model, data, cache_root, **kwargs).path
+    return run_extraction(model, data, cache_root, splits=splits, layers=layers, dtype=dtype, device=device,
+                          batch_seconds=batch_seconds, on_error=on_error, revision=revision,
+                          trust_remote_code=trust_remote_code, out=out, part_bytes=part_bytes,
+                          progress=progress).path
 
 
 def run_extraction(model: str, data: str | Path, cache_root: str | Path | None = None, *,
@@ -251,11 +268,9 @@ def run_extraction(model: str, data: str | Path, cache_root: str | Path | None =
                    revision: str | None = None, trust_remote_code: bool = False,
                    out: str | Path | None = None, part_bytes: int | None = None,
                    progress: bool | None = None) -> ExtractionReport:
-    """The work behind ``phonecli extract``; see :func:`extract_features`.
-
-    ``out`` overrides the store location (local path or fsspec URL). ``part_bytes`` is the
-    target size of one cache part (default 256 MiB, env ``PHONECLI_EXTRACT_PART_BYTES``).
-    ``progress``: tqdm bar in audio-seconds/s; default only when stderr is a terminal.
+    """:func:`extract_features`, returning an :class:`ExtractionReport` (path, real-time factor,
+    size, skipped ids) instead of the bare path. The part size falls back to the environment
+    variable ``PHONECLI_EXTRACT_PART_BYTES`` (tests use it to get many parts from a tiny corpus).
     """
     from phonecli.cache import CacheWriter, plan_parts
     from phonecli.data.manifest import Manifest
@@ -389,14 +404,27 @@ def build_metadata(adapter: EncoderAdapter, sel: list[int], infos: list[LayerInf
 def _process_parts(pending, writer, adapter: EncoderAdapter, manifest, by_id: dict, positions: list[int],
                    sel: list[int], dtype: str, batch_seconds: float, on_error: str, rank: int,
                    progress: bool | None) -> dict:
-    """Extract and write ``pending`` parts; audio of the next part decodes and the previous
-    part writes in background threads while the model runs (both release the GIL in C)."""
+    """Extract and write ``pending`` parts.
+
+    Batches are formed per part from the manifest's lengths; the audio of the next batch
+    decodes, and the previous part writes, in background threads while the model runs
+    (soundfile, torchaudio and the Zarr codecs release the GIL). Decoding one batch ahead,
+    never a whole part, bounds RAM even for fbank parts holding hours of audio.
+    """
     from tqdm.auto import tqdm
+
+    from phonecli.extract.batching import make_batches
+
+    max_samples = int(batch_seconds * SAMPLE_RATE)
+    jobs: list[tuple[int, list[str]]] = []  # (position in pending, utterance ids of one batch)
+    for k, part in enumerate(pending):
+        lengths = [(u, _samples_16k(by_id[u])) for u in part.utt_ids]
+        jobs.extend((k, b) for b in make_batches(lengths, max_samples, adapter.padding_safe))
 
     total = sum(_seconds(by_id[i]) for p in pending for i in p.utt_ids)
     show = (sys.stderr.isatty() if progress is None else progress) and rank == 0
-    bar = tqdm(total=round(total, 2), unit="audio-s", unit_scale=False, disable=not show,
-               desc=f"extract {adapter.spec.name}", dynamic_ncols=True,
+    bar = tqdm(total=round(total, 2), unit="audio-s", disable=not show, desc=f"extract {adapter.spec.name}",
+               dynamic_ncols=True,
                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}, {rate_fmt}]")
     delay = float(os.environ.get(PART_DELAY_ENV, "0") or 0)
     stats = {"utterances": 0, "seconds": 0.0, "skipped": []}
@@ -404,15 +432,21 @@ def _process_parts(pending, writer, adapter: EncoderAdapter, manifest, by_id: di
     writer_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="phonecli-write")
     in_flight: Future | None = None
     try:
-        next_audio = loader.submit(_load_part_audio, pending[0], manifest, by_id) if pending else None
+        audio_batches = _prefetch([b for _, b in jobs], lambda ids: _load_audio(ids, manifest, by_id), loader)
+        j = 0
         for k, part in enumerate(pending):
-            audio = next_audio.result()
-            if k + 1 < len(pending):
-                next_audio = loader.submit(_load_part_audio, pending[k + 1], manifest, by_id)
-            features, skipped = _extract_part(part, audio, adapter, positions, sel, dtype, batch_seconds,
-                                              on_error, bar, by_id)
+            features: dict[str, np.ndarray] = {}
+            failures: dict[str, str] = {}
+            fail = _failure_handler(on_error, failures)
+            while j < len(jobs) and jobs[j][0] == k:
+                batch = jobs[j][1]
+                j += 1
+                _run_batch(batch, next(audio_batches), adapter, positions, sel, dtype, features, fail)
+                bar.update(sum(_seconds(by_id[u]) for u in batch))
+            skipped = [{"utt_id": u, "reason": failures[u]} for u in part.utt_ids if u in failures]
+            features = {u: features[u] for u in part.utt_ids if u in features}  # manifest order
             if in_flight is not None:
-                in_flight.result()  # at most one part in memory waiting to be written
+                in_flight.result()  # at most one finished part waits in memory to be written
             in_flight = writer_pool.submit(_write, writer, part, features, skipped, delay, rank)
             stats["utterances"] += len(features)
             stats["seconds"] += sum(_seconds(by_id[u]) for u in features)
@@ -421,7 +455,7 @@ def _process_parts(pending, writer, adapter: EncoderAdapter, manifest, by_id: di
             in_flight.result()
     except BaseException:
         # keep what is complete: let the part already handed to the writer finish
-        if in_flight is not None and not in_flight.done():
+        if in_flight is not None:
             try:
                 in_flight.result()
             except Exception:
@@ -434,6 +468,27 @@ def _process_parts(pending, writer, adapter: EncoderAdapter, manifest, by_id: di
     return stats
 
 
+def _prefetch(jobs: list, load, pool: ThreadPoolExecutor):
+    """Yield ``load(job)`` for each job in order, computing the next one in ``pool`` meanwhile."""
+    fut = pool.submit(load, jobs[0]) if jobs else None
+    for k in range(len(jobs)):
+        result = fut.result()
+        if k + 1 < len(jobs):
+            fut = pool.submit(load, jobs[k + 1])
+        yield result
+
+
+def _failure_handler(on_error: str, failures: dict[str, str]):
+    def fail(utt_id: str, reason: str) -> None:
+        if on_error == "fail":
+            raise UtteranceError(f"utterance {utt_id}: {reason} (completed cache parts are kept; "
+                                 f"rerun the same command to resume)")
+        failures[utt_id] = reason
+        log.warning("skipping utterance %s: %s", utt_id, reason)
+
+    return fail
+
+
 def _write(writer, part, features: dict, skipped: list[dict], delay: float, rank: int) -> None:
     writer.write_part(part, features, skipped)
     log.debug("rank %d: part %d written (%d utterances, %d skipped)", rank, part.index, len(features),
@@ -442,12 +497,12 @@ def _write(writer, part, features: dict, skipped: list[dict], delay: float, rank
         time.sleep(delay)
 
 
-def _load_part_audio(part, manifest, by_id: dict) -> dict[str, np.ndarray | str]:
+def _load_audio(utt_ids: list[str], manifest, by_id: dict) -> dict[str, np.ndarray | str]:
     """utt_id -> float32 waveform at 16 kHz, or the error line for that utterance."""
     from phonecli.data.audio import AudioError, load_audio
 
     out: dict[str, np.ndarray | str] = {}
-    for utt_id in part.utt_ids:
+    for utt_id in utt_ids:
         try:
             out[utt_id] = load_audio(manifest.audio_path(by_id[utt_id]))
         except AudioError as e:
@@ -457,24 +512,11 @@ def _load_part_audio(part, manifest, by_id: dict) -> dict[str, np.ndarray | str]
     return out
 
 
-def _extract_part(part, audio: dict, adapter: EncoderAdapter, positions: list[int], sel: list[int],
-                  dtype: str, batch_seconds: float, on_error: str, bar, by_id: dict
-                  ) -> tuple[dict[str, np.ndarray], list[dict]]:
-    """One part -> ``({utt_id: float32 (len(sel), frames, dim)}, [{"utt_id", "reason"}])``."""
-    from phonecli.extract.batching import make_batches
-
-    skipped: list[dict] = []
-    failures: dict[str, str] = {}
-
-    def fail(utt_id: str, reason: str) -> None:
-        if on_error == "fail":
-            raise UtteranceError(f"utterance {utt_id}: {reason} (completed cache parts are kept; "
-                                 f"rerun the same command to resume)")
-        failures[utt_id] = reason
-        log.warning("skipping utterance %s: %s", utt_id, reason)
-
+def _run_batch(batch: list[str], audio: dict, adapter: EncoderAdapter, positions: list[int], sel: list[int],
+               dtype: str, features: dict[str, np.ndarray], fail) -> None:
+    """Forward one batch; fills ``features[utt_id]`` = float32 ``(len(sel), frames, dim)``."""
     waves: dict[str, np.ndarray] = {}
-    for utt_id in part.utt_ids:  # manifest order, so `fail` names the first bad one
+    for utt_id in batch:
         w = audio[utt_id]
         if isinstance(w, str):
             fail(utt_id, w)
@@ -483,23 +525,23 @@ def _extract_part(part, audio: dict, adapter: EncoderAdapter, positions: list[in
                          f"frame); remove it or use --on-error skip")
         else:
             waves[utt_id] = w
-
-    max_samples = int(batch_seconds * SAMPLE_RATE)
-    batches = make_batches([(u, len(w)) for u, w in waves.items()], max_samples, adapter.padding_safe)
-    features: dict[str, np.ndarray] = {}
-    for batch in batches:
-        for utt_id, states in _forward(adapter, batch, waves, fail):
+    if adapter.padding_safe:
+        groups = [list(waves)]
+    else:  # batches were formed from manifest lengths; resampling may shift a length by a sample
+        by_len: dict[int, list[str]] = {}
+        for u, w in waves.items():
+            by_len.setdefault(len(w), []).append(u)
+        groups = list(by_len.values())
+    for group in groups:
+        if not group:
+            continue
+        for utt_id, states in _forward(adapter, group, waves, fail):
             x = _select(states, positions, adapter, utt_id, len(waves[utt_id]))
             problem = _value_problem(x, sel, dtype)
             if problem:
                 fail(utt_id, problem)
                 continue
             features[utt_id] = x
-        bar.update(sum(len(waves[u]) for u in batch) / SAMPLE_RATE)
-
-    skipped = [{"utt_id": u, "reason": failures[u]} for u in part.utt_ids if u in failures]
-    ordered = {u: features[u] for u in part.utt_ids if u in features}
-    return ordered, skipped
 
 
 def _forward(adapter: EncoderAdapter, batch: list[str], waves: dict, fail):
