@@ -113,7 +113,9 @@ class Adapter(WindowedLogMelAdapter):
                          "final_state": "avg-pooled 25 frames/s, stored at 50 frames/s by repeating each frame twice"}
         check_registry_numbers(spec, source, self.num_states, self.hidden_size)
 
-    def _window_states(self, hidden_states: tuple):
+    def _window_states(self, hidden_states: tuple, b: int, frames: int) -> np.ndarray:
+        """Window ``b`` trimmed to ``frames`` -> float32 ``(S, frames, D)``, the pooled last
+        state repeated x2 back to 50 frames/s."""
         import torch
 
         *full_rate, pooled = hidden_states
@@ -123,8 +125,8 @@ class Adapter(WindowedLogMelAdapter):
                 f"input frames; expected the {POOL}x average pool of Qwen2AudioEncoder"
             )
         # Exact repetition, not interpolation: stored frames 2j and 2j+1 are both pooled frame j.
-        repeated = pooled.repeat_interleave(POOL, dim=1)
-        return torch.stack([*full_rate, repeated], dim=1)  # (B, S, 1500, D)
+        repeated = pooled[b, : -(-frames // POOL)].repeat_interleave(POOL, dim=0)[:frames]
+        return torch.stack([*(h[b, :frames] for h in full_rate), repeated]).float().cpu().numpy()
 
     def layers(self) -> list[LayerInfo]:
         n = self.num_states - 1

@@ -171,7 +171,7 @@ class WindowedLogMelAdapter(EncoderAdapter):
 
     Subclasses set ``self.model`` (the encoder module), ``self.feature_extractor``
     (a ``WhisperFeatureExtractor``), ``self.num_states``, ``self.hidden_size`` and implement
-    ``layers()``; ``_window_states`` may post-process the ``(B, S, 1500, D)`` stack.
+    ``layers()``; ``_window_states`` turns one window's ``hidden_states`` into ``(S, frames, D)``.
     """
 
     padding_safe = True
@@ -212,10 +212,14 @@ class WindowedLogMelAdapter(EncoderAdapter):
                                      return_tensors="pt")
         return enc["input_features"]
 
-    def _window_states(self, hidden_states: tuple) -> "object":
+    def _window_states(self, hidden_states: tuple, b: int, frames: int) -> np.ndarray:
+        """Window ``b`` of the batch, trimmed to ``frames`` -> float32 ``(S, frames, D)``.
+
+        Trimming before stacking copies only the real frames (a 4 s utterance keeps 200 of
+        the window's 1500)."""
         import torch
 
-        return torch.stack(hidden_states, dim=1)  # (B, S, 1500, D)
+        return torch.stack([h[b, :frames] for h in hidden_states]).float().cpu().numpy()
 
     def forward(self, waves: list[np.ndarray]) -> list[np.ndarray]:
         """``waves``: float32 ``(samples,)`` at 16 kHz -> per utterance float32
@@ -232,10 +236,10 @@ class WindowedLogMelAdapter(EncoderAdapter):
             feats = self.features([w for _, w in chunk])
             with torch.inference_mode():
                 res = self.model(feats.to(self.device, self._input_dtype()), output_hidden_states=True)
-                states = self._window_states(res.hidden_states).float().cpu().numpy()
-            for b, (u, w) in enumerate(chunk):
-                per_utt[u].append(states[b, :, : math.ceil(len(w) / SAMPLES_PER_FRAME)])
-        return [np.ascontiguousarray(np.concatenate(p, axis=1)) for p in per_utt]
+                for b, (u, w) in enumerate(chunk):
+                    per_utt[u].append(self._window_states(res.hidden_states, b,
+                                                          math.ceil(len(w) / SAMPLES_PER_FRAME)))
+        return [p[0] if len(p) == 1 else np.ascontiguousarray(np.concatenate(p, axis=1)) for p in per_utt]
 
     def _input_dtype(self):
         return self.model.conv1.weight.dtype
