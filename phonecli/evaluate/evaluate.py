@@ -77,6 +77,11 @@ def _load(run_dir):
         manifest = run.manifest()
     except (FileNotFoundError, ValueError) as e:
         raise EvaluateError(f"{run.path}/run.json points at data {run.info.get('data')!r}: {e}") from e
+    from phonecli.data.phones import VOCAB
+
+    if run.info.get("vocab") not in (None, list(VOCAB)):
+        raise EvaluateError(f"{run.path}/run.json: vocabulary differs from phonecli's 40-symbol VOCAB "
+                            f"(blank + 39 phones in phonecli.data.phones order); re-map the posteriors first")
     want = run.info.get("corpus_id")
     if want and manifest.corpus_id != want:
         raise EvaluateError(
@@ -166,7 +171,10 @@ def evaluate_run(run_dir: str | Path, protocol: str = "all", ci: bool = True, n_
         tables = {}
         for s, p in (("train", train_post), ("dev", post["dev"]), ("test", post["test"])):
             if p is not None:
-                tables[s] = phone_protocol.build_table(s, manifest.split(s), p, progress=progress)
+                try:
+                    tables[s] = phone_protocol.build_table(s, manifest.split(s), p, progress=progress)
+                except ValueError as e:
+                    raise EvaluateError(f"{run.info['data']}: {e}") from e
         try:
             phone_fit = phone_protocol.fit(tables.get("train"), tables["dev"], seed=seed)
         except ValueError as e:

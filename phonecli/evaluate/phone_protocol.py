@@ -77,6 +77,9 @@ def build_table(split: str, utterances, posteriors: dict[str, np.ndarray], progr
         ids = [PHONE_TO_ID[p] for p in u.canonical_phones]
         if not ids:
             continue
+        if len(u.phone_accuracy) != len(ids):
+            raise ValueError(f"utterance {u.utt_id} has {len(u.phone_accuracy)} phone scores for {len(ids)} "
+                             f"canonical phones; re-run `phonecli data prepare`")
         lp = posteriors[u.utt_id]
         spans = forced_align(lp, ids)
         ok = spans is not None
