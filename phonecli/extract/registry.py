@@ -66,7 +66,8 @@ _CHECKPOINT_ONLY_KEYS = ("normalize",)
 
 
 def resolve(model: str) -> tuple[ModelSpec, str]:
-    """A registry name, a local ``save_pretrained`` directory, or ``NAME=DIR`` -> ``(spec, source)``.
+    """A registry name, a local ``save_pretrained`` directory, ``NAME=DIR``, or a ``phonecli finetune``
+    run directory -> ``(spec, source)`` (a run: the base row named after the run, ``extra["finetune_run"]``).
 
     For a directory the family comes from its ``config.json`` ``model_type``; the spec is
     the first registry row of that family with the directory as source, named after the
@@ -86,6 +87,10 @@ def resolve(model: str) -> tuple[ModelSpec, str]:
         source = str(Path(local).resolve())
         return ModelSpec(**{**reg[name].__dict__, "source": source}), source
     path = Path(model)
+    if path.is_dir() and (path / "run.json").exists() and not (path / "config.json").exists():
+        from phonecli.finetune.export import run_spec  # a `phonecli finetune` run: its fine-tuned encoder
+
+        return run_spec(path)
     if path.is_dir():
         cfg_file = path / "config.json"
         if not cfg_file.exists():
@@ -120,6 +125,10 @@ def get_adapter(model: str, *, revision: str | None = None, device: str = "cpu",
     Rows with status "removed" raise :class:`ExtractionError` with the row's notes.
     """
     spec, source = resolve(model)
+    if spec.extra.get("finetune_run"):
+        from phonecli.finetune.export import load_finetuned_adapter
+
+        return load_finetuned_adapter(spec.extra["finetune_run"], spec, device=device)
     if spec.status == "removed":
         raise ExtractionError(f"{spec.name}: cannot be loaded: {spec.notes}")
     module = importlib.import_module(f"phonecli.extract.adapters.{FAMILY_MODULES[spec.family]}")

@@ -1,0 +1,583 @@
+"""The fine-tuning loop: :func:`finetune` (what ``phonecli finetune`` runs).
+
+Machinery: a plain PyTorch loop, chosen over ``transformers.Trainer`` because batches are
+sized in seconds of padded audio (``LengthBucketSampler`` from the cache API, variable
+utterance counts per batch), every batch is guarded (infinite/NaN loss names the step and the
+utterances), the dev criterion is greedy PER, and the output is a phonecli run directory, not
+a Trainer checkpoint folder. What Trainer would give is here explicitly: AdamW + linear
+warmup/decay (``transformers.get_linear_schedule_with_warmup``), gradient accumulation,
+gradient clipping (1.0), mixed precision (``torch.autocast`` bf16/fp16, ``GradScaler`` for
+fp16), gradient checkpointing, resumable checkpoints, and DDP under ``torchrun``
+(``torchrun --nproc-per-node N -m phonecli finetune ...``: each rank takes every N-th batch;
+gradients are all-reduced; rank 0 evaluates nothing alone — dev statistics are summed over
+ranks — and writes checkpoints, weights and posteriors).
+
+Model selection: after every epoch the dev split is decoded greedily; the epoch with the
+lowest dev PER wins, ties broken by lower dev CTC loss (so the early all-blank plateau still
+counts as progress). The test split is never looked at during training.
+
+Checkpoints (``RUN/checkpoints/step-NNNNNNN/``: trainable parameters as safetensors, AdamW
+state via ``torch.save`` loaded back with ``weights_only=True``, ``state.json`` with epoch,
+batches done, scheduler/scaler/RNG states, best so far; ``RUN/checkpoints/LATEST`` names the
+newest complete one and is replaced atomically last) are written every ``save_steps``
+optimizer steps and at the end of every epoch. ``--resume`` continues from LATEST with the same
+batches, RNG streams and schedule, so a resumed run equals an uninterrupted one on the CPU.
+The checkpoints are deleted when the run completes (the best epoch's weights are in
+``weights.safetensors``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from phonecli.finetune.data import (
+    Collator,
+    Example,
+    SAMPLE_RATE,
+    inference_batches,
+    load_waves,
+    make_examples,
+    to_device,
+)
+from phonecli.finetune.model import (
+    CTCModel,
+    FinetuneError,
+    LoraSettings,
+    build_model,
+    count_parameters,
+    export_weights,
+    load_adapter,
+    load_trainable_state,
+    lora_config_dict,
+    parse_mode,
+    trainable_state,
+)
+
+log = logging.getLogger("phonecli.finetune")
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+MAX_GRAD_NORM = 1.0
+CORPUS_MEAN_SECONDS = 4.0   # SpeechOcean762: 5.6 h / 5,000 utterances; converts the seed's batch sizes
+#: Test hook: sleep this many seconds after each checkpoint (lets a test SIGKILL a running job).
+CHECKPOINT_DELAY_ENV = "PHONECLI_FINETUNE_CHECKPOINT_DELAY"
+# Options that define what is trained: --resume refuses to continue a run made with other values.
+STRUCTURAL = ("model", "mode", "targets", "seed", "precision", "lora_r", "lora_alpha", "lora_dropout",
+              "max_audio_seconds", "batch_seconds", "grad_accum", "lr", "epochs", "warmup_ratio",
+              "weight_decay", "gradient_checkpointing")
+
+
+@dataclass
+class FinetuneConfig:
+    """Every option of ``phonecli finetune``; ``None`` means "family default" (see :func:`family_defaults`)."""
+
+    model: str
+    data: str
+    mode: str
+    out: str
+    epochs: int | None = None
+    lr: float | None = None
+    batch_seconds: float | None = None
+    grad_accum: int = 1
+    max_audio_seconds: float | None = None
+    gradient_checkpointing: bool = False
+    precision: str = "fp32"
+    seed: int = 0
+    targets: str = "canonical"
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    save_steps: int = 0
+    eval_batch_seconds: float = 60.0
+    device: str = "auto"
+    revision: str | None = None
+    trust_remote_code: bool = False
+    resume: bool = False
+    progress: bool | None = None
+
+
+@dataclass
+class FinetuneResult:
+    run: object                      # phonecli.runs.Run
+    model: CTCModel | None           # the trained model (best epoch) in this process; None if already complete
+    selection: dict = field(default_factory=dict)
+    skipped: list[dict] = field(default_factory=list)
+
+
+def family_defaults(spec, hidden_size: int) -> dict:
+    """Seed training-config table (experiments-log.md) -> ``{"lr", "batch_seconds", "epochs", "from"}``.
+
+    Seed batch sizes are utterances; they become seconds of audio at the corpus mean of 4 s.
+    """
+    fam, name = spec.family, spec.name
+    if fam == "whisper":
+        lr, batch, src = 1e-4, 4, "seed: Whisper Enc"
+    elif fam == "w2v-bert":
+        lr, batch, src = 5e-5, 4, "seed: Wav2Vec2-BERT"
+    elif hidden_size >= 1280:
+        lr, batch, src = 3e-5, 1, "seed: XLS-R 1B / MMS-1B"
+    elif fam == "wav2vec2" and hidden_size < 1024:
+        lr, batch, src = 3e-4, 4, "seed: Wav2Vec2 (base)"
+    elif "distil" in name:
+        lr, batch, src = 3e-5, 4, "seed: DistilHuBERT"
+    else:
+        lr, batch, src = 3e-5, 4, "seed: HuBERT Large / Data2Vec2 / Wav2Vec2 Phoneme (large models)"
+    return {"lr": lr, "batch_seconds": batch * CORPUS_MEAN_SECONDS, "epochs": 10, "from": src}
+
+
+# -- small helpers -----------------------------------------------------------------------------
+
+def ctc_loss(log_probs: torch.Tensor, lengths: torch.Tensor, batch: dict) -> torch.Tensor:
+    """Per-utterance CTC loss ``(B,)`` float32, each divided by its target length (HF "mean" convention)."""
+    labels, tl = batch["labels"], batch["target_lengths"]
+    flat = labels[labels >= 0]
+    per = F.ctc_loss(log_probs.transpose(0, 1), flat, lengths, tl, blank=0, reduction="none", zero_infinity=False)
+    return per / tl.clamp(min=1).float()
+
+
+def autocast(precision: str, device: str):
+    if precision == "fp32":
+        return nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=dtype)
+
+
+def _resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise FinetuneError("--device cuda: no CUDA device is visible to torch; use --device cpu")
+    return device
+
+
+def _absolute_model(model: str) -> str:
+    """Local directories (also in NAME=DIR) become absolute: run.json must work from any directory."""
+    if Path(model).is_dir():
+        return str(Path(model).resolve())
+    name, sep, local = model.partition("=")
+    if sep and Path(local).is_dir():
+        return f"{name}={Path(local).resolve()}"
+    return model
+
+
+def _check_options(cfg: FinetuneConfig, device: str) -> None:
+    if cfg.precision not in PRECISIONS:
+        raise FinetuneError(f"--precision {cfg.precision!r}: choose fp32, fp16 or bf16")
+    if cfg.precision == "fp16" and not device.startswith("cuda"):
+        raise FinetuneError("--precision fp16 needs a CUDA device (CPU autocast is bf16 only); use bf16 or fp32")
+    for name in ("epochs", "grad_accum"):
+        v = getattr(cfg, name)
+        if v is not None and v < 1:
+            raise FinetuneError(f"--{name.replace('_', '-')} {v}: must be >= 1")
+    for name in ("lr", "batch_seconds", "max_audio_seconds", "eval_batch_seconds"):
+        v = getattr(cfg, name)
+        if v is not None and not v > 0:
+            raise FinetuneError(f"--{name.replace('_', '-')} {v}: must be > 0")
+    if not 0 <= cfg.warmup_ratio < 1:
+        raise FinetuneError(f"--warmup-ratio {cfg.warmup_ratio}: must be in [0, 1)")
+
+
+def _save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict | None = None) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    tmp.replace(path)
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+# -- checkpoints -------------------------------------------------------------------------------
+
+def _latest_checkpoint(run_dir: Path) -> Path | None:
+    pointer = run_dir / "checkpoints" / "LATEST"
+    if not pointer.exists():
+        return None
+    ckpt = run_dir / "checkpoints" / pointer.read_text().strip()
+    return ckpt if (ckpt / "state.json").exists() else None
+
+
+def _save_checkpoint(run_dir: Path, model, optimizer, scheduler, scaler, state: dict) -> Path:
+    root = run_dir / "checkpoints"
+    ckpt = root / f"step-{state['global_step']:07d}"
+    if ckpt.exists():
+        shutil.rmtree(ckpt)
+    ckpt.mkdir(parents=True)
+    _save_safetensors(trainable_state(model), ckpt / "trainable.safetensors")
+    torch.save(optimizer.state_dict(), ckpt / "optimizer.pt")
+    _save_safetensors({"torch": torch.get_rng_state()}, ckpt / "rng.safetensors")
+    np_state = np.random.get_state()
+    full = {**state, "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
+            "numpy_rng": [np_state[0], np_state[1].tolist(), *[float(x) if isinstance(x, float) else int(x)
+                                                              for x in np_state[2:]]],
+            "python_rng": repr(random.getstate())}
+    (ckpt / "state.json").write_text(json.dumps(full, default=float))
+    tmp = root / "LATEST.tmp"
+    tmp.write_text(ckpt.name)
+    tmp.replace(root / "LATEST")  # the pointer moves only once the checkpoint is whole
+    for old in root.glob("step-*"):
+        if old != ckpt:
+            shutil.rmtree(old, ignore_errors=True)
+    delay = float(os.environ.get(CHECKPOINT_DELAY_ENV, "0") or 0)
+    if delay > 0:
+        time.sleep(delay)
+    return ckpt
+
+
+def _load_checkpoint(ckpt: Path, model, optimizer, scheduler, scaler) -> dict:
+    import ast
+
+    load_trainable_state(model, _load_safetensors(ckpt / "trainable.safetensors"))
+    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True, map_location="cpu"))
+    state = json.loads((ckpt / "state.json").read_text())
+    scheduler.load_state_dict(state.pop("scheduler"))
+    sc = state.pop("scaler")
+    if scaler is not None and sc:
+        scaler.load_state_dict(sc)
+    torch.set_rng_state(_load_safetensors(ckpt / "rng.safetensors")["torch"])
+    kind, keys, pos, has_gauss, cached = state.pop("numpy_rng")
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), int(pos), int(has_gauss), float(cached)))
+    random.setstate(ast.literal_eval(state.pop("python_rng")))
+    return state
+
+
+# -- evaluation --------------------------------------------------------------------------------
+
+@torch.no_grad()
+def predict(model: CTCModel, examples: list[Example], collator: Collator, *, batch_seconds: float,
+            padding_safe: bool, device: str, precision: str = "fp32", progress: bool = False,
+            desc: str = "posteriors") -> dict[str, np.ndarray]:
+    """``{utt_id: (frames, 40) float32 log-posteriors}`` in ``examples`` order (eval mode)."""
+    from tqdm.auto import tqdm
+
+    was_training = model.training
+    model.eval()
+    out: dict[str, np.ndarray] = {}
+    batches = inference_batches(examples, batch_seconds, padding_safe)
+    bar = tqdm(total=round(sum(e.samples for e in examples) / SAMPLE_RATE, 1), unit="audio-s", disable=not progress,
+               desc=desc, dynamic_ncols=True)
+    try:
+        for idx in batches:
+            exs = [examples[i] for i in idx]
+            batch = to_device(collator(list(zip(exs, load_waves(exs)))), device)
+            with autocast(precision, device):
+                lp, lengths = model(batch)
+            lp = lp.float().cpu().numpy()
+            for b, e in enumerate(exs):
+                out[e.utt_id] = np.ascontiguousarray(lp[b, : int(lengths[b])])
+            bar.update(sum(e.samples for e in exs) / SAMPLE_RATE)
+    finally:
+        bar.close()
+        model.train(was_training)
+    return {e.utt_id: out[e.utt_id] for e in examples}
+
+
+def dev_statistics(post: dict[str, np.ndarray], examples: list[Example]) -> tuple[float, float, float, float]:
+    """``(edits, ref_phones, loss_sum, loss_count)`` of greedy decoding / CTC loss on ``examples``.
+
+    Edit distance: ``torchaudio.functional.edit_distance``; utterances whose target cannot fit
+    their frames count for PER but not for the loss (it would be infinite).
+    """
+    from torchaudio.functional import edit_distance
+
+    from phonecli.evaluate.decode import greedy_ids
+    from phonecli.finetune.data import ctc_min_frames
+
+    edits = refs = loss_sum = count = 0.0
+    for e in examples:
+        lp = post[e.utt_id]
+        edits += edit_distance(e.target, greedy_ids(lp))
+        refs += len(e.target)
+        if e.target and ctc_min_frames(e.target) <= lp.shape[0]:
+            t = torch.from_numpy(lp)[:, None]
+            loss = F.ctc_loss(t, torch.tensor([e.target]), torch.tensor([lp.shape[0]]), torch.tensor([len(e.target)]),
+                              blank=0, reduction="sum")
+            loss_sum += float(loss) / len(e.target)
+            count += 1
+    return edits, refs, loss_sum, count
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+def _resolved_config(cfg: FinetuneConfig, adapter, defaults: dict) -> dict:
+    c = asdict(cfg)
+    for k in ("resume", "progress", "out", "device", "save_steps", "eval_batch_seconds", "trust_remote_code"):
+        c.pop(k)
+    for k in ("lr", "batch_seconds", "epochs"):
+        if c[k] is None:
+            c[k] = defaults[k]
+    c["defaults_from"] = defaults["from"]
+    c["base_model"] = {"name": adapter.spec.name, "family": adapter.spec.family, "model_id": adapter.model_id,
+                       "revision": adapter.revision, "class": type(adapter.model).__name__,
+                       "hidden_size": int(adapter.hidden_size), "frame_rate": float(adapter.frame_rate),
+                       "settings": getattr(adapter, "settings", {}) or {}}
+    return c
+
+
+def _check_resume(stored: dict, cfg: FinetuneConfig, run_dir: Path) -> None:
+    given = asdict(cfg)
+    for k in STRUCTURAL:
+        if k in ("lr", "batch_seconds", "epochs") and given[k] is None:
+            continue  # not given on the command line: the stored value is used
+        if k in stored and given.get(k) != stored[k]:
+            raise FinetuneError(
+                f"{run_dir}: --resume with {k}={given.get(k)!r} but the run was started with {stored[k]!r}; "
+                f"rerun with the original options or choose a new --out"
+            )
+
+
+def finetune(cfg: FinetuneConfig) -> FinetuneResult:
+    """Fine-tune ``cfg.model`` with a fresh CTC head on ``cfg.data``; write the run directory ``cfg.out``.
+
+    Returns the :class:`FinetuneResult` (run, trained model, dev selection, skipped utterances).
+    Raises :class:`FinetuneError` (a ValueError) with one line naming the input and the fix.
+    """
+    from phonecli.data.manifest import Manifest
+    from phonecli.extract.distributed import init_distributed
+    from phonecli.runs import Run
+
+    device = _resolve_device(cfg.device)
+    _check_options(cfg, device)
+    cfg.model = _absolute_model(cfg.model)
+    mode = parse_mode(cfg.mode)
+    run_dir = Path(cfg.out)
+    existing = run_dir / "run.json"
+    if existing.exists():
+        if not cfg.resume:
+            raise FinetuneError(f"{run_dir}: a run already exists here; pass --resume to continue it or choose another --out")
+        run = Run.open(run_dir)
+        if run.kind != "finetune":
+            raise FinetuneError(f"{run_dir}: holds a {run.kind} run, not a fine-tuning run; choose another --out")
+        _check_resume(run.info["config"], cfg, run_dir)
+        if run.info.get("status") == "complete":
+            log.info("%s: run already complete; nothing to do", run_dir)
+            return FinetuneResult(run, None, run.info.get("selection", {}), run.info.get("skipped", []))
+        cfg.lr = cfg.lr if cfg.lr is not None else run.info["config"]["lr"]
+        cfg.batch_seconds = cfg.batch_seconds if cfg.batch_seconds is not None else run.info["config"]["batch_seconds"]
+        cfg.epochs = cfg.epochs if cfg.epochs is not None else run.info["config"]["epochs"]
+    try:
+        manifest = Manifest.load(cfg.data)
+    except FileNotFoundError as e:
+        raise FinetuneError(str(e)) from e
+    for split in ("train", "dev"):
+        if not manifest.split(split):
+            raise FinetuneError(f"{cfg.data}: the manifest has no {split} utterances; fine-tuning needs train and dev "
+                                "(re-run `phonecli data prepare` with a dev fraction > 0)")
+
+    ctx = init_distributed(device)
+    try:
+        if ctx.active and device.startswith("cuda"):
+            device = f"cuda:{ctx.local_rank}"
+        return _run(cfg, mode, manifest, device, ctx)
+    finally:
+        ctx.close()
+
+
+def _run(cfg: FinetuneConfig, mode, manifest, device: str, ctx) -> FinetuneResult:
+    from tqdm.auto import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    from phonecli.cache.dataset import LengthBucketSampler
+    from phonecli.runs import Run
+
+    show = (sys.stderr.isatty() if cfg.progress is None else cfg.progress) and ctx.rank == 0
+    run_dir = Path(cfg.out)
+    adapter = load_adapter(cfg.model, device=device, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    base_fingerprint = adapter.fingerprint()
+    defaults = family_defaults(adapter.spec, int(adapter.hidden_size))
+    resolved = _resolved_config(cfg, adapter, defaults)
+    lr, batch_seconds, epochs = resolved["lr"], resolved["batch_seconds"], resolved["epochs"]
+    compute_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
+    lora = LoraSettings(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout)
+    model = build_model(adapter, mode, lora=lora, gradient_checkpointing=cfg.gradient_checkpointing,
+                        compute_dtype=compute_dtype, device=device, seed=cfg.seed)
+    if mode.lora:
+        resolved["lora"] = lora_config_dict(model.encoder)
+    if mode.name == "qlora":
+        resolved["quantization"] = {"bits": 4, "quant_type": "nf4", "double_quant": False,
+                                    "compute_dtype": str(compute_dtype).replace("torch.", ""), "library": "bitsandbytes"}
+    n_train, n_total = count_parameters(model)
+    resolved["parameters"] = {"trainable": n_train, "total": n_total}
+    collator = Collator(adapter)
+
+    train, skipped = make_examples(manifest, "train", cfg.targets, adapter.num_frames,
+                                   max_audio_seconds=cfg.max_audio_seconds)
+    dev, _ = make_examples(manifest, "dev", cfg.targets, adapter.num_frames, training=False)
+    for s in skipped:
+        log.warning("skipping training utterance %s: %s", s["utt_id"], s["reason"])
+    if skipped:
+        log.warning("%d of %d training utterances skipped (see run.json 'skipped')", len(skipped),
+                    len(skipped) + len(train))
+    if not train:
+        raise FinetuneError(f"{cfg.data}: no usable training utterance ({len(skipped)} skipped, first: "
+                            f"{skipped[0]['utt_id'] if skipped else '-'}: {skipped[0]['reason'] if skipped else ''})")
+
+    if ctx.rank == 0:
+        if (run_dir / "run.json").exists():
+            run = Run.open(run_dir)
+        else:
+            run = Run.create(run_dir, "finetune", config=resolved, corpus_id=manifest.corpus_id, data=cfg.data,
+                             frame_rate=adapter.frame_rate, sources=[{
+                                 "model": adapter.spec.name, "model_id": adapter.model_id,
+                                 "revision": adapter.revision, "fingerprint": base_fingerprint}])
+        run.info["skipped"] = skipped
+        run.info["status"] = "training"
+        run.save_info()
+    ctx.barrier()
+    if ctx.rank != 0:
+        run = Run.open(run_dir)
+
+    # the data order / dropout / SpecAugment streams start from the seed (restored on resume)
+    torch.manual_seed(cfg.seed + 1)
+    np.random.seed(cfg.seed)
+    random.seed(cfg.seed)
+
+    sampler = LengthBucketSampler([e.samples for e in train], int(batch_seconds * SAMPLE_RATE), shuffle=True,
+                                  seed=cfg.seed, num_replicas=ctx.world_size, rank=ctx.rank)
+    steps_per_epoch = []
+    for ep in range(epochs):
+        sampler.set_epoch(ep)
+        steps_per_epoch.append(math.ceil(len(list(iter(sampler))) / cfg.grad_accum))
+    total_steps = sum(steps_per_epoch)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+    scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
+
+    state = {"epoch": 0, "batches_done": 0, "global_step": 0, "best": None, "train_loss_sum": 0.0,
+             "train_loss_count": 0}
+    ckpt = _latest_checkpoint(run_dir) if cfg.resume else None
+    if ckpt is not None:
+        state = _load_checkpoint(ckpt, model, optimizer, scheduler, scaler)
+        log.info("resuming %s from %s (epoch %d, %d batches done, step %d)", run_dir, ckpt.name,
+                 state["epoch"] + 1, state["batches_done"], state["global_step"])
+
+    train_model = model
+    if ctx.active:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        # layerdrop / SpecAugment make some parameters unused in some steps
+        train_model = DDP(model, device_ids=[ctx.local_rank] if device.startswith("cuda") else None,
+                          find_unused_parameters=True)
+    best_path = run_dir / "checkpoints" / "best.safetensors"
+    model.train()
+    for epoch in range(state["epoch"], epochs):
+        t0 = time.perf_counter()
+        sampler.set_epoch(epoch)
+        batches = list(iter(sampler))
+        start = state["batches_done"] if epoch == state["epoch"] else 0
+        bar = tqdm(total=len(batches), initial=start, disable=not show, desc=f"epoch {epoch + 1}/{epochs}",
+                   unit="batch", dynamic_ncols=True)
+        for b in range(start, len(batches)):
+            exs = [train[i] for i in batches[b]]
+            batch = to_device(collator(list(zip(exs, load_waves(exs)))), device)
+            micro = b % cfg.grad_accum
+            last_micro = micro == cfg.grad_accum - 1 or b == len(batches) - 1
+            sync = nullcontext() if (last_micro or not ctx.active) else train_model.no_sync()
+            with sync:
+                with autocast(cfg.precision, device):
+                    lp, lengths = train_model(batch)
+                per = ctc_loss(lp, lengths, batch)
+                loss = per.mean()
+                if not torch.isfinite(loss):
+                    bad = [u for u, v in zip(batch["utt_ids"], per.tolist()) if not math.isfinite(v)]
+                    where = f"{ckpt_name(run_dir)}" if _latest_checkpoint(run_dir) else "no checkpoint yet"
+                    raise FinetuneError(
+                        f"non-finite CTC loss ({float(loss)}) at step {state['global_step'] + 1} (epoch {epoch + 1}, "
+                        f"batch {b + 1}/{len(batches)}: utterances {', '.join(bad or batch['utt_ids'])}); training "
+                        f"stopped ({where} kept). Lower --lr, use --precision fp32, or remove those utterances"
+                    )
+                scaled = loss / cfg.grad_accum
+                (scaler.scale(scaled) if scaler else scaled).backward()
+            state["train_loss_sum"] += loss.item()
+            state["train_loss_count"] += 1
+            if last_micro:
+                if scaler:
+                    scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
+                if scaler:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                state["global_step"] += 1
+                state["batches_done"] = b + 1
+                if cfg.save_steps and state["global_step"] % cfg.save_steps == 0 and b + 1 < len(batches):
+                    if ctx.rank == 0:
+                        _save_checkpoint(run_dir, model, optimizer, scheduler, scaler, state)
+                    ctx.barrier()
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss):.3f}")
+        bar.close()
+
+        # dev: every rank decodes its share; sums are all-reduced
+        post = predict(model, dev[ctx.rank::ctx.world_size], collator, batch_seconds=cfg.eval_batch_seconds,
+                       padding_safe=adapter.padding_safe, device=device, precision=cfg.precision)
+        edits, refs, loss_sum, count = ctx.sum(list(dev_statistics(post, dev[ctx.rank::ctx.world_size])))
+        tl_sum, tl_count = ctx.sum([state["train_loss_sum"], float(state["train_loss_count"])])
+        dev_per = 100.0 * edits / refs if refs else float("nan")
+        dev_loss = loss_sum / count if count else float("nan")
+        record = {"epoch": epoch + 1, "step": state["global_step"], "train_loss": tl_sum / max(tl_count, 1),
+                  "dev_loss": dev_loss, "dev_per": dev_per, "lr": scheduler.get_last_lr()[0],
+                  "seconds": round(time.perf_counter() - t0, 3)}
+        best = state["best"]
+        improved = best is None or (dev_per, dev_loss) < (best["value"], best["dev_loss"])
+        if improved:
+            state["best"] = {"metric": "dev_per", "value": dev_per, "dev_loss": dev_loss, "epoch": epoch + 1,
+                             "step": state["global_step"]}
+        log.info("epoch %d/%d: train loss %.4f, dev loss %.4f, dev PER %.2f%%%s", epoch + 1, epochs,
+                 record["train_loss"], dev_loss, dev_per, " (best)" if improved else "")
+        state.update(epoch=epoch + 1, batches_done=0, train_loss_sum=0.0, train_loss_count=0)
+        if ctx.rank == 0:
+            if improved:
+                best_path.parent.mkdir(parents=True, exist_ok=True)
+                _save_safetensors(trainable_state(model), best_path, metadata={"epoch": str(epoch + 1)})
+            run.append_log(record)
+            _save_checkpoint(run_dir, model, optimizer, scheduler, scaler, state)
+        ctx.barrier()
+
+    # the selected epoch's weights -> weights.safetensors, posteriors for every split (rank 0)
+    load_trainable_state(model, _load_safetensors(best_path))
+    selection = state["best"]
+    if ctx.rank == 0:
+        _save_safetensors(export_weights(model, mode), run.weights_path,
+                          metadata={"format": "phonecli-finetune-weights", "mode": str(mode),
+                                    "base_model_id": str(adapter.model_id), "base_revision": str(adapter.revision)})
+        for split in manifest.splits():
+            exs, _ = make_examples(manifest, split, cfg.targets, adapter.num_frames, training=False)
+            run.write_posteriors(split, predict(model, exs, collator, batch_seconds=cfg.eval_batch_seconds,
+                                                padding_safe=adapter.padding_safe, device=device,
+                                                precision=cfg.precision, progress=show, desc=f"posteriors {split}"))
+        run.info["selection"] = selection
+        run.info["status"] = "complete"
+        run.save_info()
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    ctx.barrier()
+    model.eval()
+    return FinetuneResult(run, model, selection, skipped)
+
+
+def ckpt_name(run_dir: Path) -> str:
+    c = _latest_checkpoint(run_dir)
+    return f"last checkpoint {c.name}" if c else "no checkpoint"
