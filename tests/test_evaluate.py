@@ -194,3 +194,24 @@ def test_bootstrap_counts_undefined_replicates():
     labels = np.array([True, False, False])
     cis, undefined = speaker_bootstrap({"u": speakers}, lambda ix: {"auc": M.auc(labels[ix["u"]], ix["u"])}, n=200)
     assert 0 < undefined["auc"] < 200
+
+
+def test_gop_matches_a_direct_per_phone_loop_and_spans_match_merge_tokens():
+    rng = np.random.default_rng(3)
+    for trial in range(20):
+        T = int(rng.integers(8, 40))
+        logits = rng.normal(0, 2, (T, 40))
+        lp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+        ids = [int(x) for x in rng.integers(1, 40, size=int(rng.integers(1, 5)))]
+        spans = forced_align(lp, ids)
+        emission = torch.from_numpy(lp.astype(np.float32))[None]
+        labels, scores = TAF.forced_align(emission, torch.tensor([ids], dtype=torch.int32))
+        ref_spans = TAF.merge_tokens(labels[0], scores[0].exp())
+        assert spans == [(s.start, s.end) for s in ref_spans]
+        for sp in (spans, uniform_spans(T, len(ids)), uniform_spans(2, len(ids))):
+            feats = gop_features(lp, ids, sp)
+            for k, (p, (s, e)) in enumerate(zip(ids, sp)):
+                comp = [max(lp[t, q] for q in range(1, 40) if q != p) for t in range(s, e)]
+                assert feats[k, 0] == pytest.approx(np.mean(lp[s:e, p]))
+                assert feats[k, 1] == pytest.approx(np.mean(lp[s:e, p] - np.array(comp)))
+                assert feats[k, 2] == e - s

@@ -30,13 +30,18 @@ def forced_align(log_probs: np.ndarray, ids: list[int], blank: int = 0) -> list[
         return None
     emission = torch.from_numpy(np.ascontiguousarray(lp))[None]
     targets = torch.tensor([ids], dtype=torch.int32)
-    labels, scores = F.forced_align(emission, targets, blank=blank)
-    spans = F.merge_tokens(labels[0], scores[0].exp(), blank=blank)
-    if len(spans) != len(ids) or any(s.token != t for s, t in zip(spans, ids)):
-        # merge_tokens splits runs at label changes only; a mismatch would mean the aligner
-        # broke its contract, which must not silently mis-assign frames
-        raise RuntimeError(f"forced alignment returned {len(spans)} spans for {len(ids)} labels")
-    return [(int(s.start), int(s.end)) for s in spans]
+    labels, _ = F.forced_align(emission, targets, blank=blank)
+    path = labels[0].numpy()
+    # runs of one non-blank label = one token (CTC puts a blank between equal neighbours);
+    # the same spans as torchaudio's merge_tokens, without its per-span score tensors
+    change = np.flatnonzero(np.r_[True, path[1:] != path[:-1]])
+    ends = np.r_[change[1:], len(path)]
+    keep = path[change] != blank
+    starts, ends, tokens = change[keep], ends[keep], path[change][keep]
+    if len(tokens) != len(ids) or (tokens != np.asarray(ids)).any():
+        # a mismatch would mean the aligner broke its contract: never mis-assign frames silently
+        raise RuntimeError(f"forced alignment returned {len(tokens)} spans for {len(ids)} labels")
+    return [(int(s), int(e)) for s, e in zip(starts, ends)]
 
 
 def uniform_spans(frames: int, n: int) -> list[tuple[int, int]]:

@@ -22,19 +22,38 @@ FEATURES = ("lpp", "lpr", "duration")
 
 
 def gop_features(log_probs: np.ndarray, ids: list[int], spans: list[tuple[int, int]]) -> np.ndarray:
-    """``(phones, 3)`` float64 array of ``lpp, lpr, duration`` (see module docstring)."""
+    """``(phones, 3)`` float64 array of ``lpp, lpr, duration`` (see module docstring).
+
+    Vectorised over all phones of the utterance (one gather + segment sums) because it runs
+    for every phone of the corpus; spans may overlap (the uniform fallback).
+    """
     lp = np.asarray(log_probs, dtype=np.float64)
-    vocab = lp.shape[1]
+    n_vocab = lp.shape[1]
+    ids_a = np.asarray(ids, dtype=np.int64)
+    starts = np.asarray([s for s, _ in spans], dtype=np.int64)
+    dur = np.asarray([max(e - s, 0) for s, e in spans], dtype=np.int64)
     out = np.zeros((len(ids), 3), dtype=np.float64)
-    for k, (p, (s, e)) in enumerate(zip(ids, spans)):
-        if e <= s:
-            out[k] = (-math.log(vocab), 0.0, 0.0)
-            continue
-        seg = lp[s:e]
-        competitors = seg.copy()
-        competitors[:, 0] = -np.inf
-        competitors[:, p] = -np.inf
-        out[k, 0] = seg[:, p].mean()
-        out[k, 1] = (seg[:, p] - competitors.max(axis=1)).mean()
-        out[k, 2] = e - s
+    out[:, 0] = -math.log(n_vocab)
+    out[:, 2] = dur
+    if len(ids) == 0 or dur.sum() == 0:
+        return out
+    # best and second-best phone (not blank) per frame: the competitor of p is the best
+    # unless p is the best itself
+    phones = lp[:, 1:]
+    top2 = np.argpartition(-phones, 1, axis=1)[:, :2] if phones.shape[1] > 1 else np.zeros((len(lp), 2), np.int64)
+    v = np.take_along_axis(phones, top2, axis=1)
+    swap = v[:, 1] > v[:, 0]
+    best_id = np.where(swap, top2[:, 1], top2[:, 0]) + 1
+    best = np.maximum(v[:, 0], v[:, 1])
+    second = np.minimum(v[:, 0], v[:, 1])
+    seg = np.repeat(np.arange(len(ids)), dur)                     # phone of each gathered frame
+    frames = np.arange(dur.sum()) - np.repeat(np.cumsum(dur) - dur, dur) + np.repeat(starts, dur)
+    p = ids_a[seg]
+    own = lp[frames, p]
+    comp = np.where(best_id[frames] == p, second[frames], best[frames])
+    has = dur > 0
+    sums_own = np.bincount(seg, weights=own, minlength=len(ids))
+    sums_ratio = np.bincount(seg, weights=own - comp, minlength=len(ids))
+    out[has, 0] = sums_own[has] / dur[has]
+    out[has, 1] = sums_ratio[has] / dur[has]
     return out
