@@ -242,6 +242,7 @@ def test_registry_row_with_local_weights_uses_row_defaults(dirs, tmp_path):
 def test_revision_fingerprint_and_settings(dirs, adapters, tmp_path):
     a = adapters["wavlm-large"]
     assert a.revision is None and a.model_id == str(dirs["wavlm-large"].resolve())
+    assert get_adapter(str(dirs["wavlm-large"]), revision="v2").revision is None  # ignored for a directory
     fp = a.fingerprint()
     assert len(fp) == 16 and fp == get_adapter(str(dirs["wavlm-large"])).fingerprint()
     other = get_adapter(str(save_tiny(tmp_path, "wavlm-large", seed=9)))

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import warnings
+from pathlib import Path
 
 import numpy as np
 
@@ -165,7 +166,9 @@ class Adapter(EncoderAdapter):
         self.model = model.eval().to(self.device)
         self.config = model.config
         self.model_id = source
-        self.revision = commit_hash(source, revision) or revision
+        # a local directory has no revision (transformers ignores --revision for it): None,
+        # the weights fingerprint identifies it
+        self.revision = None if Path(source).is_dir() else (commit_hash(source, revision) or revision)
         self.hidden_size = int(self.config.hidden_size)
         self.num_states = int(self.config.num_hidden_layers) + 1
         self.frame_rate = SAMPLE_RATE / float(np.prod(self.config.conv_stride))
@@ -291,6 +294,6 @@ class Adapter(EncoderAdapter):
             warnings.filterwarnings("ignore", message=".*mismatched key_padding_mask.*")
             res = self.model(enc["input_values"].to(self.device, torch.float32),
                              output_hidden_states=True, **kwargs)
-            states = torch.stack(res.hidden_states, dim=1)  # (B, S, T, D)
-        states = states.float().cpu().numpy()
-        return [np.ascontiguousarray(states[b, :, : self.num_frames(len(w))]) for b, w in enumerate(batch)]
+            # per utterance, trimmed before stacking: never holds a second (B, S, T, D) copy
+            return [torch.stack([h[b, : self.num_frames(len(w))] for h in res.hidden_states])
+                    .float().cpu().numpy() for b, w in enumerate(batch)]
