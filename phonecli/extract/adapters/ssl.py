@@ -80,8 +80,8 @@ def read_config_dict(source: str, revision: str | None) -> dict:
             cfg, _ = PretrainedConfig.get_config_dict(source, revision=revision)
     except (OSError, ValueError) as e:
         raise ExtractionError(
-            f"{source}: cannot read config.json ({_first_line(e)}); check the Hub id/--revision "
-            "or pass a directory written by save_pretrained"
+            f"{source}: cannot read config.json ({_first_line(e)}); check the Hub id/--revision, "
+            "or offline pass a local copy as --model NAME=DIR (or a save_pretrained directory)"
         ) from e
     return cfg
 
