@@ -87,6 +87,19 @@ def dequantize_4bit_linears(module: nn.Module) -> nn.Module:
     return module
 
 
+def _unmark_quantized(model: nn.Module) -> nn.Module:
+    """What transformers' ``remove_quantization_config`` does once no 4-bit layer is left (the
+    flags would make ``.float()``/``.to()`` refuse an ordinary float32 model)."""
+    for attr in ("hf_quantizer", "quantization_method"):
+        if hasattr(model, attr):
+            delattr(model, attr)
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.is_quantized = False
+    model.is_loaded_in_4bit = False
+    return model
+
+
 def _load_weights(run) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
@@ -107,7 +120,7 @@ def load_finetuned(run_dir: str | Path, *, device: str = "cpu"):
 
         if mode.name == "qlora":
             dtype = getattr(torch, cfg.get("quantization", {}).get("compute_dtype", "float32"))
-            encoder = dequantize_4bit_linears(load_encoder_4bit(adapter, dtype, device))
+            encoder = _unmark_quantized(dequantize_4bit_linears(load_encoder_4bit(adapter, dtype, device)))
         else:
             encoder = adapter.model
         lc = cfg["lora"]

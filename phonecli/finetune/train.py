@@ -528,7 +528,7 @@ def _run(cfg: FinetuneConfig, mode, manifest, device: str, ctx) -> FinetuneResul
                         _save_checkpoint(run_dir, model, optimizer, scheduler, scaler, state)
                     ctx.barrier()
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}")
         bar.close()
 
         # dev: every rank decodes its share; sums are all-reduced

@@ -1,0 +1,418 @@
+"""Fine-tuning: every mode trains (loss falls), trains only what it should (parameter diffs against
+the saved base), writes a run directory evaluate understands, `extract --model RUN` caches the
+fine-tuned encoder (checked against an independent forward), guards, CLI errors.
+
+Tiny random models saved with save_pretrained and loaded by path (the Hub code path); the
+`tiny_corpus` fixture (24 noise+tone utterances).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from phonecli.data.manifest import Manifest
+from phonecli.finetune.data import ctc_min_frames, make_examples
+from phonecli.finetune.model import FinetuneError, parse_mode
+from phonecli.finetune.train import FinetuneConfig, finetune
+from phonecli.runs import Run
+
+pytest.importorskip("peft")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # the CI machine has 2 shared cores: intra-op threads only add contention for these tiny models
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _hubert_config(**kw):
+    from transformers import HubertConfig
+
+    # 320 samples per frame (5 * 8 * 8) = 50 frames/s like the real models; last conv width and hidden
+    # size 64 (bitsandbytes' 4-bit blocks are 64 wide); pre-LN, layer-norm CNN (padding-safe).
+    base = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
+                conv_dim=(32, 32, 64), conv_stride=(5, 8, 8), conv_kernel=(10, 8, 8), num_conv_pos_embeddings=16,
+                num_conv_pos_embedding_groups=4, feat_extract_norm="layer", do_stable_layer_norm=True,
+                mask_time_prob=0.0, layerdrop=0.0)
+    base.update(kw)
+    return HubertConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def hubert_dir(tmp_path_factory):
+    from transformers import HubertModel
+
+    d = tmp_path_factory.mktemp("tiny_hubert")
+    torch.manual_seed(0)
+    HubertModel(_hubert_config()).save_pretrained(d)
+    return d
+
+
+def _base_state(d) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(d) / "model.safetensors"))
+
+
+def _cfg(model, data, out, mode, **kw):
+    base = dict(epochs=3, lr=2e-3, batch_seconds=4.0, warmup_ratio=0.0, device="cpu", progress=False)
+    base.update(kw)
+    return FinetuneConfig(model=str(model), data=str(data), mode=mode, out=str(out), **base)
+
+
+def _weights(run) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(run.weights_path))
+
+
+# ---------------------------------------------------------------------------------------------
+# modes
+
+
+@pytest.mark.parametrize("mode", ["full", "freeze-feature-encoder", "top:1", "lora", "qlora"])
+def test_each_mode_trains_only_its_parameters_and_loss_falls(mode, hubert_dir, tiny_corpus, tmp_path):
+    res = finetune(_cfg(hubert_dir, tiny_corpus, tmp_path / "run", mode))
+    log = res.run.read_log()
+    assert [r["epoch"] for r in log] == [1, 2, 3]
+    assert log[-1]["train_loss"] < log[0]["train_loss"]
+    assert all(math.isfinite(r["dev_loss"]) for r in log)
+    base = _base_state(hubert_dir)
+    w = _weights(res.run)
+    assert w["head.weight"].shape == (40, 64) and w["head.bias"].shape == (40,)
+    changed = lambda a, b: not torch.equal(a, b)  # noqa: E731
+
+    if mode in ("lora", "qlora"):
+        # adapter-only weights: LoRA matrices of the attention projections + the head
+        assert set(w) - {"head.weight", "head.bias"} and all(k.startswith("lora.") for k in w if not k.startswith("head."))
+        targets = {k.split(".")[-3] for k in w if k.startswith("lora.")}
+        assert targets == {"q_proj", "k_proj", "v_proj", "out_proj"}
+        assert any(k.endswith("lora_B.weight") and v.abs().max() > 0 for k, v in w.items())  # B starts at 0
+        enc = res.model.encoder
+        trained = {n for n, p in res.model.named_parameters() if p.requires_grad}
+        assert trained and all("lora_" in n or n.startswith("head.") for n in trained)
+        if mode == "lora":
+            inner = enc.base_model.model
+            for name, t in base.items():
+                if name == "masked_spec_embed":
+                    continue
+                mod_name, _, attr = name.rpartition(".")
+                mod = inner.get_submodule(mod_name)
+                mod = getattr(mod, "base_layer", mod)
+                assert torch.equal(getattr(mod, attr).detach(), t), name
+        else:
+            import bitsandbytes as bnb
+            from transformers import HubertModel
+
+            from phonecli.finetune.model import bnb_config
+
+            fresh = HubertModel.from_pretrained(hubert_dir, quantization_config=bnb_config(torch.float32),
+                                                device_map={"": "cpu"})
+            mods = dict(enc.base_model.model.named_modules())
+            n4 = 0
+            for name, m in fresh.named_modules():
+                if isinstance(m, bnb.nn.Linear4bit):
+                    tm = getattr(mods[name], "base_layer", mods[name])
+                    assert isinstance(tm, bnb.nn.Linear4bit)
+                    assert torch.equal(tm.weight.data, m.weight.data), name  # packed nf4 bytes untouched
+                    assert torch.equal(tm.weight.quant_state.absmax, m.weight.quant_state.absmax)
+                    n4 += 1
+            assert n4 == 2 * 6  # q,k,v,out + 2 feed-forward Linears per layer; feature projection kept fp32
+        return
+
+    enc = {k[len("encoder."):]: v for k, v in w.items() if k.startswith("encoder.")}
+    assert set(enc) == set(base)
+    cnn = [k for k in base if k.startswith("feature_extractor.")]
+    layer0 = [k for k in base if k.startswith("encoder.layers.0.")]
+    layer1 = [k for k in base if k.startswith("encoder.layers.1.")]
+    if mode == "full":
+        assert all(changed(enc[k], base[k]) for k in cnn + layer0 + layer1)
+    elif mode == "freeze-feature-encoder":
+        assert all(torch.equal(enc[k], base[k]) for k in cnn)
+        assert all(changed(enc[k], base[k]) for k in layer0 + layer1 + ["feature_projection.projection.weight"])
+    else:  # top:1: only the last layer and the final LayerNorm above it
+        assert all(torch.equal(enc[k], base[k]) for k in cnn + layer0 + ["feature_projection.projection.weight"])
+        assert all(changed(enc[k], base[k]) for k in layer1 + ["encoder.layer_norm.weight"])
+
+
+def test_parse_mode():
+    assert str(parse_mode("top:3")) == "top:3" and parse_mode("top:3").top_k == 3
+    assert parse_mode("qlora").lora and not parse_mode("full").lora
+    for bad in ("top:0", "top", "partial", "LoRA"):
+        with pytest.raises(FinetuneError, match="--mode"):
+            parse_mode(bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# the run directory
+
+
+@pytest.fixture(scope="module")
+def lora_run(hubert_dir, tiny_corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "ft-lora"
+    return finetune(_cfg(hubert_dir, tiny_corpus, out, "lora", epochs=2))
+
+
+def test_run_directory_has_posteriors_for_every_split_with_encoder_frame_counts(lora_run, tiny_corpus, hubert_dir):
+    run = Run.open(lora_run.run.path)
+    assert run.kind == "finetune" and run.info["status"] == "complete"
+    assert run.posterior_splits() == ["train", "dev", "test"]
+    cfg = run.info["config"]
+    assert cfg["mode"] == "lora" and cfg["base_model"]["model_id"] == str(Path(hubert_dir).resolve())
+    assert cfg["lora"]["r"] == 16 and cfg["parameters"]["trainable"] < cfg["parameters"]["total"]
+    assert run.info["sources"][0]["fingerprint"]
+    m = Manifest.load(tiny_corpus)
+    for split in ("train", "dev", "test"):
+        post = run.read_posteriors(split)
+        assert list(post) == [u.utt_id for u in m.split(split)]
+        for u in m.split(split):
+            # 320 samples per frame, 400-sample receptive field: HF's conv formula
+            frames = (((u.num_samples - 10) // 5 + 1 - 8) // 8 + 1 - 8) // 8 + 1
+            assert post[u.utt_id].shape == (frames, 40)
+            assert np.allclose(np.exp(post[u.utt_id]).sum(1), 1.0, atol=1e-4)
+    # dev-based selection: the logged epoch with the lowest (dev PER, dev loss)
+    log = run.read_log()
+    best = min(log, key=lambda r: (r["dev_per"], r["dev_loss"]))
+    assert run.info["selection"]["epoch"] == best["epoch"] and run.info["selection"]["metric"] == "dev_per"
+
+
+def _merged_lora_encoder(run, base_dir):
+    """Independent of phonecli/peft merging: W + (B @ A) * alpha / r on a fresh base."""
+    from transformers import HubertModel
+
+    enc = HubertModel.from_pretrained(base_dir).eval()
+    w = _weights(run)
+    lc = run.info["config"]["lora"]
+    scale = lc["lora_alpha"] / lc["r"]
+    n = 0
+    with torch.no_grad():
+        for k, a in w.items():
+            if k.endswith("lora_A.weight"):
+                b = w[k.replace("lora_A", "lora_B")]
+                mod = k[len("lora.base_model.model."):-len(".lora_A.weight")]
+                enc.get_submodule(mod).weight += (b @ a) * scale
+                n += 1
+    assert n == 8
+    return enc
+
+
+def test_posteriors_equal_an_independent_forward(lora_run, hubert_dir, tiny_corpus):
+    from phonecli.data.audio import load_audio
+
+    run = lora_run.run
+    enc = _merged_lora_encoder(run, hubert_dir)
+    w = _weights(run)
+    m = Manifest.load(tiny_corpus)
+    post = run.read_posteriors("test")
+    for u in m.split("test")[:3]:
+        x = torch.from_numpy(load_audio(m.audio_path(u)))
+        x = (x - x.mean()) / torch.sqrt(x.var(unbiased=False) + 1e-7)  # layer-norm CNN: normalised input
+        with torch.no_grad():
+            h = enc(x[None]).last_hidden_state[0]
+            ref = torch.log_softmax(h @ w["head.weight"].T + w["head.bias"], -1).numpy()
+        assert np.allclose(post[u.utt_id], ref, atol=2e-4)
+
+
+def test_extract_model_run_caches_the_merged_encoder(lora_run, hubert_dir, tiny_corpus, tmp_path):
+    from click.testing import CliRunner
+
+    from phonecli.cache import FeatureCache
+    from phonecli.cli import main
+    from phonecli.data.audio import load_audio
+
+    res = CliRunner().invoke(main, ["extract", "--model", str(lora_run.run.path), "--data", str(tiny_corpus),
+                                    "--out", str(tmp_path / "ft.zarr"), "--dtype", "float32", "--splits", "dev"])
+    assert res.exit_code == 0, res.output
+    cache = FeatureCache.open(res.stdout.strip().splitlines()[-1])
+    assert cache.metadata["model"] == "ft-lora" and cache.metadata["model_id"].startswith("finetune:")
+    assert cache.metadata["settings"]["adapter"]["finetune"]["lora_merged"] is True
+    enc = _merged_lora_encoder(lora_run.run, hubert_dir)
+    base_cache_fp = None
+    m = Manifest.load(tiny_corpus)
+    for u in m.split("dev"):
+        x = torch.from_numpy(load_audio(m.audio_path(u)))
+        x = (x - x.mean()) / torch.sqrt(x.var(unbiased=False) + 1e-7)
+        with torch.no_grad():
+            ref = torch.stack(enc(x[None], output_hidden_states=True).hidden_states, 1)[0].numpy()
+        got = cache.read(u.utt_id)
+        assert got.shape == ref.shape == (3, cache.num_frames(u.utt_id), 64)
+        assert np.allclose(got, ref, atol=1e-4), u.utt_id
+    # the fingerprint is that of the fine-tuned weights, not the base's
+    from phonecli.extract.registry import get_adapter
+
+    base_cache_fp = get_adapter(str(hubert_dir)).fingerprint()
+    assert cache.metadata["weights_fingerprint"] != base_cache_fp
+
+
+def test_extract_qlora_run_matches_the_trained_4bit_model(hubert_dir, tiny_corpus, tmp_path):
+    """QLoRA: the cached encoder = nf4-dequantized base + merged LoRA = what was trained."""
+    from phonecli.data.audio import load_audio
+    from phonecli.extract.registry import get_adapter
+
+    res = finetune(_cfg(hubert_dir, tiny_corpus, tmp_path / "ft-q", "qlora", epochs=1))
+    adapter = get_adapter(str(res.run.path))
+    m = Manifest.load(tiny_corpus)
+    waves = [load_audio(m.audio_path(u)) for u in m.split("dev")[:2]]
+    got = adapter.forward(waves)
+    trained = res.model.encoder.eval()
+    for wv, g in zip(waves, got):
+        x = torch.from_numpy(adapter.feature_extractor(wv, sampling_rate=16000)["input_values"][0])
+        with torch.no_grad():
+            ref = torch.stack(trained(x[None], output_hidden_states=True).hidden_states, 1)[0].numpy()
+        assert g.shape == ref.shape
+        assert np.allclose(g, ref, atol=1e-4)
+
+
+def test_evaluate_works_on_a_finetune_run(lora_run):
+    from phonecli.evaluate import evaluate_run
+
+    metrics = evaluate_run(lora_run.run.path, protocol="seed", ci=False)
+    assert metrics["kind"] == "finetune"
+    assert (lora_run.run.path / "metrics.json").exists()
+    assert metrics["seed"]
+
+
+# ---------------------------------------------------------------------------------------------
+# other families
+
+
+def test_whisper_and_w2v_bert_encoders_train_with_a_ctc_head(tiny_corpus, tmp_path):
+    from transformers import (
+        SeamlessM4TFeatureExtractor,
+        Wav2Vec2BertConfig,
+        Wav2Vec2BertModel,
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+    )
+
+    wd = tmp_path / "whisper"
+    torch.manual_seed(0)
+    WhisperForConditionalGeneration(WhisperConfig(
+        vocab_size=64, d_model=16, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, num_mel_bins=80, max_source_positions=1500,
+        max_target_positions=16, pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1,
+    )).save_pretrained(wd)
+    WhisperFeatureExtractor(feature_size=80).save_pretrained(wd)
+    bd = tmp_path / "w2vbert"
+    Wav2Vec2BertModel(Wav2Vec2BertConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, output_hidden_size=32,
+        conv_depthwise_kernel_size=5, feature_projection_input_dim=160, mask_time_prob=0.0,
+    )).save_pretrained(bd)
+    SeamlessM4TFeatureExtractor().save_pretrained(bd)
+    m = Manifest.load(tiny_corpus)
+    for d, mode, frames in ((wd, "top:1", lambda n: math.ceil(n / 320)),
+                            (bd, "freeze-feature-encoder", lambda n: (1 + (n - 400) // 160) // 2)):
+        res = finetune(_cfg(d, tiny_corpus, tmp_path / f"run-{d.name}", mode, epochs=2, batch_seconds=6.0))
+        log = res.run.read_log()
+        assert log[-1]["train_loss"] < log[0]["train_loss"], d.name
+        post = res.run.read_posteriors("dev")
+        assert all(post[u.utt_id].shape == (frames(u.num_samples), 40) for u in m.split("dev"))
+        assert res.run.info["config"]["base_model"]["family"] == ("whisper" if d == wd else "w2v-bert")
+
+
+def test_family_defaults_follow_the_seed_table():
+    from phonecli.extract.registry import load_registry
+    from phonecli.finetune.train import family_defaults
+
+    reg = load_registry()
+    assert family_defaults(reg["hubert-large"], 1024)["lr"] == 3e-5
+    assert family_defaults(reg["whisper-small"], 768)["lr"] == 1e-4
+    assert family_defaults(reg["w2v-bert-2"], 1024)["lr"] == 5e-5
+    one_b = family_defaults(reg["mms-1b"], 1280)
+    assert one_b["lr"] == 3e-5 and one_b["batch_seconds"] == 4.0 and one_b["epochs"] == 10
+    assert family_defaults(reg["distilhubert"], 768)["lr"] == 3e-5
+
+
+# ---------------------------------------------------------------------------------------------
+# guards and errors
+
+
+def _corpus_with_bad_utterance(src: Path, dst: Path) -> tuple[Manifest, str]:
+    """A copy of the tiny corpus where one training utterance has far more phones than frames."""
+    m = Manifest.load(src)
+    u = min(m.split("train"), key=lambda x: x.num_samples)  # short: not dropped by --max-audio-seconds
+    u.words[0].phones = ["B", "AA"] * 60
+    u.words[0].phone_accuracy = [2.0] * 120
+    u.words[0].mispronunciations = []
+    for x in m:
+        x.audio = str(m.audio_path(x))
+    m2 = Manifest(utterances=m.utterances, source={"kind": "tiny-test"})
+    m2.save(dst)
+    return m2, u.utt_id
+
+
+def test_guards_skip_infeasible_and_too_long_utterances(hubert_dir, tiny_corpus, tmp_path):
+    m, bad = _corpus_with_bad_utterance(tiny_corpus, tmp_path / "data")
+    long_ids = {u.utt_id for u in m.split("train") if u.num_samples > 1.2 * 16000 and u.utt_id != bad}
+    assert long_ids  # the tiny corpus has 0.6-1.6 s utterances
+    res = finetune(_cfg(hubert_dir, tmp_path / "data", tmp_path / "run", "top:1", epochs=1, max_audio_seconds=1.2))
+    skipped = {s["utt_id"]: s["reason"] for s in res.run.info["skipped"]}
+    u = m[bad]
+    from phonecli.data.phones import encode
+
+    n = len(u.canonical_phones)  # 120 + the other words' phones
+    frames = (((u.num_samples - 10) // 5 + 1 - 8) // 8 + 1 - 8) // 8 + 1
+    need = ctc_min_frames(encode(u.canonical_phones))
+    assert need >= n > frames
+    assert skipped.pop(bad) == f"{n} canonical phones need {need} CTC frames but the audio gives {frames}"
+    assert set(skipped) == long_ids and all("--max-audio-seconds 1.2 (dropped)" in r for r in skipped.values())
+    # posteriors still cover every utterance, skipped ones included
+    assert bad in res.run.read_posteriors("train") and long_ids <= set(res.run.read_posteriors("train"))
+
+
+def test_ctc_min_frames_counts_blanks_between_repeats():
+    assert ctc_min_frames([1, 2, 3]) == 3
+    assert ctc_min_frames([1, 1, 2, 2, 2]) == 8
+    assert ctc_min_frames([]) == 0
+
+
+def test_make_examples_realized_targets(tiny_corpus):
+    from phonecli.data.phones import encode
+
+    m = Manifest.load(tiny_corpus)
+    ex, _ = make_examples(m, "train", "realized", lambda n: n // 320, training=False)
+    assert [e.target for e in ex] == [encode(u.realized_phones) for u in m.split("train")]
+    assert any(u.realized_phones != u.canonical_phones for u in m.split("train"))
+
+
+def test_non_finite_loss_stops_naming_step_and_utterances(hubert_dir, tiny_corpus, tmp_path):
+    with pytest.raises(FinetuneError) as e:
+        finetune(_cfg(hubert_dir, tiny_corpus, tmp_path / "run", "full", epochs=3, lr=1e9))
+    msg = str(e.value)
+    assert "non-finite CTC loss" in msg and "at step " in msg and "utterances 0000000" in msg and "\n" not in msg
+
+
+def test_cli_errors(hubert_dir, tiny_corpus, lora_run, tmp_path):
+    from click.testing import CliRunner
+
+    from phonecli.cli import main
+
+    r = CliRunner()
+    common = ["finetune", "--model", str(hubert_dir), "--data", str(tiny_corpus)]
+    res = r.invoke(main, common + ["--mode", "lora", "--out", str(lora_run.run.path)])
+    assert res.exit_code != 0 and "a run already exists here; pass --resume" in res.output
+    res = r.invoke(main, common + ["--mode", "top:9", "--out", str(tmp_path / "x"), "--device", "cpu"])
+    assert res.exit_code != 0 and "has only 2 Transformer layers" in res.output
+    res = r.invoke(main, common + ["--mode", "full", "--out", str(tmp_path / "y"), "--precision", "fp16",
+                                   "--device", "cpu"])
+    assert res.exit_code != 0 and "fp16 needs a CUDA device" in res.output
+    res = r.invoke(main, ["finetune", "--model", "fbank", "--data", str(tiny_corpus), "--mode", "full",
+                          "--out", str(tmp_path / "z"), "--device", "cpu"])
+    assert res.exit_code != 0 and "family 'fbank' has no fine-tuning path" in res.output
+    # --resume of a completed run: nothing to do, last line is the run
+    res = r.invoke(main, common + ["--mode", "lora", "--out", str(lora_run.run.path), "--resume", "--epochs", "2",
+                                   "--lr", "2e-3", "--batch-seconds", "4", "--warmup-ratio", "0"])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.strip().splitlines()[-1] == str(lora_run.run.path)
+    res = r.invoke(main, common + ["--mode", "full", "--out", str(lora_run.run.path), "--resume"])
+    assert res.exit_code != 0 and "--resume with mode='full' but the run was started with 'lora'" in res.output
