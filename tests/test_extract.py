@@ -168,6 +168,7 @@ def test_model_dir_whose_class_mismatches_family(tiny_corpus, tmp_path):
     assert res.exit_code != 0
     msg = res.stderr.strip().splitlines()[-1]
     assert "not-a-hubert" in msg and "WavLMModel" in msg and "does not hold a Hubert model" in msg
+    assert "model_type 'hubert'" in msg
 
 
 def test_other_corpus_into_same_store_is_refused(tiny_corpus, tmp_path):

@@ -198,14 +198,15 @@ def check_model_dir(source: str, spec: ModelSpec) -> None:
     path = Path(source)
     if not path.is_dir() or not (path / "config.json").exists():
         return
-    archs = json.loads((path / "config.json").read_text()).get("architectures") or []
+    cfg = json.loads((path / "config.json").read_text())
+    archs = cfg.get("architectures") or []
     expected = _class_stem(spec.cls)
     wrong = [a for a in archs if _class_stem(a) != expected]
     if wrong:
         raise ExtractionError(
-            f"{path}: config.json says model_type for family {spec.family!r} ({spec.cls}) but "
-            f"architectures={wrong}; the directory does not hold a {expected} model — re-save it "
-            f"with save_pretrained from the right class"
+            f"{path}: config.json has model_type {cfg.get('model_type')!r} ({spec.family} family, {spec.cls}) "
+            f"but architectures={wrong}: the directory does not hold a {expected} model; re-save it with "
+            f"save_pretrained from the right class"
         )
 
 
@@ -424,7 +425,6 @@ def _process_parts(pending, writer, adapter: EncoderAdapter, manifest, by_id: di
     total = sum(_seconds(by_id[i]) for p in pending for i in p.utt_ids)
     show = (sys.stderr.isatty() if progress is None else progress) and rank == 0
     bar = tqdm(total=round(total, 2), unit="audio-s", disable=not show, desc=f"extract {adapter.spec.name}",
-               dynamic_ncols=True,
                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}, {rate_fmt}]")
     delay = float(os.environ.get(PART_DELAY_ENV, "0") or 0)
     stats = {"utterances": 0, "seconds": 0.0, "skipped": []}
