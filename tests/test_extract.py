@@ -387,3 +387,19 @@ def test_cli_missing_manifest_and_bad_options(tmp_path):
     assert res.exit_code != 0 and "the manifest has splits train" in res.stderr
     res = run_cli(["--model", "fbank", "--data", str(tmp_path / "c"), "--cache", str(tmp_path), "--layers", "3"])
     assert res.exit_code != 0 and "hidden states 0..0" in res.stderr
+
+
+def test_int8_cache_within_half_a_quantization_step(tiny_corpus, tmp_path):
+    from phonecli.cache import FeatureCache
+    from phonecli.extract.runner import extract_features
+
+    m = Manifest.load(tiny_corpus)
+    path = extract_features("fbank", tiny_corpus, tmp_path, dtype="int8", splits="test", device="cpu")
+    assert path.name == "fbank.int8.test.zarr"
+    c = FeatureCache.open(path)
+    for u in m.split("test"):
+        ref = kaldi_fbank_reference(sf.read(m.audio_path(u), dtype="float32")[0])
+        got = c.read(u.utt_id)[0]
+        assert got.dtype == np.float32
+        step = np.abs(ref).max(axis=0) / 127  # per channel
+        assert (np.abs(got - ref) <= step / 2 + 1e-3).all()
