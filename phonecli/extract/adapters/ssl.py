@@ -110,8 +110,8 @@ class Adapter(EncoderAdapter):
     (``Wav2Vec2FeatureExtractor``: ``do_normalize`` = zero mean / unit variance per utterance)
     when the source has one; otherwise the registry row's ``normalize`` value, and for a bare
     local directory without one: normalise iff ``feat_extract_norm == "layer"`` (the fairseq
-    convention: large/XLS-R/data2vec models were trained on normalised audio, base models on
-    raw audio). ``self.settings`` (stored in the cache metadata by the runner) records what
+    convention, facebookresearch/fairseq#4687: "normalize in dataloader -> layer norm in feature
+    extractor; no normalization -> group norm"). ``self.settings`` (stored in the cache metadata by the runner) records what
     was used and why.
 
     ``padding_safe`` is True only for "layer"-norm CNN feature encoders with a single
