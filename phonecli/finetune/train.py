@@ -464,12 +464,18 @@ def _run(cfg: FinetuneConfig, mode, manifest, device: str, ctx) -> FinetuneResul
     scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
 
     state = {"epoch": 0, "batches_done": 0, "global_step": 0, "best": None, "train_loss_sum": 0.0,
-             "train_loss_count": 0}
+             "train_loss_count": 0, "history": []}
     ckpt = _latest_checkpoint(run_dir) if cfg.resume else None
+    if ckpt is None and ctx.rank == 0:  # a fresh start (also --resume of a run killed before its first checkpoint)
+        (run_dir / "train_log.jsonl").unlink(missing_ok=True)
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    ctx.barrier()
     if ckpt is not None:
         state = _load_checkpoint(ckpt, model, optimizer, scheduler, scaler)
         log.info("resuming %s from %s (epoch %d, %d batches done, step %d)", run_dir, ckpt.name,
                  state["epoch"] + 1, state["batches_done"], state["global_step"])
+        if ctx.rank == 0:  # the checkpoint carries the epoch records: the log matches it whatever was killed
+            (run_dir / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in state["history"]))
 
     train_model = model
     if ctx.active:
@@ -478,7 +484,7 @@ def _run(cfg: FinetuneConfig, mode, manifest, device: str, ctx) -> FinetuneResul
         # layerdrop / SpecAugment make some parameters unused in some steps
         train_model = DDP(model, device_ids=[ctx.local_rank] if device.startswith("cuda") else None,
                           find_unused_parameters=True)
-    best_path = run_dir / "checkpoints" / "best.safetensors"
+    ckpt_root = run_dir / "checkpoints"
     model.train()
     for epoch in range(state["epoch"], epochs):
         t0 = time.perf_counter()
@@ -545,21 +551,28 @@ def _run(cfg: FinetuneConfig, mode, manifest, device: str, ctx) -> FinetuneResul
         improved = best is None or (dev_per, dev_loss) < (best["value"], best["dev_loss"])
         if improved:
             state["best"] = {"metric": "dev_per", "value": dev_per, "dev_loss": dev_loss, "epoch": epoch + 1,
-                             "step": state["global_step"]}
+                             "step": state["global_step"], "file": f"best-epoch-{epoch + 1:03d}.safetensors"}
         log.info("epoch %d/%d: train loss %.4f, dev loss %.4f, dev PER %.2f%%%s", epoch + 1, epochs,
                  record["train_loss"], dev_loss, dev_per, " (best)" if improved else "")
         state.update(epoch=epoch + 1, batches_done=0, train_loss_sum=0.0, train_loss_count=0)
+        state["history"].append(record)
         if ctx.rank == 0:
+            # order matters for a kill at any point: best weights (new name), checkpoint (LATEST moves:
+            # the epoch is done; it holds the log records too), log line, then stale best files go
             if improved:
-                best_path.parent.mkdir(parents=True, exist_ok=True)
-                _save_safetensors(trainable_state(model), best_path, metadata={"epoch": str(epoch + 1)})
-            run.append_log(record)
+                ckpt_root.mkdir(parents=True, exist_ok=True)
+                _save_safetensors(trainable_state(model), ckpt_root / state["best"]["file"],
+                                  metadata={"epoch": str(epoch + 1)})
             _save_checkpoint(run_dir, model, optimizer, scheduler, scaler, state)
+            run.append_log(record)
+            for old in ckpt_root.glob("best-epoch-*.safetensors"):
+                if old.name != state["best"]["file"]:
+                    old.unlink(missing_ok=True)
         ctx.barrier()
 
     # the selected epoch's weights -> weights.safetensors, posteriors for every split (rank 0)
-    load_trainable_state(model, _load_safetensors(best_path))
-    selection = state["best"]
+    selection = dict(state["best"])
+    load_trainable_state(model, _load_safetensors(ckpt_root / selection.pop("file")))
     if ctx.rank == 0:
         _save_safetensors(export_weights(model, mode), run.weights_path,
                           metadata={"format": "phonecli-finetune-weights", "mode": str(mode),

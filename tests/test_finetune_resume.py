@@ -1,0 +1,82 @@
+"""A fine-tuning job killed with SIGKILL after a checkpoint resumes with --resume and ends with the same
+weights, log and posteriors as an uninterrupted run (CPU, one thread: deterministic)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("peft")
+
+
+def test_sigkilled_run_resumes_and_equals_an_uninterrupted_one(tiny_corpus, tmp_path):
+    from click.testing import CliRunner
+    from safetensors.torch import load_file
+    from transformers import HubertConfig, HubertModel
+
+    from phonecli.cli import main
+    from phonecli.runs import Run
+
+    model_dir = tmp_path / "tiny_hubert"
+    torch.manual_seed(0)
+    # dropout on (hidden/attention 0.1): the resumed run must also restore the RNG streams
+    HubertModel(HubertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                             conv_dim=(16, 16, 32), conv_stride=(5, 8, 8), conv_kernel=(10, 8, 8),
+                             num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, mask_time_prob=0.0,
+                             layerdrop=0.0)).save_pretrained(model_dir)
+    args = ["finetune", "--model", str(model_dir), "--data", str(tiny_corpus), "--mode", "freeze-feature-encoder",
+            "--epochs", "3", "--lr", "1e-3", "--batch-seconds", "3", "--save-steps", "2", "--device", "cpu"]
+    killed = tmp_path / "killed"
+    env = {**os.environ, "PHONECLI_FINETUNE_CHECKPOINT_DELAY": "30", "OMP_NUM_THREADS": "1",
+           "PHONECLI_LOG_LEVEL": "WARNING"}
+    proc = subprocess.Popen([sys.executable, "-m", "phonecli", *args, "--out", str(killed)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 180
+        latest = killed / "checkpoints" / "LATEST"
+        while not latest.exists():
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.time() < deadline, "no checkpoint within 180 s"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)  # sleeping right after its first checkpoint (step 2 of epoch 1)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    assert latest.read_text() == "step-0000002"
+    assert not (killed / "weights.safetensors").exists()
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        r = CliRunner()
+        res = r.invoke(main, args + ["--out", str(killed), "--resume"])
+        assert res.exit_code == 0, res.output
+        assert res.stdout.strip().splitlines()[-1] == str(killed)
+        ref = tmp_path / "uninterrupted"
+        res = r.invoke(main, args + ["--out", str(ref)])
+        assert res.exit_code == 0, res.output
+    finally:
+        torch.set_num_threads(n)
+
+    a, b = Run.open(killed), Run.open(ref)
+    assert a.info["status"] == "complete" and not (killed / "checkpoints").exists()
+    assert [x["epoch"] for x in a.read_log()] == [1, 2, 3]
+    for x, y in zip(a.read_log(), b.read_log()):
+        assert x["step"] == y["step"]
+        assert np.isclose(x["train_loss"], y["train_loss"], atol=1e-5) and np.isclose(x["dev_loss"], y["dev_loss"], atol=1e-5)
+    wa, wb = load_file(str(a.weights_path)), load_file(str(b.weights_path))
+    assert set(wa) == set(wb)
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
+    assert a.info["selection"] == b.info["selection"]
+    pa, pb = a.read_posteriors("test"), b.read_posteriors("test")
+    assert all(np.allclose(pa[u], pb[u], atol=1e-4) for u in pa)
