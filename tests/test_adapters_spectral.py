@@ -560,3 +560,21 @@ def test_hub_ids_resolve_through_the_hf_cache(whisper_dir, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["openai/whisper-tiny", commit, "(3,", "25,", "16)",
                                   "fnlp/SpeechTokenizer", commit, "(4,", "25,", "16)"]
+
+
+@pytest.mark.parametrize("family", ["whisper", "w2v_bert", "parakeet", "speechtokenizer"])
+def test_bad_waveforms_are_one_line_errors(family, request):
+    adapter = request.getfixturevalue(family)
+    if family == "speechtokenizer":
+        adapter = adapter[1]
+    assert adapter.forward([]) == []
+    with pytest.raises(ExtractionError, match="waveform 1 contains NaN/inf"):
+        adapter.forward([wave(8_000), np.full(8_000, np.nan, np.float32)])
+    with pytest.raises(ExtractionError, match=r"waveform 0 has shape \(2, 8000\); expected mono"):
+        adapter.forward([np.zeros((2, 8_000), np.float32)])
+    # too short for one frame: num_frames says 0 (the runner skips/fails it by name) and forward refuses
+    short = {"whisper": 0, "w2v_bert": 559, "parakeet": 319, "speechtokenizer": 319}[family]
+    assert adapter.num_frames(short) == 0 and adapter.num_frames(short + 1) >= 1
+    if short:
+        with pytest.raises(ExtractionError, match="too short"):
+            adapter.forward([wave(short)])

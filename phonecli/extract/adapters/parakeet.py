@@ -112,11 +112,12 @@ class Adapter(EncoderAdapter):
         return max((int(num_samples) + fe.n_fft // 2 * 2 - fe.n_fft) // fe.hop_length, 0)
 
     def num_frames(self, num_samples: int) -> int:
-        """``floor((T - 1) / 2) + 1`` applied log2(subsampling_factor) times to the mel frames T."""
+        """``floor((T - 1) / 2) + 1`` applied log2(subsampling_factor) times to the mel frames T
+        (0 below 2 mel frames = 320 samples: too short)."""
         import torch
 
         t = self.mel_frames(num_samples)
-        if t < 1:
+        if t < 2:  # the extractor's per-bin variance needs >= 2 frames; forward refuses these
             return 0
         return int(self.model._get_subsampling_output_length(torch.tensor([t]))[0])
 

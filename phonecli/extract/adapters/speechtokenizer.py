@@ -147,8 +147,11 @@ class Adapter(EncoderAdapter):
         return out
 
     def num_frames(self, num_samples: int) -> int:
-        """``ceil`` through each stride-r SEANet conv = ``ceil(samples / prod(strides))``."""
+        """``ceil`` through each stride-r SEANet conv = ``ceil(samples / prod(strides))``
+        (0 below one frame hop, 320 samples: forward refuses such audio as too short)."""
         n = int(num_samples)
+        if n < math.prod(self.strides):
+            return 0
         for r in self.strides:
             n = -(-n // r)
         return n
