@@ -319,3 +319,18 @@ def test_extract_cli_into_cache_equals_direct_forward(case, dirs, tiny_corpus, t
         got = cache.read(u.utt_id)
         assert got.dtype == np.float16 and got.shape == ref.shape
         np.testing.assert_allclose(got.astype(np.float32), ref, rtol=2e-3, atol=2e-4)
+
+
+def test_config_tie_last_hidden_states_is_honoured_and_recorded(tmp_path):
+    """A config may ask transformers to put last_hidden_state (post final LayerNorm) last."""
+    path = save_tiny(tmp_path, "wav2vec2-ctc", seed=4)
+    cfg = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**cfg, "tie_last_hidden_states": True}))
+    a = get_adapter(str(path))
+    w = waves((8000,))[0]
+    ref, out, _ = reference(path, w, True)
+    got = a.forward([w])[0]
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got[-1], out.last_hidden_state[0].numpy(), rtol=1e-5, atol=1e-5)
+    assert a.layers()[-1].name == "transformer.2 (= last_hidden_state)"
+    assert a.settings["last_state"] == "last_hidden_state" and a.settings["pre_ln_encoder"] is True

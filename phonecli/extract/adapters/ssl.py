@@ -174,6 +174,10 @@ class Adapter(EncoderAdapter):
         self.frame_rate = SAMPLE_RATE / float(np.prod(self.config.conv_stride))
         self.conv_norm = getattr(self.config, "feat_extract_norm", "layer")  # data2vec-audio: always layer
         self.pre_ln = bool(getattr(self.config, "do_stable_layer_norm", False))
+        # These forwards use capture_outputs(tie_last_hidden_states=False); a config attribute
+        # tie_last_hidden_states=True overrides it and swaps last_hidden_state (post-LN) in.
+        tie = getattr(self.config, "tie_last_hidden_states", None)
+        self.last_pre_ln = self.pre_ln and not tie
         # data2vec-audio's position embedding is a stack of convolutions (5 in the released
         # models) with LayerNorm+GELU between them: after the first one the padded frames are no
         # longer zero and leak into the last ~0.9 s of valid frames (measured: max |diff| ~3 on a
@@ -218,7 +222,7 @@ class Adapter(EncoderAdapter):
         info = {"class": type(self.model).__name__, "do_normalize": bool(fe.do_normalize),
                 "normalize_from": origin, "feat_extract_norm": self.conv_norm,
                 "pre_ln_encoder": self.pre_ln, "padding_safe": self.padding_safe,
-                "last_state": "pre final LayerNorm" if self.pre_ln else "last_hidden_state"}
+                "last_state": "pre final LayerNorm" if self.last_pre_ln else "last_hidden_state"}
         return fe, info
 
     # -- contract --------------------------------------------------------------------------------
@@ -230,10 +234,14 @@ class Adapter(EncoderAdapter):
         out = [LayerInfo(0, "embeddings", self.frame_rate, emb)]
         for i in range(1, n + 1):
             out.append(LayerInfo(i, f"transformer.{i}", self.frame_rate, "output of Transformer layer"))
-        if self.pre_ln:
+        if self.last_pre_ln:
             out[-1] = LayerInfo(n, f"transformer.{n} (pre final LayerNorm)", self.frame_rate,
                                 "last layer output before encoder.layer_norm; last_hidden_state = LayerNorm of it "
                                 "(transformers >= 5.16 hidden_states; fairseq/s3prl convention)")
+        elif self.pre_ln:
+            out[-1] = LayerInfo(n, f"transformer.{n} (= last_hidden_state)", self.frame_rate,
+                                "pre-LN encoder with config.tie_last_hidden_states=True: last layer output "
+                                "after encoder.layer_norm")
         else:
             out[-1] = LayerInfo(n, f"transformer.{n} (= last_hidden_state)", self.frame_rate,
                                 "post-LN encoder: the last layer output is last_hidden_state")
