@@ -75,8 +75,9 @@ def info_cmd(path: str, as_json: bool) -> None:
     click.echo(f"complete    {'yes' if info['complete'] else 'NO'} "
                f"({info['parts']['complete']}/{info['parts']['planned']} parts)")
     for s, c in info["splits"].items():
+        dur = f"{c['seconds'] / 3600:.2f} h" if c["seconds"] >= 3600 else f"{c['seconds']:.1f} s"
         click.echo(f"split {s:<6} {c['utterances']:>6} utterances {c['frames']:>9} frames "
-                   f"{c['seconds'] / 3600:8.2f} h  {human_bytes(c['bytes'])} in RAM")
+                   f"{dur:>9}  {human_bytes(c['bytes'])} in RAM (all layers)")
     click.echo(f"skipped     {len(info['skipped'])}")
     for s in info["skipped"]:
         click.echo(f"  {s.get('utt_id')}: {s.get('reason')}")
