@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 
 @dataclass
@@ -75,7 +76,8 @@ def init_distributed(device: str) -> DistContext:
             import torch
 
             torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend=backend)
+        # generous timeout: ranks wait at the final barrier for the slowest rank's last part
+        dist.init_process_group(backend=backend, timeout=timedelta(hours=2))
         created = True
     else:
         backend = dist.get_backend()
