@@ -25,7 +25,6 @@ from phonecli.extract.base import ExtractionError
 
 SR = 16_000
 ATOL = 2e-5
-RNG = np.random.default_rng(0)
 
 
 @pytest.fixture(scope="module", autouse=True)
