@@ -50,11 +50,12 @@ def _md_table(text: str, header_start: str) -> list[list[str]]:
 
 def test_describe_reads_model_input_and_note_defensively(runs):
     _, a, b, c = runs
-    assert describe(a.info) == ("fbank", "Fbank (80)", "probe, head linear")
+    assert describe(a.info) == ("fbank (linear)", "Fbank (80)", "probe, head linear")
     model, inp, note = describe(b.info)
-    assert (model, inp) == ("hubert-large", "Raw Waveform") and "head weighted" in note
+    assert (model, inp) == ("hubert-large (weighted)", "Raw Waveform") and "layers weighted" in note
     model, inp, _ = describe(c.info)
-    assert model == "Late fusion (fbank + hubert-large)" and inp == "Fbank (80) + Raw Waveform"
+    assert model == "Late fusion (fbank (linear) + hubert-large (weighted))"
+    assert inp == "Fbank (80) + Raw Waveform"
     assert describe({"kind": "finetune", "config": None, "sources": [{}]})[0] == "?"
 
 
@@ -71,9 +72,9 @@ def test_report_cli_writes_tables_csv_and_plots(runs, tmp_path):
     assert summary[0] == ["Model", "Input", "Task A PER (HQ)", "Task B Pearson", "Task C AUC", "Note"]
     rows = summary[1:]
     assert len(rows) == 3
-    assert rows[0][0] == "hubert-large" and rows[0][2] == "**0.00**"     # sorted by PER, best in bold
+    assert rows[0][0] == "hubert-large (weighted)" and rows[0][2] == "**0.00**"     # sorted by PER, best in bold
     by_model = {r[0]: r for r in rows}
-    fb = by_model["fbank"]
+    fb = by_model["fbank (linear)"]
     ma = metrics["fbank-linear"]["seed"]
     assert fb[2] == f"{ma['task_a']['per_hq']:.2f}"
     assert fb[3].strip("*") == f"{ma['task_b']['pearson']:.4f}"
@@ -110,3 +111,10 @@ def test_report_errors_are_one_clear_line(runs, tmp_path):
     res = CliRunner().invoke(main, ["report", str(a.path), "--out", str(tmp_path / "o2"), "--no-plots"])
     assert res.exit_code == 0, res.output
     assert not list((tmp_path / "o2").glob("*.png"))
+
+
+def test_describe_late_fusion_of_runs_that_no_longer_exist(tmp_path):
+    info = {"kind": "late-fusion", "config": {"rule": "log-linear"},
+            "sources": [{"run": str(tmp_path / "gone-a"), "name": "hubert-w"}, {"run": str(tmp_path / "gone-b")}]}
+    model, inp, note = describe(info)
+    assert model == "Late fusion (hubert-w + gone-b)" and inp == "?" and note == "late-fusion, rule log-linear"

@@ -29,45 +29,52 @@ def _registry() -> dict:
         return {}
 
 
-def _model_of_source(src: dict) -> str | None:
-    for key in ("model", "name"):
-        if isinstance(src.get(key), str) and src[key]:
-            return Path(src[key]).name if "/" in src[key] and Path(src[key]).exists() else src[key]
-    if isinstance(src.get("cache"), str):
-        return Path(src["cache"].rstrip("/")).stem      # ROOT/<corpus>/<model-name>.zarr
+def _origin_of_source(src: dict, reg: dict) -> tuple[str, str] | None:
+    """``(model, input)`` of one ``sources`` entry, or None.
+
+    A source run (late fusion) is described from its own run.json, so a fusion row reads
+    "Late fusion (hubert-large (weighted) + wavlm-large (linear))"."""
     if isinstance(src.get("run"), str):
-        f = Path(src["run"]) / "run.json"
         try:
-            info = json.loads(f.read_text())
-            return describe(info)[0]
-        except (OSError, json.JSONDecodeError, KeyError, TypeError):
-            return Path(src["run"]).name
+            info = json.loads((Path(src["run"]) / "run.json").read_text())
+            model, inp, _ = describe(info)
+            return model, inp
+        except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
+            name = src.get("name") if isinstance(src.get("name"), str) else Path(src["run"]).name
+            return name, "?"
+    if isinstance(src.get("model"), str) and src["model"]:
+        return src["model"], _input_label(src["model"], reg)
+    if isinstance(src.get("cache"), str):
+        name = Path(src["cache"].rstrip("/")).stem      # ROOT/<corpus>/<model-name>.zarr
+        return name, _input_label(name, reg)
+    if isinstance(src.get("name"), str) and src["name"]:
+        return src["name"], _input_label(src["name"], reg)
     return None
 
 
-def models_of(info: dict) -> list[str]:
+def origins(info: dict) -> list[tuple[str, str]]:
+    """``[(model, input label)]`` a run was made from: config keys first, else ``sources``."""
+    reg = _registry()
     cfg = info.get("config") or {}
-    out: list[str] = []
+    out: list[tuple[str, str]] = []
     for key in ("model", "models", "encoder", "base_model", "features"):
         v = cfg.get(key)
-        vals = v if isinstance(v, list) else [v]
-        for x in vals:
+        for x in (v if isinstance(v, list) else [v]):
             if isinstance(x, str) and x:
-                name = Path(x.rstrip("/")).stem if x.endswith(".zarr") or x.endswith(".zarr/") else x
-                out.append(name)
+                name = Path(x.rstrip("/")).stem if x.rstrip("/").endswith(".zarr") else x
+                out.append((name, _input_label(name, reg)))
         if out:
             break
     if not out:
         for src in info.get("sources") or []:
-            if isinstance(src, dict):
-                m = _model_of_source(src)
-                if m:
-                    out.append(m)
-    seen = []
-    for m in out:
-        if m not in seen:
-            seen.append(m)
-    return seen
+            o = _origin_of_source(src, reg) if isinstance(src, dict) else None
+            if o:
+                out.append(o)
+    unique: list[tuple[str, str]] = []
+    for o in out:
+        if o not in unique:
+            unique.append(o)
+    return unique
 
 
 def _input_label(model: str, reg: dict) -> str:
@@ -78,30 +85,42 @@ def _input_label(model: str, reg: dict) -> str:
     return "?"
 
 
+def _flatten(v) -> list:
+    out = []
+    for x in v:
+        out.extend(_flatten(x) if isinstance(x, (list, tuple)) else [x])
+    return out
+
+
 def describe(info: dict) -> tuple[str, str, str]:
     """``(model, input, note)`` strings for a run's ``run.json`` dict."""
     kind = info.get("kind", "?")
     cfg = info.get("config") or {}
-    models = models_of(info) or [info.get("name", "?")]
-    reg = _registry()
+    orig = origins(info) or [(str(info.get("name", "?")), "?")]
+    models = [m for m, _ in orig]
     if kind in KIND_LABELS:
         model = f"{KIND_LABELS[kind]} ({' + '.join(models)})"
     else:
         model = " + ".join(models)
-    inputs = []
-    for m in models:
-        lab = _input_label(m, reg)
-        if lab not in inputs:
-            inputs.append(lab)
+    if kind != "late-fusion" and isinstance(cfg.get("head"), str) and cfg["head"]:
+        model += f" ({cfg['head']})"        # tells probes of one encoder apart, like the seed's rows
+    inputs: list[str] = []
+    for _, inp in orig:
+        for part in inp.split(" + "):
+            if part not in inputs:
+                inputs.append(part)
     note_bits = [kind]
     for key, label in (("head", "head"), ("layers", "layers"), ("mode", "mode"), ("rule", "rule"),
                        ("alpha", "alpha"), ("alphas", "alpha"), ("target", "targets"), ("targets", "targets")):
         v = cfg.get(key)
         if v is not None and v != "" and not isinstance(v, dict):
             if isinstance(v, list):
-                v = ",".join(str(x) for x in v[:6]) + ("..." if len(v) > 6 else "")
+                flat = _flatten(v)
+                v = ",".join(str(x) for x in flat[:6]) + ("..." if len(flat) > 6 else "")
             note_bits.append(f"{label} {v}")
+    if isinstance(cfg.get("context"), int) and cfg["context"] > 0:
+        note_bits.append(f"context ±{cfg['context']}")
     sel = info.get("selection")
     if isinstance(sel, dict) and sel.get("metric"):
-        note_bits.append(f"selected on dev {sel['metric']}")
+        note_bits.append(f"selected on {sel['metric']}")
     return model, " + ".join(inputs), ", ".join(str(b) for b in note_bits)
