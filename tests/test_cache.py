@@ -406,3 +406,27 @@ def test_pickle_for_workers_and_require_complete(tmp_path):
     with pytest.raises(CacheError, match=r"is incomplete \(\d+/\d+ parts written\).*re-run"):
         FeatureCache.open(tmp_path / "half.zarr", require_complete=True)
     assert [p.index for p in w.pending()] == [1]
+
+
+def test_two_concurrent_writers_equal_one(tmp_path):
+    """Two workers (like torchrun ranks) open a fresh store at once and write disjoint parts."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    feats = make_features(24, seed=5)
+    ref = tmp_path / "ref.zarr"
+    build(ref, feats)
+    path = tmp_path / "c.zarr"
+    plan = make_plan(feats)
+
+    def rank(r: int) -> int:
+        w = CacheWriter.create_or_open(path, make_meta(), plan)
+        mine = w.pending(r, 2)
+        for part in mine:
+            w.write_part(part, {u: feats[u] for u in part.utt_ids})
+        return len(mine)
+
+    with ThreadPoolExecutor(2) as pool:
+        counts = list(pool.map(rank, [0, 1]))
+    assert sum(counts) == len(plan) and min(counts) > 0
+    CacheWriter.create_or_open(path, make_meta(), plan).finalize()
+    assert store_files(path) == store_files(ref)

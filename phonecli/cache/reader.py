@@ -98,7 +98,10 @@ class FeatureCache:
             raise CacheError(f"no cache at {p}: run `phonecli extract` first or check the path")
         store = open_store(p, read_only=True)
         attrs = read_attrs(store, "")
-        if attrs is None or attrs.get("format") != FORMAT:
+        if attrs is None:
+            raise CacheError(f"{p} is not a phonecli cache (no readable zarr.json): run `phonecli extract` "
+                             "first or check the path")
+        if attrs.get("format") != FORMAT:
             raise CacheError(f"{p} is not a phonecli cache (its zarr.json lacks format={FORMAT!r})")
         if int(attrs.get("version", 0)) > VERSION:
             raise CacheError(f"cache {p} has format version {attrs['version']}; this phonecli reads "
