@@ -281,6 +281,44 @@ def test_evaluate_works_on_a_finetune_run(lora_run):
     assert metrics["seed"]
 
 
+def test_late_fusion_of_two_finetune_runs(lora_run, hubert_dir, tiny_corpus, tmp_path):
+    from click.testing import CliRunner
+
+    from phonecli.cli import main
+
+    other = finetune(_cfg(hubert_dir, tiny_corpus, tmp_path / "ft-top", "top:1", epochs=1)).run
+    res = CliRunner().invoke(main, ["fuse", "late", str(lora_run.run.path), str(other.path), "--alphas", "0:1:0.5",
+                                    "--out", str(tmp_path / "late"), "--jobs", "1", "--no-plot"])
+    assert res.exit_code == 0, res.output
+    fused = Run.open(tmp_path / "late")
+    assert fused.kind == "late-fusion"
+    a, b = lora_run.run.read_posteriors("test"), other.read_posteriors("test")
+    f = fused.read_posteriors("test")
+    assert list(f) == list(a) and all(f[u].shape == a[u].shape == b[u].shape for u in a)
+
+
+def test_memory_levers_bf16_checkpointing_accumulation(hubert_dir, tiny_corpus, tmp_path):
+    """bf16 autocast + gradient checkpointing + 2-batch accumulation train; checkpointing does not change
+    the fp32 result (same seed: recomputed activations are identical), accumulation halves the steps."""
+    from safetensors.torch import load_file
+
+    runs = {}
+    for name, kw in {"plain": {}, "ckpt": {"gradient_checkpointing": True},
+                     "accum": {"grad_accum": 2}, "bf16": {"precision": "bf16", "gradient_checkpointing": True}}.items():
+        runs[name] = finetune(_cfg(hubert_dir, tiny_corpus, tmp_path / name, "freeze-feature-encoder", epochs=2, **kw))
+    logs = {k: r.run.read_log() for k, r in runs.items()}
+    wp, wc = load_file(str(runs["plain"].run.weights_path)), load_file(str(runs["ckpt"].run.weights_path))
+    assert all(torch.allclose(wp[k], wc[k], atol=1e-5) for k in wp)
+    assert logs["accum"][-1]["step"] == sum(math.ceil(n / 2) for n in _batches_per_epoch(logs["plain"]))
+    assert logs["bf16"][-1]["train_loss"] < logs["bf16"][0]["train_loss"]
+    assert runs["bf16"].run.info["config"]["precision"] == "bf16"
+
+
+def _batches_per_epoch(log):
+    steps = [r["step"] for r in log]
+    return [b - a for a, b in zip([0] + steps, steps)]
+
+
 # ---------------------------------------------------------------------------------------------
 # other families
 

@@ -253,7 +253,11 @@ def build_model(adapter, mode: Mode, *, lora: LoraSettings | None = None, gradie
         if not getattr(inner, "supports_gradient_checkpointing", False):
             raise FinetuneError(f"{adapter.spec.name}: {type(inner).__name__} does not support gradient checkpointing")
         # non-reentrant checkpointing: works when the encoder's inputs need no grad (frozen/LoRA)
-        inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        kwargs = {"use_reentrant": False}
+        if hasattr(inner, "activation_checkpointing_enable"):  # transformers >= 5.2x name
+            inner.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     model.head.requires_grad_(True)
     return model.to(device) if mode.name != "qlora" else _move_head(model, device)
 
