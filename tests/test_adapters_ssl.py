@@ -334,3 +334,17 @@ def test_config_tie_last_hidden_states_is_honoured_and_recorded(tmp_path):
     np.testing.assert_allclose(got[-1], out.last_hidden_state[0].numpy(), rtol=1e-5, atol=1e-5)
     assert a.layers()[-1].name == "transformer.2 (= last_hidden_state)"
     assert a.settings["last_state"] == "last_hidden_state" and a.settings["pre_ln_encoder"] is True
+
+
+def test_extract_cli_wrong_family_directory_is_one_line(dirs, tiny_corpus, tmp_path):
+    from click.testing import CliRunner
+
+    from phonecli.cli import main
+
+    res = CliRunner().invoke(main, ["extract", "--model", f"hubert-large={dirs['wavlm-base']}", "--data",
+                                    str(tiny_corpus), "--cache", str(tmp_path / "cache"), "--device", "cpu"])
+    assert res.exit_code != 0
+    err = [ln for ln in res.output.splitlines() if ln.startswith("Error:")]
+    # the runner's directory check or the adapter's, whichever speaks first: one line naming both
+    assert len(err) == 1 and str(dirs["wavlm-base"]) in err[0] and "model_type 'wavlm'" in err[0] and "Hubert" in err[0]
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.zarr"))
