@@ -105,6 +105,8 @@ def test_roundtrip(tmp_path, dtype):
         assert cache.nbytes_split(split, [2, 5]) == sum(v.nbytes for v in loaded.values())
     with pytest.raises(CacheError, match="layer 7 is not stored"):
         cache.read(ids[0], [7])
+    with pytest.raises(CacheError, match="empty layer list"):
+        cache.read(ids[0], [])
     with pytest.raises(CacheError, match="nope is not in cache"):
         cache.read("nope")
 

@@ -172,6 +172,8 @@ class FeatureCache:
     def _positions(self, layers: list[int] | None) -> list[int]:
         if layers is None:
             return list(range(len(self.layers)))
+        if len(layers) == 0:
+            raise CacheError(f"empty layer list for cache {self.path}: pass None for all layers or some of {self.layers}")
         pos = {l: i for i, l in enumerate(self.layers)}
         out = []
         for l in layers:
