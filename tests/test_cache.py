@@ -136,6 +136,8 @@ def test_fsspec_urls(tmp_path, scheme, dtype):
     ids = list(feats)
     for a, b in zip(again.read_many(ids), local.read_many(ids)):
         assert np.array_equal(a, b)
+    for a, b in zip(again.read_many(ids[::-1], [5, 0]), local.read_many(ids[::-1], [5, 0])):
+        assert np.array_equal(a, b)
     assert all(np.array_equal(v, local.read(u, [0])) for u, v in again.load_split("test", [0]).items())
     assert cache.utterance_ids() == local.utterance_ids()
 
