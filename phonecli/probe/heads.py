@@ -1,0 +1,172 @@
+"""CTC probe heads over cached features.
+
+Input: a list over streams (one per cache) of float32 tensors ``(batch, layers_s, frames, dim_s)``
+plus ``lengths`` ``(batch,)`` int64 (valid frames). Output: log-posteriors
+``(batch, frames, len(VOCAB))`` (natural log, blank = index 0) at the input frame rate.
+
+Every head has the same front end, in this order:
+
+1. per-feature standardisation (mean/std per stream, layer and dim, computed on the train split
+   and stored as buffers, so ``weights.safetensors`` alone reproduces the posteriors);
+2. a layer mixer per stream: softmax-weighted sum (``weighted``; weights start uniform, optional
+   per-layer LayerNorm without affine) or concatenation along the feature dim (one layer:
+   identity);
+3. optional context stacking: frames ``t-K .. t+K`` concatenated (edges repeat the first/last
+   frame), which frame-level heads over weight-free features (fbank) need.
+
+Heads (``HEADS``):
+  ``linear``      SUPERB-style: Linear(in, 256) -> Linear(256, vocab), no nonlinearity
+  ``weighted``    weighted layer sum + the ``linear`` head (the SUPERB "weighted sum" probe)
+  ``mlp``         Linear(in, 512) -> ReLU -> Dropout -> Linear(512, 512) -> ReLU -> Dropout -> Linear(512, vocab)
+  ``transformer`` Linear(in, 256) + sinusoidal positions -> 2-layer pre-norm TransformerEncoder
+                  (4 heads, FF 1024, dropout 0.1, padding masked) -> Linear(256, vocab)
+  ``gated``       exactly 2 streams: a_t = A x_t, b_t = B y_t (256 each), per-frame scalar gate
+                  g_t = sigmoid(w . [x_t; y_t] + c), h_t = g_t a_t + (1 - g_t) b_t -> Linear(256, vocab).
+                  ``g = 1`` means "only stream 1". The last gate values are kept for statistics.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+HEADS = ("linear", "mlp", "weighted", "transformer", "gated")
+PROJ_DIM = 256
+MLP_DIM = 512
+
+
+class Standardize(nn.Module):
+    """``(B, L, T, D)`` -> ``(x - mean) / std`` with per-(layer, dim) buffers (identity until set)."""
+
+    def __init__(self, layers: int, dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(layers, dim))
+        self.register_buffer("std", torch.ones(layers, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean[None, :, None, :]) / self.std[None, :, None, :]
+
+
+class LayerMixer(nn.Module):
+    """``(B, L, T, D)`` -> ``(B, T, D)`` (weighted) or ``(B, T, L*D)`` (concatenation)."""
+
+    def __init__(self, layers: int, dim: int, weighted: bool, layer_norm: bool):
+        super().__init__()
+        self.weighted, self.layer_norm, self.dim = weighted, layer_norm, dim
+        if weighted:
+            self.logits = nn.Parameter(torch.zeros(layers))  # zeros -> uniform softmax weights
+        self.out_dim = dim if weighted or layers == 1 else layers * dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.layer_norm:
+            x = F.layer_norm(x, (self.dim,))
+        if self.weighted:
+            w = torch.softmax(self.logits, dim=0)
+            return torch.einsum("l,bltd->btd", w, x)
+        b, layers, t, d = x.shape
+        return x.permute(0, 2, 1, 3).reshape(b, t, layers * d)
+
+    def weights(self) -> list[float] | None:
+        return torch.softmax(self.logits.detach(), 0).tolist() if self.weighted else None
+
+
+def stack_context(x: torch.Tensor, k: int) -> torch.Tensor:
+    """``(B, T, D)`` -> ``(B, T, (2k+1) D)``: frames t-k..t+k, oldest first; edges replicate the edge frame.
+
+    The loop's ``collate`` pads each utterance with copies of its own last frame (not zeros), so
+    replicate-padding the batch equals replicating each utterance's last valid frame: posteriors do
+    not depend on which utterances share a batch.
+    """
+    if k <= 0:
+        return x
+    b, t, d = x.shape
+    padded = F.pad(x.transpose(1, 2), (k, k), mode="replicate")          # (B, D, T + 2k)
+    win = padded.unfold(2, 2 * k + 1, 1)                                 # (B, D, T, 2k + 1)
+    return win.permute(0, 2, 3, 1).reshape(b, t, (2 * k + 1) * d)
+
+
+class SinusoidalPositions(nn.Module):
+    def __init__(self, dim: int, max_len: int = 20000):
+        super().__init__()
+        pos = torch.arange(max_len).unsqueeze(1)
+        div = torch.exp(torch.arange(0, dim, 2) * (-math.log(10000.0) / dim))
+        pe = torch.zeros(max_len, dim)
+        pe[:, 0::2], pe[:, 1::2] = torch.sin(pos * div), torch.cos(pos * div)
+        self.register_buffer("pe", pe, persistent=False)  # deterministic: not saved in the weights
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = x.shape[1]
+        if t > self.pe.shape[0]:
+            raise ValueError(f"utterance of {t} frames exceeds the transformer head's {self.pe.shape[0]} positions")
+        return x + self.pe[:t]
+
+
+class ProbeHead(nn.Module):
+    """Front end (standardise, mix layers, context) + one of ``HEADS``.
+
+    ``config`` (stored in run.json as ``head_config``) fully determines the architecture:
+    ``head``, ``shapes`` ([[layers, dim], ...] per stream), ``weighted`` (per stream),
+    ``layer_norm``, ``context``, ``vocab``, ``dropout``.
+    """
+
+    def __init__(self, config: dict):
+        super().__init__()
+        self.config = dict(config)
+        head, shapes, vocab = config["head"], config["shapes"], int(config["vocab"])
+        weighted = config["weighted"]
+        k, dropout = int(config.get("context", 0)), float(config.get("dropout", 0.1))
+        if head not in HEADS:
+            raise ValueError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
+        if head == "gated" and len(shapes) != 2:
+            raise ValueError(f"--head gated mixes exactly 2 caches; got {len(shapes)} --features")
+        self.head, self.context = head, k
+        self.norms = nn.ModuleList(Standardize(l, d) for l, d in shapes)
+        self.mixers = nn.ModuleList(LayerMixer(l, d, w, bool(config.get("layer_norm", False)))
+                                    for (l, d), w in zip(shapes, weighted))
+        dims = [m.out_dim * (2 * k + 1) for m in self.mixers]
+        d_in = sum(dims)
+        self.last_gate: torch.Tensor | None = None
+        if head in ("linear", "weighted"):
+            self.body = nn.Sequential(nn.Linear(d_in, PROJ_DIM), nn.Linear(PROJ_DIM, vocab))
+        elif head == "mlp":
+            self.body = nn.Sequential(nn.Linear(d_in, MLP_DIM), nn.ReLU(), nn.Dropout(dropout),
+                                      nn.Linear(MLP_DIM, MLP_DIM), nn.ReLU(), nn.Dropout(dropout),
+                                      nn.Linear(MLP_DIM, vocab))
+        elif head == "transformer":
+            self.proj = nn.Linear(d_in, PROJ_DIM)
+            self.pos = SinusoidalPositions(PROJ_DIM)
+            layer = nn.TransformerEncoderLayer(PROJ_DIM, nhead=4, dim_feedforward=4 * PROJ_DIM, dropout=dropout,
+                                               batch_first=True, norm_first=True)
+            self.encoder = nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
+            self.out = nn.Sequential(nn.LayerNorm(PROJ_DIM), nn.Linear(PROJ_DIM, vocab))
+        else:  # gated
+            self.proj_a, self.proj_b = nn.Linear(dims[0], PROJ_DIM), nn.Linear(dims[1], PROJ_DIM)
+            self.gate = nn.Linear(d_in, 1)
+            self.out = nn.Linear(PROJ_DIM, vocab)
+
+    def set_standardization(self, stats: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """``[(mean (L, D), std (L, D)), ...]`` per stream, from the train split."""
+        for norm, (mean, std) in zip(self.norms, stats):
+            norm.mean.copy_(mean)
+            norm.std.copy_(std)
+
+    def layer_weights(self) -> list[list[float] | None]:
+        return [m.weights() for m in self.mixers]
+
+    def forward(self, streams: list[torch.Tensor], lengths: torch.Tensor) -> torch.Tensor:
+        xs = [stack_context(mix(norm(x)), self.context) for x, norm, mix in zip(streams, self.norms, self.mixers)]
+        if self.head == "gated":
+            g = torch.sigmoid(self.gate(torch.cat(xs, dim=-1)))  # (B, T, 1)
+            self.last_gate = g.detach()[..., 0]
+            h = g * self.proj_a(xs[0]) + (1 - g) * self.proj_b(xs[1])
+            return F.log_softmax(self.out(h), dim=-1)
+        x = torch.cat(xs, dim=-1) if len(xs) > 1 else xs[0]
+        if self.head == "transformer":
+            t = x.shape[1]
+            pad = torch.arange(t, device=x.device)[None, :] >= lengths[:, None]  # True = padding
+            h = self.encoder(self.pos(self.proj(x)), src_key_padding_mask=pad)
+            return F.log_softmax(self.out(h), dim=-1)
+        return F.log_softmax(self.body(x), dim=-1)

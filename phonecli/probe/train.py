@@ -1,0 +1,402 @@
+"""The probe training loop (one function, :func:`train_probe`) and the helpers it needs.
+
+The train split trains, dev early-stops and selects the epoch (lowest greedy dev PER, ties
+broken by dev CTC loss, so the all-blank plateau at the start of CTC training still counts as
+progress), test is never looked at. Batches are length-bucketed and sized in padded frames.
+For a given seed on the CPU the weights are bit-identical across runs (CUDA's CTC backward is
+not deterministic).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from phonecli.data.phones import VOCAB, encode
+from phonecli.probe.decode import ctc_min_frames, greedy_ids, phone_error_rate
+from phonecli.probe.features import FeatureSource, length_batches, open_source
+from phonecli.probe.heads import HEADS, ProbeHead
+from phonecli.runs import Run
+
+log = logging.getLogger("phonecli.probe")
+
+TARGETS = ("canonical", "realized")
+CONTROLS = ("shuffled-labels",)
+DEFAULT_CONTEXT_WEIGHT_FREE = 4  # +-4 frames = 90 ms at 100 fps: a phone-sized window for fbank
+GATE_NEAR = 0.05                 # a gate value below this (above 1 - this) is "near 0 (1)"
+GATE_COLLAPSE = 0.9              # fraction of frames near one side that counts as collapse
+STEPS_PER_EPOCH, MIN_BATCH_FRAMES, MAX_BATCH_FRAMES = 20, 1000, 8000
+
+
+class ProbeError(ValueError):
+    """A probe cannot be trained as asked; the message names the cache/utterance and the fix."""
+
+
+# -- small pieces the loop uses --------------------------------------------------------------
+
+def collate(arrays: list[list[np.ndarray]], device: str) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Per utterance a list over streams of ``(L_s, T, D_s)`` -> per stream ``(B, L_s, T_max, D_s)`` float32
+    and ``lengths`` ``(B,)`` int64. Padding repeats each utterance's last frame (see ``heads.stack_context``);
+    padded frames never reach the loss or the saved posteriors."""
+    lengths = torch.tensor([a[0].shape[1] for a in arrays], dtype=torch.long)
+    t_max = int(lengths.max())
+    out = []
+    for s in range(len(arrays[0])):
+        layers, _, dim = arrays[0][s].shape
+        x = np.zeros((len(arrays), layers, t_max, dim), dtype=np.float32)
+        for i, a in enumerate(arrays):
+            n = a[s].shape[1]
+            x[i, :, :n] = a[s]
+            if n:
+                x[i, :, n:] = a[s][:, n - 1:n]
+        out.append(torch.from_numpy(x).to(device))
+    return out, lengths.to(device)
+
+
+def feature_stats(source: FeatureSource, utt_ids: list[str], batch_frames: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per stream ``(mean, std)`` each ``(layers, dim)`` float32 over every train frame (float64 sums)."""
+    sums = [np.zeros((l, d)) for l, d in source.shapes]
+    sq = [np.zeros((l, d)) for l, d in source.shapes]
+    n = 0
+    batches = length_batches([source.num_frames(u) for u in utt_ids], batch_frames, shuffle=False, seed=0)
+    for _, arrays in source.iter_batches([[utt_ids[i] for i in b] for b in batches]):
+        for per_utt in arrays:
+            n += per_utt[0].shape[1]
+            for s, a in enumerate(per_utt):
+                a = a.astype(np.float64)
+                sums[s] += a.sum(axis=1)
+                sq[s] += (a * a).sum(axis=1)
+    stats = []
+    for s1, s2 in zip(sums, sq):
+        mean = s1 / max(n, 1)
+        std = np.sqrt(np.maximum(s2 / max(n, 1) - mean * mean, 0.0))
+        stats.append((torch.tensor(mean, dtype=torch.float32), torch.tensor(np.maximum(std, 1e-5), dtype=torch.float32)))
+    return stats
+
+
+def gate_stats(values: torch.Tensor) -> dict:
+    """Summary of per-frame gate values in [0, 1] (1 = only the first cache)."""
+    v = values.float()
+    return {"mean": float(v.mean()), "std": float(v.std(unbiased=False)),
+            "near_0": float((v < GATE_NEAR).float().mean()), "near_1": float((v > 1 - GATE_NEAR).float().mean())}
+
+
+@torch.no_grad()
+def run_split(model: ProbeHead, source: FeatureSource, utt_ids: list[str], batch_frames: int, device: str,
+              targets: dict[str, list[int]] | None = None, keep: bool = False) -> dict:
+    """Forward ``utt_ids`` in eval mode. Returns ``loss`` (mean per-utterance CTC / target length over the
+    utterances in ``targets``), ``per`` (greedy, %), ``gate`` stats (gated head), and ``posteriors``
+    ``{utt_id: (frames, vocab) float32}`` in ``utt_ids`` order when ``keep``."""
+    model.eval()
+    frames = [source.num_frames(u) for u in utt_ids]
+    batches = [[utt_ids[i] for i in b] for b in length_batches(frames, batch_frames, shuffle=False, seed=0)]
+    losses, refs, hyps, gates, post = [], [], [], [], {}
+    for ids, arrays in source.iter_batches(batches):
+        x, lengths = collate(arrays, device)
+        lp = model(x, lengths)
+        if model.last_gate is not None:
+            mask = torch.arange(lp.shape[1], device=lp.device)[None, :] < lengths[:, None]
+            gates.append(model.last_gate[mask].cpu())
+        for i, u in enumerate(ids):
+            if keep:
+                post[u] = lp[i, :int(lengths[i])].float().cpu().numpy()
+            if targets is not None and u in targets:
+                refs.append(targets[u])
+                hyps.append(greedy_ids(lp[i, :int(lengths[i])]))
+        if targets is not None:
+            sel = [i for i, u in enumerate(ids) if u in targets]
+            if sel:
+                tg = [targets[ids[i]] for i in sel]
+                tl = torch.tensor([len(t) for t in tg], dtype=torch.long)
+                flat = torch.tensor([p for t in tg for p in t], dtype=torch.long)
+                per_utt = F.ctc_loss(lp[sel].transpose(0, 1), flat, lengths[sel].cpu(), tl, blank=0,
+                                     reduction="none", zero_infinity=True).cpu()
+                losses.extend((per_utt / tl.clamp(min=1)).tolist())
+    out: dict = {}
+    if targets is not None and refs:
+        out["loss"] = float(np.mean(losses))
+        out["per"] = phone_error_rate(refs, hyps)
+    if gates:
+        out["gate"] = gate_stats(torch.cat(gates))
+    if keep:
+        out["posteriors"] = {u: post[u] for u in utt_ids}
+    return out
+
+
+def default_batch_frames(train_frames: list[int]) -> int:
+    """About 20 optimiser steps per epoch on small corpora, at most 8000 padded frames per batch.
+
+    Early stopping counts epochs, so an epoch must hold enough steps to move a CTC head off its
+    all-blank start; on a large corpus (SpeechOcean762 train at 50 fps: ~0.5 M frames) this gives 8000.
+    """
+    return int(min(MAX_BATCH_FRAMES, max(MIN_BATCH_FRAMES, sum(train_frames) // STEPS_PER_EPOCH)))
+
+
+def _resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ProbeError(f"--device {device}: no CUDA device is available; use --device cpu or auto")
+    return device
+
+
+def _targets(manifest, utt_ids: list[str], kind: str, source_name: str) -> dict[str, list[int]]:
+    out = {}
+    for u in utt_ids:
+        if u not in manifest:
+            raise ProbeError(f"{source_name}: utterance {u} is not in the manifest {manifest.root}; "
+                             "pass the --data directory the cache was extracted from")
+        utt = manifest[u]
+        out[u] = encode(utt.canonical_phones if kind == "canonical" else utt.realized_phones)
+    return out
+
+
+def _default_context(source: FeatureSource, head: str) -> int:
+    """Weight-free features (fbank) get +-4 frames for frame-level heads; learned features get none."""
+    weight_free = any(str(d.get("fingerprint") or "").startswith("fbank") or d.get("model") == "fbank"
+                      for d in source.describe())
+    return DEFAULT_CONTEXT_WEIGHT_FREE if weight_free and head in ("linear", "mlp", "weighted", "gated") else 0
+
+
+def save_weights(model: ProbeHead, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path), metadata={"format": "phonecli-probe-weights", "version": "1",
+                                         "head_config": json.dumps(model.config)})
+
+
+def load_probe(run: Run | str | Path, device: str = "cpu") -> ProbeHead:
+    """Rebuild the head of a probe/fusion run from ``run.json`` (``config.head_config``) + ``weights.safetensors``."""
+    from safetensors.torch import load_file
+
+    run = run if isinstance(run, Run) else Run.open(run)
+    cfg = run.info.get("config", {}).get("head_config")
+    if cfg is None:
+        raise ProbeError(f"{run.path}: run.json has no head_config; it was not written by `phonecli probe`")
+    if not run.weights_path.exists():
+        raise ProbeError(f"{run.weights_path}: missing; re-run the probe")
+    model = ProbeHead(cfg)
+    model.load_state_dict(load_file(str(run.weights_path)))
+    return model.to(device).eval()
+
+
+def recompute_posteriors(run: Run | str | Path, split: str, features=None, *, batch_frames: int | None = None,
+                         device: str = "cpu") -> dict[str, np.ndarray]:
+    """Posteriors of ``split`` from the saved weights and the run's caches (or ``features``, e.g. in-memory).
+
+    Returns ``{utt_id: (frames, vocab) float32}``; matches ``run.read_posteriors(split)`` up to float rounding.
+    """
+    run = run if isinstance(run, Run) else Run.open(run)
+    cfg = run.info["config"]
+    if features is None:
+        srcs = run.info["sources"]
+        if any(s.get("cache") is None for s in srcs):
+            raise ProbeError(f"{run.path}: trained on in-memory features; pass them as features=")
+        features = [s["cache"] for s in srcs]
+        layers = [list(s["layers"]) if not s.get("weighted") else "weighted" for s in srcs]
+        source = open_source(features, layers, align=cfg.get("align", "repeat"), memory="stream")
+    else:
+        source = open_source(features, align=cfg.get("align", "repeat"))
+    model = load_probe(run, device)
+    ids = source.utterance_ids(split)
+    return run_split(model, source, ids, batch_frames or cfg["batch_frames"], device, keep=True)["posteriors"]
+
+
+def _save_layer_weights(run: Run, model: ProbeHead, source: FeatureSource) -> None:
+    weights = model.layer_weights()
+    if not any(w is not None for w in weights):
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    entries = [{"source": d.get("cache") or d.get("name"), "layers": d["layers"], "weights": w}
+               for d, w in zip(source.describe(), weights) if w is not None]
+    (run.path / "layer_weights.json").write_text(json.dumps({"streams": entries}, indent=2))
+    fig, axes = plt.subplots(len(entries), 1, figsize=(max(4, 0.35 * max(len(e["layers"]) for e in entries) + 2),
+                                                      2.6 * len(entries)), squeeze=False)
+    for ax, e in zip(axes[:, 0], entries):
+        ax.bar([str(x) for x in e["layers"]], e["weights"])
+        ax.axhline(1 / len(e["layers"]), color="grey", lw=0.8, ls="--", label="uniform (init)")
+        ax.set_xlabel("layer (hidden-state index)")
+        ax.set_ylabel("softmax weight")
+        ax.set_title(Path(str(e["source"])).name, fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(run.path / "layer_weights.png", dpi=120)
+    plt.close(fig)
+
+
+# -- the loop -----------------------------------------------------------------------------------
+
+def train_probe(features, data, out, *, head: str = "linear", layers=None, targets: str = "canonical",
+                context: int | None = None, epochs: int = 100, lr: float = 1e-3, batch_frames: int | None = None,
+                seed: int = 0, device: str = "auto", patience: int = 10, standardize: bool = True,
+                layer_norm: bool = False, dropout: float = 0.1, weight_decay: float = 0.0, align: str = "repeat",
+                memory: str = "auto", control: str | None = None, progress: bool | None = None,
+                name: str | None = None) -> Run:
+    """Train one CTC probe on cached features and write a run directory at ``out``.
+
+    ``features``: cache path/URL, open FeatureCache, Stream, FeatureSource, or a list (2+ = early
+    fusion; ``head="gated"`` needs exactly 2). ``data``: the manifest directory (targets, corpus id).
+    ``layers``: one ``--layers`` spec for all caches or one per cache (default: ``weighted`` for the
+    weighted head, else the last stored layer). ``context``: +-K frames (default: 4 for weight-free
+    features with frame-level heads, else 0). ``epochs`` is a maximum: training stops after
+    ``patience`` epochs without a better dev PER. ``control="shuffled-labels"`` permutes the train
+    target sequences across utterances (a selectivity control; dev stays true).
+    """
+    from tqdm.auto import tqdm
+
+    from phonecli.data.manifest import Manifest
+
+    t_start = time.time()
+    if head not in HEADS:
+        raise ProbeError(f"--head {head!r}: choose one of {', '.join(HEADS)}")
+    if targets not in TARGETS:
+        raise ProbeError(f"--targets {targets!r}: choose canonical or realized")
+    if control not in (None, *CONTROLS):
+        raise ProbeError(f"--control {control!r}: choose {', '.join(CONTROLS)}")
+    if epochs < 1 or patience < 1 or (batch_frames is not None and batch_frames < 1) or lr <= 0:
+        raise ProbeError("--epochs, --patience, --batch-frames and --lr must be positive")
+    if layers is None and head == "weighted":
+        layers = "weighted"
+    source = open_source(features, layers, align=align, memory=memory)
+    n_streams = len(source.streams)
+    if head == "gated" and n_streams != 2:
+        raise ProbeError(f"--head gated mixes exactly 2 caches; got {n_streams} --features")
+    kind = "gated-fusion" if head == "gated" else ("early-fusion" if n_streams > 1 else "probe")
+    src_name = " + ".join(s.name for s in source.streams)
+    manifest = Manifest.load(data)
+    if manifest.corpus_id != source.corpus_id:
+        raise ProbeError(f"{src_name}: cache corpus_id {source.corpus_id} != manifest {manifest.corpus_id} in {data}; "
+                         "pass the --data directory the cache was extracted from")
+
+    # ---- data: ids, targets, CTC feasibility (never read test before the end) ----
+    ids = {s: source.utterance_ids(s) for s in ("train", "dev", "test")}
+    for s in ("train", "dev"):
+        if not ids[s]:
+            raise ProbeError(f"{src_name}: the {s} split is empty; the probe needs train and dev utterances "
+                             "(re-run `phonecli data prepare` with a dev split)")
+    tgt = _targets(manifest, ids["train"] + ids["dev"], targets, src_name)
+    if control == "shuffled-labels":
+        perm = np.random.default_rng(seed).permutation(len(ids["train"]))
+        tgt.update({u: tgt[ids["train"][j]] for u, j in zip(ids["train"], perm)})
+    frames = {u: source.num_frames(u) for s in ("train", "dev", "test") for u in ids[s]}
+    infeasible = {s: [u for u in ids[s] if frames[u] < ctc_min_frames(tgt[u])] for s in ("train", "dev")}
+    for s, bad in infeasible.items():
+        if bad:
+            log.warning("skipping %d %s utterance(s) with more phones than frames (CTC infeasible at %g fps), e.g. %s",
+                        len(bad), s, source.frame_rate, ", ".join(bad[:3]))
+    train_ids = [u for u in ids["train"] if u not in set(infeasible["train"])]
+    dev_tgt = {u: tgt[u] for u in ids["dev"] if u not in set(infeasible["dev"])}
+    if not train_ids or not dev_tgt:
+        raise ProbeError(f"{src_name}: every train or dev utterance is CTC-infeasible (more phones than frames); "
+                         "use a cache with a higher frame rate")
+    if batch_frames is None:
+        batch_frames = default_batch_frames([frames[u] for u in train_ids])
+
+    # ---- model, optimiser, run dir ----
+    device = _resolve_device(device)
+    torch.manual_seed(seed)
+    source.preload(["train", "dev"])
+    log.info("features %s (%s)", "in RAM" if source.in_ram else "streamed from the cache", src_name)
+    if context is None:
+        context = _default_context(source, head)
+    head_config = {"head": head, "shapes": [list(s) for s in source.shapes],
+                   "weighted": [s.selection.weighted or head == "weighted" for s in source.streams],
+                   "layer_norm": layer_norm, "context": int(context), "vocab": len(VOCAB), "dropout": dropout}
+    model = ProbeHead(head_config)
+    if standardize:
+        model.set_standardization(feature_stats(source, train_ids, batch_frames))
+    model.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    config = {"head": head, "layers": [d["layers"] for d in source.describe()], "targets": targets,
+              "context": int(context), "epochs": epochs, "lr": lr, "batch_frames": batch_frames, "seed": seed,
+              "device": device, "patience": patience, "standardize": standardize, "layer_norm": layer_norm,
+              "dropout": dropout, "weight_decay": weight_decay, "align": align, "memory": memory,
+              "in_ram": source.in_ram, "control": control, "head_config": head_config,
+              "skipped_ctc_infeasible": infeasible,
+              "params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+    out = Path(out)
+    for stale in ("train_log.jsonl", "layer_weights.json", "layer_weights.png", "posteriors", "metrics.json"):
+        p = out / stale
+        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    run = Run.create(out, kind, config=config, corpus_id=source.corpus_id, data=data,
+                     frame_rate=source.frame_rate, sources=source.describe(), name=name)
+
+    # ---- train: one epoch over length-bucketed train batches, then dev ----
+    show = sys.stderr.isatty() if progress is None else progress
+    best, best_state, bad_epochs, stopped = None, None, 0, "max-epochs"
+    for epoch in range(1, epochs + 1):
+        t0 = time.time()
+        model.train()
+        order = length_batches([frames[u] for u in train_ids], batch_frames, shuffle=True, seed=seed * 100003 + epoch)
+        batches = [[train_ids[i] for i in b] for b in order]
+        total, steps = 0.0, 0
+        bar = tqdm(source.iter_batches(batches), total=len(batches), desc=f"epoch {epoch}", disable=not show,
+                   leave=False, unit="batch")
+        for ids_b, arrays in bar:
+            x, lengths = collate(arrays, device)
+            lp = model(x, lengths)
+            tg = [tgt[u] for u in ids_b]
+            loss = F.ctc_loss(lp.transpose(0, 1), torch.tensor([p for t in tg for p in t], dtype=torch.long),
+                              lengths.cpu(), torch.tensor([len(t) for t in tg], dtype=torch.long),
+                              blank=0, reduction="mean", zero_infinity=True)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            total, steps = total + float(loss.detach()), steps + 1
+            bar.set_postfix(loss=f"{total / steps:.3f}")
+        dev = run_split(model, source, ids["dev"], batch_frames, device, targets=dev_tgt)
+        record = {"epoch": epoch, "train_loss": total / steps, "dev_loss": dev["loss"], "dev_per": dev["per"],
+                  "seconds": round(time.time() - t0, 3)}
+        if "gate" in dev:
+            record["gate"] = dev["gate"]
+            g = dev["gate"]
+            if max(g["near_0"], g["near_1"]) >= GATE_COLLAPSE:
+                side = source.streams[0 if g["near_1"] > g["near_0"] else 1].name
+                record["gate_collapsed"] = side
+                log.warning("epoch %d: the gate collapsed onto one cache (%.0f%% of dev frames use only %s)",
+                            epoch, 100 * max(g["near_0"], g["near_1"]), side)
+        run.append_log(record)
+        log.info("epoch %d: train loss %.4f, dev loss %.4f, dev PER %.2f%%", epoch, record["train_loss"],
+                 dev["loss"], dev["per"])
+        score = (round(dev["per"], 6), dev["loss"])
+        if best is None or score < best[0]:
+            best, bad_epochs = (score, epoch), 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            bad_epochs += 1
+            if bad_epochs >= patience:
+                stopped = "patience"
+                break
+
+    # ---- select, save, write posteriors for every split ----
+    model.load_state_dict(best_state)
+    save_weights(model, run.weights_path)
+    _save_layer_weights(run, model, source)
+    dev_best = run_split(model, source, ids["dev"], batch_frames, device, targets=dev_tgt, keep=True)
+    run.info["selection"] = {"metric": "dev_per", "value": dev_best["per"], "epoch": best[1],
+                             "dev_loss": dev_best["loss"], "epochs_run": epoch, "stopped": stopped}
+    if "gate" in dev_best:
+        run.info["gate"] = dev_best["gate"]
+    run.write_posteriors("dev", dev_best["posteriors"])
+    source.unload()
+    for split in ("train", "test"):
+        if ids[split]:
+            run.write_posteriors(split, run_split(model, source, ids[split], batch_frames, device, keep=True)["posteriors"])
+    run.info["seconds"] = round(time.time() - t_start, 2)
+    run.save_info()
+    log.info("best dev PER %.2f%% at epoch %d (%s); run written to %s", dev_best["per"], best[1], stopped, run.path)
+    return run
