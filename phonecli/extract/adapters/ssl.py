@@ -180,7 +180,8 @@ class Adapter(EncoderAdapter):
         self.last_pre_ln = self.pre_ln and not tie
         # data2vec-audio's position embedding is a stack of convolutions (5 in the released
         # models) with LayerNorm+GELU between them: after the first one the padded frames are no
-        # longer zero and leak into the last ~0.9 s of valid frames (measured: max |diff| ~3 on a
+        # longer zero and leak into the position embedding of the last ~0.9 s of valid frames
+        # (5 x kernel 19), then through attention into every frame (measured: max |diff| ~3 on a
         # tiny model), so like GroupNorm CNNs it is not padding-safe.
         self.stacked_pos_conv = model_type == "data2vec-audio"
         self.padding_safe = self.conv_norm == "layer" and not self.stacked_pos_conv
