@@ -87,6 +87,9 @@ def _setup_logging(level: str) -> None:
     import logging
     import sys
 
+    # bitsandbytes' CPU backend warns on import that the optional `kernels` package is absent; the
+    # fallback it uses is the tested one, so the line is noise for users of this command
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     logger = logging.getLogger("phonecli.finetune")
     logger.setLevel(level if level in logging.getLevelNamesMapping() else "INFO")
     if any(getattr(h, "_phonecli", False) for h in logger.handlers):

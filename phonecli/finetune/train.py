@@ -400,6 +400,8 @@ def _run(cfg: FinetuneConfig, mode, manifest, device: str, ctx) -> FinetuneResul
     from phonecli.runs import Run
 
     show = (sys.stderr.isatty() if cfg.progress is None else cfg.progress) and ctx.rank == 0
+    if ctx.rank != 0:
+        log.setLevel(logging.ERROR)  # under torchrun rank 0 alone reports (every rank sees the same data)
     run_dir = Path(cfg.out)
     adapter = load_adapter(cfg.model, device=device, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
     base_fingerprint = adapter.fingerprint()
