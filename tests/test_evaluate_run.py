@@ -196,6 +196,9 @@ def test_missing_posteriors_are_reported_and_protocols_merge(corpus, tmp_path):
     assert "seed" in m and "phone" in m                   # the earlier seed block is kept
     saved = json.loads((run.path / "metrics.json").read_text())
     assert saved["seed"]["task_a"]["per_all"] == m["seed"]["task_a"]["per_all"]
+    make_run(tmp_path / "r", corpus, drop=(gone,), target="canonical")      # new posteriors...
+    m = evaluate_run(run.path, protocol="phone", ci=False)
+    assert "seed" not in m                                # ...make the old seed block stale: dropped
 
 
 def test_bad_inputs_give_one_clear_error(corpus, tmp_path):

@@ -210,7 +210,9 @@ def evaluate_run(run_dir: str | Path, protocol: str = "all", ci: bool = True, n_
             old = json.loads(metrics_path.read_text())
         except json.JSONDecodeError:
             old = {}
-    out = {k: v for k, v in old.items() if k in ("seed", "phone")}
+    stamp = _posteriors_stamp(run)
+    # keep the other protocol's block only if it was computed from these very posteriors
+    out = {k: v for k, v in old.items() if k in ("seed", "phone") and old.get("posteriors") == stamp}
     out.update(result)
     out = {
         "format": "phonecli-metrics", "version": 1, "run": run.name, "kind": run.kind,
@@ -219,12 +221,22 @@ def evaluate_run(run_dir: str | Path, protocol: str = "all", ci: bool = True, n_
         "bootstrap": {"n": n_bootstrap if ci else 0, "seed": seed, "unit": "test speaker", "level": 0.95,
                       "method": "percentile", "undefined_replicates": {k: v for k, v in undefined.items() if v}},
         "missing_posteriors": missing,
+        "posteriors": stamp,
     }
     from phonecli import __version__
 
     out["phonecli_version"] = __version__
     out = clean(out)
     _write_json(metrics_path, out)
+    return out
+
+
+def _posteriors_stamp(run) -> dict:
+    """Size and mtime of each posterior file: identifies what a metrics block was computed from."""
+    out = {}
+    for split in run.posterior_splits():
+        st = run.posteriors_path(split).stat()
+        out[split] = {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
     return out
 
 
