@@ -323,6 +323,51 @@ def _batches_per_epoch(log):
 # other families
 
 
+_CONV = dict(conv_dim=(32, 32, 64), conv_stride=(5, 8, 8), conv_kernel=(10, 8, 8), num_conv_pos_embeddings=16,
+             num_conv_pos_embedding_groups=4, mask_time_prob=0.0, layerdrop=0.0)
+
+
+@pytest.mark.parametrize("kind", ["wavlm-group-norm", "wav2vec2-phoneme-ctc", "data2vec-audio"])
+def test_ssl_families_and_a_ctc_checkpoint_get_a_fresh_40_way_head(kind, tiny_corpus, tmp_path):
+    import transformers
+    from safetensors.torch import load_file
+
+    from phonecli.finetune.export import load_finetuned
+
+    d = tmp_path / kind
+    small = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, **_CONV)
+    torch.manual_seed(0)
+    if kind == "wavlm-group-norm":  # base-model CNN: not padding-safe (trained unmasked, decoded one length at a time)
+        transformers.WavLMModel(transformers.WavLMConfig(feat_extract_norm="group", **small)).save_pretrained(d)
+        prefix = ""
+    elif kind == "wav2vec2-phoneme-ctc":  # like facebook/wav2vec2-xlsr-53-espeak-cv-ft: its own 392-way head
+        transformers.Wav2Vec2ForCTC(transformers.Wav2Vec2Config(vocab_size=392, feat_extract_norm="layer",
+                                                                do_stable_layer_norm=True, **small)).save_pretrained(d)
+        prefix = "wav2vec2."
+    else:
+        transformers.Data2VecAudioModel(transformers.Data2VecAudioConfig(**small)).save_pretrained(d)
+        prefix = ""
+    saved = load_file(str(d / "model.safetensors"))
+    res = finetune(_cfg(d, tiny_corpus, tmp_path / "run", "top:1", epochs=1))
+    w = _weights(res.run)
+    assert w["head.weight"].shape == (40, 64) and not any("lm_head" in k for k in w)
+    k = "encoder.layers.0.attention.q_proj.weight"
+    assert torch.equal(w[f"encoder.{k}"], saved[prefix + k])  # frozen layer = the checkpoint's, not a random init
+    m = Manifest.load(tiny_corpus)
+    post = res.run.read_posteriors("dev")
+    frames = lambda n: (((n - 10) // 5 + 1 - 8) // 8 + 1 - 8) // 8 + 1  # noqa: E731
+    assert all(post[u.utt_id].shape == (frames(u.num_samples), 40) for u in m.split("dev"))
+    # posteriors are batch-independent: one utterance alone through the rebuilt model gives the same rows
+    from phonecli.data.audio import load_audio
+    from phonecli.finetune.data import Collator, make_examples
+
+    adapter, model = load_finetuned(res.run.path)
+    ex, _ = make_examples(m, "dev", "canonical", adapter.num_frames, training=False)
+    with torch.no_grad():
+        lp, n = model(Collator(adapter)([(ex[2], load_audio(ex[2].audio))]))
+    assert np.allclose(post[ex[2].utt_id], lp[0, : int(n[0])].numpy(), atol=1e-4)
+
+
 def test_whisper_and_w2v_bert_encoders_train_with_a_ctc_head(tiny_corpus, tmp_path):
     from transformers import (
         SeamlessM4TFeatureExtractor,
