@@ -11,7 +11,6 @@ only for an AUC) are left out and counted.
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Mapping
 
 import numpy as np
@@ -64,6 +63,3 @@ def speaker_bootstrap(
         cis[name] = [float(np.percentile(ok, lo_q)), float(np.percentile(ok, hi_q))] if len(ok) else None
     return cis, undefined
 
-
-def is_finite(x) -> bool:
-    return x is not None and isinstance(x, (int, float)) and math.isfinite(x)
