@@ -235,3 +235,6 @@ def test_cli_evaluate_writes_files_and_reports_errors(corpus, tmp_path):
     assert res.exit_code == 0 and "per_hq_ci95" not in (run.path / "metrics.json").read_text()
     res = CliRunner().invoke(main, ["evaluate", str(tmp_path / "missing")])
     assert res.exit_code != 0 and "not a run directory" in res.output
+    res = CliRunner().invoke(main, ["evaluate", str(tmp_path / "missing"), str(run.path), "--no-ci"])
+    assert res.exit_code != 0 and "1 of 2 runs failed" in res.output
+    assert f"{run.path}:" in res.output                # the good run was still evaluated

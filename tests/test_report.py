@@ -107,6 +107,12 @@ def test_report_errors_are_one_clear_line(runs, tmp_path):
     assert res.exit_code != 0 and "no metrics.json; run `phonecli evaluate" in res.output
     res = CliRunner().invoke(main, ["report", str(tmp_path / "absent"), "--out", str(tmp_path / "o")])
     assert res.exit_code != 0 and "not a run directory" in res.output
+    # one broken run among good ones is skipped and listed, not fatal
+    res = CliRunner().invoke(main, ["report", str(a.path), str(tmp_path / "absent"), "--out", str(tmp_path / "o3"),
+                                    "--no-plots"])
+    assert res.exit_code == 0, res.output
+    md = (tmp_path / "o3" / "results.md").read_text()
+    assert "## Skipped runs" in md and "absent" in md and "not a run directory" in md
     (a.path / "layer_weights.json").write_text("{not json")       # optional file: ignored, not fatal
     res = CliRunner().invoke(main, ["report", str(a.path), "--out", str(tmp_path / "o2"), "--no-plots"])
     assert res.exit_code == 0, res.output

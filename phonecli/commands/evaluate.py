@@ -23,12 +23,19 @@ def evaluate(runs: tuple[str, ...], protocol: str, no_ci: bool, n_bootstrap: int
     """
     from phonecli.evaluate import EvaluateError, evaluate_run
 
+    failed = []
     for run in runs:
         try:
             m = evaluate_run(run, protocol=protocol, ci=not no_ci, n_bootstrap=n_bootstrap, seed=seed)
         except EvaluateError as e:
-            raise click.ClickException(str(e)) from e
+            if len(runs) == 1:
+                raise click.ClickException(str(e)) from e
+            click.echo(f"error: {e}", err=True)      # the other runs are still evaluated
+            failed.append(run)
+            continue
         click.echo(_summary(run, m))
+    if failed:
+        raise click.ClickException(f"{len(failed)} of {len(runs)} runs failed: {', '.join(failed)}")
 
 
 def _fmt(v, spec: str) -> str:

@@ -95,27 +95,40 @@ def _fmt(v, fmt: str) -> str:
     return fmt.format(v) if _num(v) else "—"
 
 
-def load_results(run_dirs, evaluate_missing: bool = True, n_bootstrap: int = 1000, seed: int = 0) -> list[RunResult]:
-    """Open each run, evaluating it first when it has no metrics.json (or refusing clearly)."""
+def load_results(run_dirs, evaluate_missing: bool = True, n_bootstrap: int = 1000, seed: int = 0,
+                 skipped: list[tuple[str, str]] | None = None) -> list[RunResult]:
+    """Open each run, evaluating it first when it has no metrics.json.
+
+    A run that cannot be opened or evaluated is left out with its one-line reason appended
+    to ``skipped`` (a report over ``runs/*`` should not die on one broken run); when
+    ``skipped`` is None such a run raises :class:`ReportError` instead.
+    """
     from phonecli.runs import Run, RunError
 
     out: list[RunResult] = []
     names: set[str] = set()
     for d in run_dirs:
         try:
-            run = Run.open(d)
-        except RunError as e:
-            raise ReportError(str(e)) from e
-        mfile = run.path / METRICS_FILE
-        if not mfile.exists():
-            if not evaluate_missing:
-                raise ReportError(f"{run.path}: no metrics.json; run `phonecli evaluate {run.path}` first")
-            print(f"{run.path}: no metrics.json yet; evaluating it first", file=sys.stderr)
-            evaluate_run(run.path, n_bootstrap=n_bootstrap, seed=seed)
-        try:
-            metrics = json.loads(mfile.read_text())
-        except json.JSONDecodeError as e:
-            raise ReportError(f"{mfile}: malformed metrics.json ({e}); re-run `phonecli evaluate {run.path}`") from e
+            try:
+                run = Run.open(d)
+            except RunError as e:
+                raise ReportError(str(e)) from e
+            mfile = run.path / METRICS_FILE
+            if not mfile.exists():
+                if not evaluate_missing:
+                    raise ReportError(f"{run.path}: no metrics.json; run `phonecli evaluate {run.path}` first")
+                print(f"{run.path}: no metrics.json yet; evaluating it first", file=sys.stderr)
+                evaluate_run(run.path, n_bootstrap=n_bootstrap, seed=seed)
+            try:
+                metrics = json.loads(mfile.read_text())
+            except json.JSONDecodeError as e:
+                raise ReportError(f"{mfile}: malformed metrics.json ({e}); re-run `phonecli evaluate {run.path}`") from e
+        except EvaluateError as e:
+            if skipped is None:
+                raise
+            print(f"skipping {d}: {e}", file=sys.stderr)
+            skipped.append((str(d), str(e)))
+            continue
         name = run.name
         k = 2
         while name in names:       # two runs called the same in different folders
@@ -229,12 +242,17 @@ def write_report(run_dirs, out_dir: str | Path, evaluate_missing: bool = True, p
                  n_bootstrap: int = 1000, seed: int = 0) -> dict:
     """Write results.md, results.csv and plots for ``run_dirs`` into ``out_dir``.
 
-    Returns ``{"results_md", "results_csv", "plots": [paths], "runs": [names], "summary": markdown}``.
+    Runs that cannot be evaluated are skipped with their reason (stderr and a "Skipped runs"
+    section); if none is left, :class:`ReportError`. Returns ``{"results_md", "results_csv",
+    "plots": [paths], "runs": [names], "summary": markdown, "skipped": [(dir, reason)]}``.
     """
     run_dirs = list(run_dirs)
     if not run_dirs:
         raise ReportError("no runs given; pass one or more run directories (e.g. runs/*)")
-    results = load_results(run_dirs, evaluate_missing, n_bootstrap=n_bootstrap, seed=seed)
+    skipped: list[tuple[str, str]] = []
+    results = load_results(run_dirs, evaluate_missing, n_bootstrap=n_bootstrap, seed=seed, skipped=skipped)
+    if not results:
+        raise ReportError("no run could be reported: " + "; ".join(reason for _, reason in skipped))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plot_paths = []
@@ -265,6 +283,8 @@ def write_report(run_dirs, out_dir: str | Path, evaluate_missing: bool = True, p
         counts_table(results),
         "",
     ]
+    if skipped:
+        md += ["## Skipped runs", ""] + [f"- `{d}`: {reason}" for d, reason in skipped] + [""]
     if plot_paths:
         md += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plot_paths] + [""]
     md_path = out / "results.md"
@@ -272,4 +292,4 @@ def write_report(run_dirs, out_dir: str | Path, evaluate_missing: bool = True, p
     csv_path = out / "results.csv"
     write_csv(results, csv_path)
     return {"results_md": md_path, "results_csv": csv_path, "plots": plot_paths, "runs": [r.name for r in results],
-            "summary": summary_table(results)}
+            "summary": summary_table(results), "skipped": skipped}
