@@ -124,3 +124,18 @@ def test_describe_late_fusion_of_runs_that_no_longer_exist(tmp_path):
             "sources": [{"run": str(tmp_path / "gone-a"), "name": "hubert-w"}, {"run": str(tmp_path / "gone-b")}]}
     model, inp, note = describe(info)
     assert model == "Late fusion (hubert-w + gone-b)" and inp == "?" and note == "late-fusion, rule log-linear"
+
+
+def test_layer_weights_json_in_both_formats(tmp_path):
+    from phonecli.evaluate.plots import read_layer_weights
+
+    f = tmp_path / "layer_weights.json"
+    f.write_text(json.dumps({"layers": [0, 1, 2], "weights": [0.2, 0.5, 0.3]}))
+    assert read_layer_weights(f) == [(None, [0, 1, 2], [0.2, 0.5, 0.3])]
+    f.write_text(json.dumps({"streams": [
+        {"source": "/c/x/hubert-large.zarr", "layers": [0, 1], "weights": [0.4, 0.6]},
+        {"source": "/c/x/wavlm-large.zarr", "layers": [3], "weights": [1.0]}]}))
+    assert read_layer_weights(f) == [("hubert-large", [0, 1], [0.4, 0.6]), ("wavlm-large", [3], [1.0])]
+    f.write_text(json.dumps({"layers": [0, 1], "weights": [1.0]}))      # inconsistent: ignored
+    assert read_layer_weights(f) == []
+    assert read_layer_weights(tmp_path / "absent.json") == []

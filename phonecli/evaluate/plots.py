@@ -61,19 +61,37 @@ def roc_plot(curves: list[tuple[str, np.ndarray, np.ndarray]], title: str, path:
     return path
 
 
+def read_layer_weights(f: Path) -> list[tuple[str | None, list, list[float]]]:
+    """``[(stream label or None, layers, weights)]`` from a run's ``layer_weights.json``.
+
+    Accepts ``{"layers": [...], "weights": [...]}`` and the probe's multi-stream form
+    ``{"streams": [{"source", "layers", "weights"}, ...]}``. A missing or malformed optional
+    file gives ``[]``: it must not sink the whole report.
+    """
+    if not f.exists():
+        return []
+    try:
+        d = json.loads(f.read_text())
+        if "streams" in d:
+            entries = [(Path(str(e.get("source") or f"stream {i}")).stem if len(d["streams"]) > 1 else None, e)
+                       for i, e in enumerate(d["streams"])]
+        else:
+            entries = [(None, d)]
+        out = []
+        for label, e in entries:
+            layers, weights = list(e["layers"]), [float(w) for w in e["weights"]]
+            if layers and len(layers) == len(weights):
+                out.append((label, layers, weights))
+        return out
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+        return []
+
+
 def layer_weights_plot(results, path: Path) -> Path | None:
     series = []
     for r in results:
-        f = r.path / "layer_weights.json"
-        if not f.exists():
-            continue
-        try:
-            d = json.loads(f.read_text())
-            layers, weights = list(d["layers"]), [float(w) for w in d["weights"]]
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            continue            # a malformed optional file must not sink the whole report
-        if len(layers) == len(weights) and layers:
-            series.append((r.name, layers, weights))
+        for label, layers, weights in read_layer_weights(r.path / "layer_weights.json"):
+            series.append((r.name if label is None else f"{r.name}: {label}", layers, weights))
     if not series:
         return None
     plt = _plt()
