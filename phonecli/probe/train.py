@@ -89,6 +89,18 @@ def gate_stats(values: torch.Tensor) -> dict:
             "near_0": float((v < GATE_NEAR).float().mean()), "near_1": float((v > 1 - GATE_NEAR).float().mean())}
 
 
+def collapsed_side(stats: dict) -> int | None:
+    """Index of the only stream a collapsed gate still uses (0 = first cache), or None.
+
+    Collapse = at least ``GATE_COLLAPSE`` of the frames have the gate within ``GATE_NEAR`` of 0 or 1.
+    """
+    if stats["near_1"] >= GATE_COLLAPSE:
+        return 0
+    if stats["near_0"] >= GATE_COLLAPSE:
+        return 1
+    return None
+
+
 @torch.no_grad()
 def run_split(model: ProbeHead, source: FeatureSource, utt_ids: list[str], batch_frames: int, device: str,
               targets: dict[str, list[int]] | None = None, keep: bool = False) -> dict:
@@ -364,8 +376,11 @@ def train_probe(features, data, out, *, head: str = "linear", layers=None, targe
         if "gate" in dev:
             record["gate"] = dev["gate"]
             g = dev["gate"]
-            if max(g["near_0"], g["near_1"]) >= GATE_COLLAPSE:
-                side = source.streams[0 if g["near_1"] > g["near_0"] else 1].name
+            log.info("epoch %d gate (1 = %s): mean %.3f, std %.3f, near 0 %.1f%%, near 1 %.1f%% of dev frames", epoch,
+                     source.streams[0].name, g["mean"], g["std"], 100 * g["near_0"], 100 * g["near_1"])
+            side_i = collapsed_side(g)
+            if side_i is not None:
+                side = source.streams[side_i].name
                 record["gate_collapsed"] = side
                 log.warning("epoch %d: the gate collapsed onto one cache (%.0f%% of dev frames use only %s)",
                             epoch, 100 * max(g["near_0"], g["near_1"]), side)

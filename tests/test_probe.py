@@ -1,0 +1,203 @@
+"""Probes over cached features: heads end to end on the bundled sample corpus (real fbank cache),
+learning vs a shuffled-label control, determinism, posterior re-creation, streaming, errors, CLI, sweep."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from phonecli.data.phones import VOCAB
+from phonecli.probe import load_probe, recompute_posteriors, train_probe
+from phonecli.probe.decode import ctc_min_frames, phone_error_rate
+from phonecli.probe.features import ArrayStream, FeatureSource, length_batches
+from phonecli.probe.layers import LayerSpecError, parse_layers
+from phonecli.probe.train import ProbeError
+from phonecli.runs import Run
+
+FAST = dict(epochs=2, patience=2, progress=False)
+
+
+@pytest.fixture(scope="session")
+def sample_fbank(tmp_path_factory):
+    """(manifest dir, fbank cache path) of the bundled espeak sample corpus, through the real prepare + extract."""
+    from phonecli.data.prepare import prepare_corpus
+    from phonecli.extract.runner import extract_features
+
+    root = tmp_path_factory.mktemp("probe_sample")
+    prepare_corpus("sample", root / "data")
+    cache = extract_features("fbank", root / "data", root / "cache", device="cpu", progress=False)
+    return root / "data", cache
+
+
+@pytest.fixture(scope="session")
+def tiny_streams(tiny_corpus):
+    """In-memory fbank-like features for the tiny corpus: ``(features, splits, corpus_id)``."""
+    from phonecli.data.manifest import Manifest
+
+    m = Manifest.load(tiny_corpus)
+    rng = np.random.default_rng(0)
+    feats = {u.utt_id: rng.standard_normal((3, int(u.duration * 50), 16)).astype(np.float32) for u in m}
+    return feats, {u.utt_id: u.split for u in m}, m.corpus_id
+
+
+def test_parse_layers():
+    avail = [0, 1, 2, 3, 4, 5, 6]
+    assert parse_layers("3", avail).layers == (3,)
+    assert parse_layers("2-4", avail).layers == (2, 3, 4)
+    assert parse_layers("6,1", avail).layers == (6, 1)
+    sel = parse_layers("weighted", avail)
+    assert sel.weighted and sel.layers == tuple(avail)
+    assert parse_layers(None, avail).layers == (6,)
+    with pytest.raises(LayerSpecError, match=r"layer\(s\) 9 not in the cache \(stored layers: 0-6\)"):
+        parse_layers("9", avail, source="x.zarr")
+    with pytest.raises(LayerSpecError, match="not understood"):
+        parse_layers("first", avail)
+
+
+def test_length_batches_bounded_and_deterministic():
+    frames = list(np.random.default_rng(1).integers(10, 300, size=200))
+    b1 = length_batches(frames, 1000, shuffle=True, seed=3)
+    assert b1 == length_batches(frames, 1000, shuffle=True, seed=3)
+    assert b1 != length_batches(frames, 1000, shuffle=True, seed=4)
+    assert sorted(i for b in b1 for i in b) == list(range(200))
+    assert all(max(frames[i] for i in b) * len(b) <= 1000 for b in b1)
+
+
+def test_ctc_feasibility_and_per():
+    assert ctc_min_frames([3, 3, 4]) == 4   # a blank must separate the repeated 3
+    assert phone_error_rate([[1, 2, 3, 4]], [[1, 3, 4, 5]]) == pytest.approx(50.0)
+
+
+@pytest.mark.parametrize("head", ["linear", "mlp", "weighted", "transformer"])
+def test_each_head_trains_and_posteriors_recreate(sample_fbank, tmp_path, head):
+    data, cache = sample_fbank
+    run = train_probe(cache, data, tmp_path / head, head=head, **FAST)
+    info = Run.open(run.path).info
+    assert info["kind"] == "probe" and info["config"]["head"] == head
+    assert info["sources"][0]["cache"] == str(cache) and info["sources"][0]["fingerprint"].startswith("fbank-")
+    assert info["sources"][0]["layers"] == [0] and info["frame_rate"] == 100.0
+    assert info["config"]["context"] == (0 if head == "transformer" else 4)  # weight-free default
+    log = run.read_log()
+    assert [r["epoch"] for r in log] == [1, 2] and all(np.isfinite(r["dev_per"]) for r in log)
+    assert {"train_loss", "dev_loss", "dev_per", "seconds"} <= set(log[0])
+    assert info["selection"]["epoch"] == min(log, key=lambda r: (round(r["dev_per"], 6), r["dev_loss"]))["epoch"]
+    from phonecli.cache import FeatureCache
+
+    fc = FeatureCache.open(cache)
+    for split in ("train", "dev", "test"):
+        post = run.read_posteriors(split)
+        assert list(post) == fc.utterance_ids(split)
+        u = next(iter(post))
+        assert post[u].shape == (fc.num_frames(u), len(VOCAB))
+        np.testing.assert_allclose(np.exp(post[u]).sum(-1), 1.0, atol=1e-4)
+    again = recompute_posteriors(run.path, "test")
+    saved = run.read_posteriors("test")
+    assert list(again) == list(saved)
+    for u in saved:
+        np.testing.assert_allclose(again[u], saved[u], atol=2e-4)
+    if head == "weighted":
+        lw = json.loads((run.path / "layer_weights.json").read_text())["streams"][0]
+        assert lw["layers"] == [0] and lw["weights"] == pytest.approx([1.0])
+        assert (run.path / "layer_weights.png").stat().st_size > 1000
+
+
+def test_probe_beats_shuffled_label_control(sample_fbank, tmp_path):
+    data, cache = sample_fbank
+    kw = dict(head="mlp", epochs=12, patience=12, progress=False)
+    real = train_probe(cache, data, tmp_path / "real", **kw).info["selection"]["value"]
+    ctrl = train_probe(cache, data, tmp_path / "ctrl", control="shuffled-labels", **kw).info["selection"]["value"]
+    assert real < ctrl - 20, (real, ctrl)
+
+
+def test_fixed_seed_identical_weights_stream_equals_ram(sample_fbank, tmp_path):
+    from safetensors.torch import load_file
+
+    data, cache = sample_fbank
+    a = train_probe(cache, data, tmp_path / "a", head="linear", seed=3, memory="ram", **FAST)
+    b = train_probe(cache, data, tmp_path / "b", head="linear", seed=3, memory="stream", **FAST)
+    c = train_probe(cache, data, tmp_path / "c", head="linear", seed=4, memory="ram", **FAST)
+    assert a.info["config"]["in_ram"] and not b.info["config"]["in_ram"]
+    wa, wb, wc = (load_file(str(r.weights_path)) for r in (a, b, c))
+    assert set(wa) == set(wb)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not all(torch.equal(wa[k], wc[k]) for k in wa)
+    assert [r["train_loss"] for r in a.read_log()] == [r["train_loss"] for r in b.read_log()]
+    # standardisation statistics travel with the weights
+    assert wa["norms.0.mean"].shape == (1, 80) and float(wa["norms.0.std"].min()) > 0
+
+
+def test_weighted_head_learns_layer_weights(tiny_corpus, tiny_streams, tmp_path):
+    feats, splits, cid = tiny_streams
+    stream = ArrayStream(feats, splits, frame_rate=50, corpus_id=cid, stored_layers=[0, 4, 8], layers="weighted")
+    run = train_probe(FeatureSource([stream]), tiny_corpus, tmp_path / "w", head="weighted", layer_norm=True, **FAST)
+    lw = json.loads((run.path / "layer_weights.json").read_text())["streams"][0]
+    assert lw["layers"] == [0, 4, 8] and sum(lw["weights"]) == pytest.approx(1.0)
+    assert lw["weights"] != pytest.approx([1 / 3] * 3, abs=1e-7)  # moved from the uniform start
+    model = load_probe(run)
+    assert model.layer_weights()[0] == pytest.approx(lw["weights"])
+    again = recompute_posteriors(run, "dev", features=FeatureSource([stream]))
+    for u, x in run.read_posteriors("dev").items():
+        np.testing.assert_allclose(again[u], x, atol=2e-4)
+
+
+def test_error_empty_split(tiny_streams, tiny_corpus, tmp_path):
+    feats, splits, cid = tiny_streams
+    no_dev = {u: x for u, x in feats.items() if splits[u] != "dev"}
+    src = FeatureSource([ArrayStream(no_dev, splits, frame_rate=50, corpus_id=cid, name="nodev.zarr")])
+    with pytest.raises(ProbeError, match="nodev.zarr: the dev split is empty"):
+        train_probe(src, tiny_corpus, tmp_path / "r", **FAST)
+    assert not (tmp_path / "r").exists()  # nothing written for a refused run
+
+
+def test_error_missing_layers(sample_fbank, tmp_path):
+    data, cache = sample_fbank
+    with pytest.raises(LayerSpecError, match=r"fbank.zarr: layer\(s\) 3 not in the cache \(stored layers: 0\)"):
+        train_probe(cache, data, tmp_path / "r", layers="3", **FAST)
+
+
+def test_error_wrong_manifest(sample_fbank, tiny_corpus, tmp_path):
+    _, cache = sample_fbank
+    with pytest.raises(ProbeError, match="corpus_id .* != manifest"):
+        train_probe(cache, tiny_corpus, tmp_path / "r", **FAST)
+
+
+def test_ctc_infeasible_utterances_counted_and_skipped(tiny_streams, tiny_corpus, tmp_path, caplog):
+    from phonecli.data.manifest import Manifest
+
+    feats, splits, cid = tiny_streams
+    m = Manifest.load(tiny_corpus)
+    short = [u.utt_id for u in m.split("train")[:2]] + [m.split("dev")[0].utt_id]
+    cut = {u: (x[:, :1] if u in short else x) for u, x in feats.items()}  # 1 frame < 2+ phones
+    src = FeatureSource([ArrayStream(cut, splits, frame_rate=50, corpus_id=cid)])
+    with caplog.at_level(logging.WARNING, logger="phonecli.probe"):
+        run = train_probe(src, tiny_corpus, tmp_path / "r", **FAST)
+    assert "skipping 2 train utterance(s) with more phones than frames" in caplog.text
+    assert "skipping 1 dev utterance(s)" in caplog.text
+    skipped = run.info["config"]["skipped_ctc_infeasible"]
+    assert sorted(skipped["train"]) == sorted(short[:2]) and skipped["dev"] == short[2:]
+    assert set(short) <= set(run.read_posteriors("train")) | set(run.read_posteriors("dev"))  # still decoded
+
+
+def test_cli_probe(sample_fbank, tmp_path):
+    from click.testing import CliRunner
+
+    from phonecli.cli import main
+
+    data, cache = sample_fbank
+    out = tmp_path / "cli"
+    res = CliRunner().invoke(main, ["probe", "--features", str(cache), "--data", str(data), "--head", "linear",
+                                    "--epochs", "1", "--seed", "1", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert res.output.strip().splitlines()[-1] == str(out)
+    assert Run.open(out).info["config"]["seed"] == 1
+    bad = CliRunner().invoke(main, ["probe", "--features", str(cache), "--data", str(data), "--layers", "5",
+                                    "--out", str(tmp_path / "bad")])
+    assert bad.exit_code != 0
+    assert "layer(s) 5 not in the cache" in bad.output and "Traceback" not in bad.output
+    missing = CliRunner().invoke(main, ["probe", "--features", str(tmp_path / "nope.zarr"), "--data", str(data),
+                                        "--out", str(tmp_path / "x")])
+    assert missing.exit_code != 0 and "no such cache" in missing.output
