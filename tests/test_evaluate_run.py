@@ -238,3 +238,14 @@ def test_cli_evaluate_writes_files_and_reports_errors(corpus, tmp_path):
     res = CliRunner().invoke(main, ["evaluate", str(tmp_path / "missing"), str(run.path), "--no-ci"])
     assert res.exit_code != 0 and "1 of 2 runs failed" in res.output
     assert f"{run.path}:" in res.output                # the good run was still evaluated
+
+
+def test_evaluation_is_reproducible_and_the_seed_only_moves_the_cis(corpus, evaluated, tmp_path):
+    run, m, _ = evaluated
+    again = evaluate_run(run.path, n_bootstrap=200, seed=0)
+    strip = lambda d: {k: v for k, v in d.items() if k not in ("evaluated",)}   # noqa: E731
+    assert strip(again) == strip(m)
+    other = evaluate_run(run.path, n_bootstrap=200, seed=5)
+    assert other["seed"]["task_a"]["per_hq"] == m["seed"]["task_a"]["per_hq"]
+    assert other["seed"]["task_a"]["per_hq_ci95"] != m["seed"]["task_a"]["per_hq_ci95"]
+    evaluate_run(run.path, n_bootstrap=200, seed=0)      # leave the module fixture's files as they were
