@@ -8,7 +8,6 @@ Tiny random models saved with save_pretrained and loaded by path (the Hub code p
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -236,7 +235,6 @@ def test_extract_model_run_caches_the_merged_encoder(lora_run, hubert_dir, tiny_
     assert cache.metadata["model"] == "ft-lora" and cache.metadata["model_id"].startswith("finetune:")
     assert cache.metadata["settings"]["adapter"]["finetune"]["lora_merged"] is True
     enc = _merged_lora_encoder(lora_run.run, hubert_dir)
-    base_cache_fp = None
     m = Manifest.load(tiny_corpus)
     for u in m.split("dev"):
         x = torch.from_numpy(load_audio(m.audio_path(u)))
@@ -473,6 +471,27 @@ def test_non_finite_loss_stops_naming_step_and_utterances(hubert_dir, tiny_corpu
         finetune(_cfg(hubert_dir, tiny_corpus, tmp_path / "run", "full", epochs=3, lr=1e9))
     msg = str(e.value)
     assert "non-finite CTC loss" in msg and "at step " in msg and "utterances 0000000" in msg and "\n" not in msg
+    assert "Lower --lr" in msg
+    # the stopped run is not an encoder yet: extract says so in one line
+    from click.testing import CliRunner
+
+    from phonecli.cli import main
+
+    res = CliRunner().invoke(main, ["extract", "--model", str(tmp_path / "run"), "--data", str(tiny_corpus),
+                                    "--out", str(tmp_path / "x.zarr")])
+    assert res.exit_code != 0 and "the fine-tuning run is not complete" in res.output
+
+
+def test_inference_batches_respect_seconds_exact_lengths_and_utterance_cap():
+    from phonecli.finetune.data import Example, inference_batches
+
+    ex = [Example(str(i), "", n, 1, [1]) for i, n in enumerate([16000, 32000, 16000, 8000, 32000, 16000])]
+    safe = inference_batches(ex, batch_seconds=4.0, padding_safe=True)
+    assert sorted(i for b in safe for i in b) == list(range(6))
+    assert all(len(b) * max(ex[i].samples for i in b) <= 4 * 16000 for b in safe)
+    unsafe = inference_batches(ex, batch_seconds=100.0, padding_safe=False)
+    assert [[ex[i].samples for i in b] for b in unsafe] == [[8000], [16000] * 3, [32000] * 2]
+    assert [len(b) for b in inference_batches(ex, 100.0, True, max_utts=4)] == [4, 2]
 
 
 def test_cli_errors(hubert_dir, tiny_corpus, lora_run, tmp_path):

@@ -136,16 +136,19 @@ def to_device(batch: dict, device: str) -> dict:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
-def inference_batches(examples: list[Example], batch_seconds: float, padding_safe: bool) -> list[list[int]]:
-    """Index batches for posteriors: length-sorted, padded size <= ``batch_seconds``; encoders that are
-    not padding-safe get exact-length groups (so posteriors do not depend on the batch)."""
+def inference_batches(examples: list[Example], batch_seconds: float, padding_safe: bool,
+                      max_utts: int | None = None) -> list[list[int]]:
+    """Index batches for posteriors: length-sorted, padded size <= ``batch_seconds``, at most ``max_utts``
+    utterances (Whisper: every utterance is a 30 s window whatever its length); encoders that are not
+    padding-safe get exact-length groups (so posteriors do not depend on the batch)."""
     order = sorted(range(len(examples)), key=lambda i: (examples[i].samples, i))
     cap = int(batch_seconds * SAMPLE_RATE)
     out: list[list[int]] = []
     cur: list[int] = []
     for i in order:
         n = examples[i].samples
-        if cur and ((not padding_safe and n != examples[cur[0]].samples) or n * (len(cur) + 1) > cap):
+        full = max_utts is not None and len(cur) >= max_utts
+        if cur and (full or (not padding_safe and n != examples[cur[0]].samples) or n * (len(cur) + 1) > cap):
             out.append(cur)
             cur = []
         cur.append(i)

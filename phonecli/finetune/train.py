@@ -272,7 +272,11 @@ def predict(model: CTCModel, examples: list[Example], collator: Collator, *, bat
     was_training = model.training
     model.eval()
     out: dict[str, np.ndarray] = {}
-    batches = inference_batches(examples, batch_seconds, padding_safe)
+    from phonecli.extract.adapters.whisper import WINDOWS_PER_FORWARD
+
+    # Whisper pads every utterance to a 30 s window: bound windows per forward as extraction does
+    max_utts = WINDOWS_PER_FORWARD if model.family == "whisper" else None
+    batches = inference_batches(examples, batch_seconds, padding_safe, max_utts)
     bar = tqdm(total=round(sum(e.samples for e in examples) / SAMPLE_RATE, 1), unit="audio-s", disable=not progress,
                desc=desc, dynamic_ncols=True)
     try:
@@ -508,11 +512,12 @@ def _run(cfg: FinetuneConfig, mode, manifest, device: str, ctx) -> FinetuneResul
                 loss = per.mean()
                 if not torch.isfinite(loss):
                     bad = [u for u, v in zip(batch["utt_ids"], per.tolist()) if not math.isfinite(v)]
-                    where = f"{ckpt_name(run_dir)}" if _latest_checkpoint(run_dir) else "no checkpoint yet"
+                    last = _latest_checkpoint(run_dir)
+                    where = f"last checkpoint {last.name} kept" if last else "no checkpoint written yet"
                     raise FinetuneError(
-                        f"non-finite CTC loss ({float(loss)}) at step {state['global_step'] + 1} (epoch {epoch + 1}, "
+                        f"non-finite CTC loss ({loss.item()}) at step {state['global_step'] + 1} (epoch {epoch + 1}, "
                         f"batch {b + 1}/{len(batches)}: utterances {', '.join(bad or batch['utt_ids'])}); training "
-                        f"stopped ({where} kept). Lower --lr, use --precision fp32, or remove those utterances"
+                        f"stopped ({where}). Lower --lr, use --precision fp32, or remove those utterances"
                     )
                 scaled = loss / cfg.grad_accum
                 (scaler.scale(scaled) if scaler else scaled).backward()
@@ -592,7 +597,3 @@ def _run(cfg: FinetuneConfig, mode, manifest, device: str, ctx) -> FinetuneResul
     model.eval()
     return FinetuneResult(run, model, selection, skipped)
 
-
-def ckpt_name(run_dir: Path) -> str:
-    c = _latest_checkpoint(run_dir)
-    return f"last checkpoint {c.name}" if c else "no checkpoint"
