@@ -303,6 +303,8 @@ class Adapter(EncoderAdapter):
             warnings.filterwarnings("ignore", message=".*mismatched key_padding_mask.*")
             res = self.model(enc["input_values"].to(self.device, torch.float32),
                              output_hidden_states=True, **kwargs)
-            # per utterance, trimmed before stacking: never holds a second (B, S, T, D) copy
-            return [torch.stack([h[b, : self.num_frames(len(w))] for h in res.hidden_states])
-                    .float().cpu().numpy() for b, w in enumerate(batch)]
+            # per utterance, trimmed before stacking: never holds a second (B, S, T, D) copy.
+            # np.stack, not torch.stack: torch's threaded copy of strided slices measured 5-20x
+            # slower on a busy 2-core CPU (143 ms vs 7 ms for 13 x 249 x 768).
+            return [np.stack([h[b, : self.num_frames(len(w))].float().cpu().numpy() for h in res.hidden_states])
+                    for b, w in enumerate(batch)]
