@@ -113,7 +113,8 @@ def load_finetuned(run_dir: str | Path, *, device: str = "cpu"):
     cfg = run.info["config"]
     base = cfg["base_model"]
     mode = parse_mode(cfg["mode"])
-    adapter = load_adapter(cfg["model"], device=device, revision=base.get("revision") or cfg.get("revision"))
+    adapter = load_adapter(cfg["model"], device="cpu" if mode.name == "qlora" else device,
+                           revision=base.get("revision") or cfg.get("revision"))
     weights = _load_weights(run)
     if mode.lora:
         from peft import set_peft_model_state_dict
@@ -143,6 +144,7 @@ def load_finetuned(run_dir: str | Path, *, device: str = "cpu"):
                                 f"({str(e).splitlines()[0]}); the run is damaged") from e
     encoder = encoder.float().eval().to(device)
     adapter.model = encoder
+    adapter.device = device
     model = CTCModel(encoder, adapter.spec.family, int(adapter.hidden_size))
     with torch.no_grad():
         model.head.weight.copy_(weights["head.weight"])

@@ -126,18 +126,23 @@ def bnb_config(compute_dtype: torch.dtype):
 
 
 def load_encoder_4bit(adapter, compute_dtype: torch.dtype, device: str) -> nn.Module:
-    """Reload the adapter's encoder with nf4 4-bit Linear layers (bitsandbytes) from the same source/revision."""
+    """Reload the adapter's encoder with nf4 4-bit Linear layers (bitsandbytes) from the same source/revision,
+    on ``device``; it replaces ``adapter.model`` (load the adapter on the CPU: the float32 copy never
+    needs to fit on the GPU)."""
     import transformers
 
     from phonecli.extract.adapters.ssl import _quiet_transformers
 
     family = adapter.spec.family
     cls = transformers.WhisperModel if family == "whisper" else getattr(transformers, type(adapter.model).__name__)
+    adapter.model = None  # drop the float32 copy first: peak memory = one copy, not both
     with _quiet_transformers():
         full = cls.from_pretrained(adapter.model_id, revision=adapter.revision, dtype=torch.float32,
                                    quantization_config=bnb_config(compute_dtype), device_map={"": device})
     enc = full.get_encoder() if family == "whisper" else full
     disable_bnb_cpu_packing(enc)
+    adapter.model = enc  # the adapter's frame-count formula needs a model object
+    adapter.device = device
     return enc
 
 
@@ -224,7 +229,6 @@ def build_model(adapter, mode: Mode, *, lora: LoraSettings | None = None, gradie
     encoder = adapter.model
     if mode.name == "qlora":
         encoder = load_encoder_4bit(adapter, compute_dtype, device)
-        adapter.model = encoder  # the adapter's frame-count formula needs a model object
     encoder.train()
     hidden = int(adapter.hidden_size)
     dropout = float(getattr(encoder.config, "final_dropout", 0.1) or 0.0)

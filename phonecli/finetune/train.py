@@ -407,7 +407,9 @@ def _run(cfg: FinetuneConfig, mode, manifest, device: str, ctx) -> FinetuneResul
     if ctx.rank != 0:
         log.setLevel(logging.ERROR)  # under torchrun rank 0 alone reports (every rank sees the same data)
     run_dir = Path(cfg.out)
-    adapter = load_adapter(cfg.model, device=device, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    # QLoRA: the float32 base only serves the checks and the fingerprint; it stays on the CPU
+    adapter = load_adapter(cfg.model, device="cpu" if mode.name == "qlora" else device, revision=cfg.revision,
+                           trust_remote_code=cfg.trust_remote_code)
     base_fingerprint = adapter.fingerprint()
     defaults = family_defaults(adapter.spec, int(adapter.hidden_size))
     resolved = _resolved_config(cfg, adapter, defaults)
