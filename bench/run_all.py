@@ -1,0 +1,107 @@
+"""Run every benchmark of the README table in one session, side by side, and print the table.
+
+Each script runs as its own process, one after the other (never in parallel: they would
+compete for the cores they measure), with its default arguments unless --quick. Its full output
+is kept in --log-dir; the headline number is parsed from its last lines and put in a Markdown
+table (docs/sections/benchmarks.md holds the measured table and the machine it ran on).
+
+    MPLBACKEND=Agg /work/venv/bin/python bench/run_all.py [--quick] [--only NAME ...] [--log-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass
+class Bench:
+    name: str
+    script: str
+    measures: str
+    patterns: list[tuple[str, str]]     # (label, regex with one group)
+    quick_args: list[str]
+
+
+BENCHES = [
+    Bench("extract_overhead", "extract_overhead.py", "`phonecli extract` time / bare decode + forward (base HuBERT, CPU)",
+          [("ratio", r"overhead ratio extract / bare = ([\d.]+)"), ("CPU ratio", r"CPU-time ratio extract / bare = ([\d.]+)")],
+          ["--utterances", "20", "--repeats", "2"]),
+    Bench("cache_read", "cache_read.py", "cache minibatch read (all layers) / numpy memmap; h5py / memmap",
+          [("cache/memmap", r"ratio cache/memmap = ([\d.]+)"), ("h5py/memmap", r"h5py/memmap = ([\d.]+)")],
+          ["--utts", "100", "--batches", "50", "--repeats", "2"]),
+    Bench("probe_vs_reencode", "probe_vs_reencode.py", "probe epoch re-encoding audio / epoch from the cache",
+          [("speedup", r"speedup: ([\d.]+)x")], ["--utts", "20"]),
+    Bench("fusion_sweep", "fusion_sweep.py", "late-fusion sweep of 11 weights / one evaluation (both protocols, CIs)",
+          [("ratio", r"sweep of 11 weights / one evaluation = ([\d.]+)"),
+           ("sweep s", r"11 weights, serial:\s+([\d.]+) s"), ("evaluation s", r"1000 bootstrap\): ([\d.]+) s")],
+          ["--repeats", "1"]),
+    Bench("int8_per", "int8_per.py", "bytes per stored value float16 / int8; PER (HQ) change int8 causes (sample corpus)",
+          [("float16 B/value", r"bytes per value float16 ([\d.]+)"), ("int8 B/value", r"int8 ([\d.]+);"),
+           ("PER change (points)", r"PER \(HQ\) change int8 - float16 = ([-+\d.]+)")],
+          ["--epochs", "10"]),
+]
+
+
+def run_one(b: Bench, quick: bool, log_dir: Path) -> tuple[dict[str, str], float, int]:
+    cmd = [sys.executable, str(HERE / b.script)] + (b.quick_args if quick else [])
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    t0 = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    seconds = time.time() - t0
+    (log_dir / f"{b.name}.log").write_text(f"$ {' '.join(cmd)}\n{proc.stdout}\n--- stderr ---\n{proc.stderr}")
+    found = {}
+    for label, rx in b.patterns:
+        m = re.findall(rx, proc.stdout)
+        found[label] = m[-1] if m else "—"
+    return found, seconds, proc.returncode
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smaller inputs (a smoke run, not the README numbers)")
+    ap.add_argument("--only", nargs="*", default=None, help=f"subset of: {', '.join(b.name for b in BENCHES)}")
+    ap.add_argument("--log-dir", default="bench-logs")
+    args = ap.parse_args()
+    log_dir = Path(args.log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    chosen = [b for b in BENCHES if args.only is None or b.name in args.only]
+    missing = [b.script for b in chosen if not (HERE / b.script).exists()]
+    rows = []
+    for b in chosen:
+        if b.script in missing:
+            rows.append((b, {"": "script missing"}, 0.0, 1))
+            continue
+        print(f"running {b.script} ...", file=sys.stderr, flush=True)
+        found, seconds, rc = run_one(b, args.quick, log_dir)
+        rows.append((b, found, seconds, rc))
+        print(f"  {b.script}: {'; '.join(f'{k} {v}' for k, v in found.items())} ({seconds:.0f} s, exit {rc})",
+              file=sys.stderr, flush=True)
+
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = float("nan")
+    print(f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.machine()}, "
+          f"{os.cpu_count()} CPU(s), Python {platform.python_version()}, load average {load:.1f} at the end"
+          f"{' (--quick inputs)' if args.quick else ''}; full outputs in {log_dir}/.\n")
+    print("| Benchmark | What is compared | Result | Script |")
+    print("|---|---|---|---|")
+    for b, found, seconds, rc in rows:
+        result = "; ".join(f"{k} **{v}**" if k else v for k, v in found.items())
+        if rc != 0:
+            result += f" (exit {rc}, see {log_dir}/{b.name}.log)"
+        print(f"| {b.name} | {b.measures} | {result} | `bench/{b.script}` ({seconds:.0f} s) |")
+
+
+if __name__ == "__main__":
+    main()
