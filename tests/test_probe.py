@@ -107,7 +107,7 @@ def test_each_head_trains_and_posteriors_recreate(sample_fbank, tmp_path, head):
 
 def test_probe_beats_shuffled_label_control(sample_fbank, tmp_path):
     data, cache = sample_fbank
-    kw = dict(head="mlp", epochs=12, patience=12, progress=False)
+    kw = dict(head="mlp", epochs=10, patience=10, progress=False)
     real = train_probe(cache, data, tmp_path / "real", **kw).info["selection"]["value"]
     ctrl = train_probe(cache, data, tmp_path / "ctrl", control="shuffled-labels", **kw).info["selection"]["value"]
     assert real < ctrl - 20, (real, ctrl)

@@ -1,5 +1,5 @@
-"""Early fusion (2 caches concatenated per frame, frame rates aligned) and gated fusion, on real Zarr caches
-derived from the sample corpus' fbank cache and written through the real CacheWriter."""
+"""Early fusion (2 caches concatenated per frame, frame rates aligned), gated fusion and the all-single layer
+sweep, on real Zarr caches derived from the sample corpus' fbank cache and written through the real CacheWriter."""
 
 from __future__ import annotations
 
@@ -149,3 +149,29 @@ def test_gate_collapse_detected_and_warned(base, caches, tmp_path, caplog, monke
     assert "the gate collapsed onto one cache (100% of dev frames use only " + str(b) in caplog.text
     assert all(r["gate_collapsed"] == str(b) for r in run.read_log())
     assert Run.open(run.path).info["gate"]["near_0"] == 1.0
+
+
+def test_all_single_sweep_table_and_plot(base, caches, tmp_path):
+    """One probe per stored layer of a 2-layer cache: per-layer runs, CSV + Markdown table, PNG plot."""
+    import csv
+
+    from click.testing import CliRunner
+
+    from phonecli.cli import main
+
+    root, *_ = base
+    _, b = caches
+    out = tmp_path / "sweep"
+    res = CliRunner().invoke(main, ["probe", "--features", str(b), "--data", str(root / "data"), "--layers",
+                                    "all-single", "--epochs", "2", "--patience", "2", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert res.output.strip().splitlines()[-1] == str(out)
+    rows = list(csv.DictReader(open(out / "layers.csv")))
+    assert [int(r["layer"]) for r in rows] == [0, 1]
+    for r in rows:
+        run = Run.open(out / r["run"])
+        assert run.info["sources"][0]["layers"] == [int(r["layer"])]
+        assert float(r["dev_per"]) == pytest.approx(run.info["selection"]["value"], abs=1e-3)
+    md = (out / "layers.md").read_text()
+    assert md.count("\n") == 4 and "**(best)**" in md
+    assert (out / "layers.png").stat().st_size > 1000

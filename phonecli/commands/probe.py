@@ -25,7 +25,7 @@ import click
 @click.option("--patience", type=int, default=10, show_default=True, help="Epochs without a better dev PER before stopping.")
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="AdamW learning rate.")
 @click.option("--batch-frames", type=int, default=None,
-              help="Padded frames per batch (length-bucketed). [default: 1/20 of the train frames, clamped to 1000-8000]")
+              help="Padded frames per batch (length-bucketed). [default: 1/50 of the train frames, clamped to 400-8000]")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")
 @click.option("--layer-norm/--no-layer-norm", default=False, show_default=True,

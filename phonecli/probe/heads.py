@@ -7,7 +7,7 @@ plus ``lengths`` ``(batch,)`` int64 (valid frames). Output: log-posteriors
 Every head has the same front end, in this order:
 
 1. per-feature standardisation (mean/std per stream, layer and dim, computed on the train split
-   and stored as buffers, so ``weights.safetensors`` alone reproduces the posteriors);
+   and stored as buffers, so ``weights.safetensors`` alone reproduces the posteriors), folded into
 2. a layer mixer per stream: softmax-weighted sum (``weighted``; weights start uniform, optional
    per-layer LayerNorm without affine) or concatenation along the feature dim (one layer:
    identity);
@@ -39,19 +39,20 @@ MLP_DIM = 512
 
 
 class Standardize(nn.Module):
-    """``(B, L, T, D)`` -> ``(x - mean) / std`` with per-(layer, dim) buffers (identity until set)."""
+    """Holds per-(layer, dim) ``mean``/``std`` buffers (identity until set); applied by :class:`LayerMixer`."""
 
     def __init__(self, layers: int, dim: int):
         super().__init__()
         self.register_buffer("mean", torch.zeros(layers, dim))
         self.register_buffer("std", torch.ones(layers, dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean[None, :, None, :]) / self.std[None, :, None, :]
-
 
 class LayerMixer(nn.Module):
-    """``(B, L, T, D)`` -> ``(B, T, D)`` (weighted) or ``(B, T, L*D)`` (concatenation)."""
+    """Standardise and combine layers: ``(B, L, T, D)`` -> ``(B, T, D)`` (weighted) or ``(B, T, L*D)`` (concat).
+
+    Standardisation is one ``addcmul`` (``x * (1/s) + (-m/s)``): the all-layer batch is the largest
+    tensor a probe touches and a two-pass ``(x - m) / s`` over it cost as much as the rest of the step.
+    """
 
     def __init__(self, layers: int, dim: int, weighted: bool, layer_norm: bool):
         super().__init__()
@@ -60,14 +61,14 @@ class LayerMixer(nn.Module):
             self.logits = nn.Parameter(torch.zeros(layers))  # zeros -> uniform softmax weights
         self.out_dim = dim if weighted or layers == 1 else layers * dim
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, norm: Standardize) -> torch.Tensor:
+        b, layers, t, d = x.shape
+        x = torch.addcmul((-norm.mean / norm.std)[None, :, None], x, (1.0 / norm.std)[None, :, None])
         if self.layer_norm:
             x = F.layer_norm(x, (self.dim,))
         if self.weighted:
-            w = torch.softmax(self.logits, dim=0)
-            return torch.einsum("l,bltd->btd", w, x)
-        b, layers, t, d = x.shape
-        return x.permute(0, 2, 1, 3).reshape(b, t, layers * d)
+            return torch.einsum("l,bltd->btd", torch.softmax(self.logits, dim=0), x)
+        return x[:, 0] if layers == 1 else x.permute(0, 2, 1, 3).reshape(b, t, layers * d)
 
     def weights(self) -> list[float] | None:
         return torch.softmax(self.logits.detach(), 0).tolist() if self.weighted else None
@@ -157,7 +158,7 @@ class ProbeHead(nn.Module):
         return [m.weights() for m in self.mixers]
 
     def forward(self, streams: list[torch.Tensor], lengths: torch.Tensor) -> torch.Tensor:
-        xs = [stack_context(mix(norm(x)), self.context) for x, norm, mix in zip(streams, self.norms, self.mixers)]
+        xs = [stack_context(mix(x, norm), self.context) for x, norm, mix in zip(streams, self.norms, self.mixers)]
         if self.head == "gated":
             g = torch.sigmoid(self.gate(torch.cat(xs, dim=-1)))  # (B, T, 1)
             self.last_gate = g.detach()[..., 0]
