@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import warnings
 from pathlib import Path
 
@@ -45,6 +46,8 @@ FAMILY_CLASSES: dict[str, tuple[str, frozenset[str]]] = {
 _OPTIONAL_WEIGHTS = ("masked_spec_embed",)
 
 SAMPLE_RATE = 16_000
+
+log = logging.getLogger(__name__)  # a child of "phonecli.extract": the extract CLI prints it to stderr
 
 
 @contextlib.contextmanager
@@ -187,10 +190,9 @@ class Adapter(EncoderAdapter):
         self.padding_safe = self.conv_norm == "layer" and not self.stacked_pos_conv
         self.feature_extractor, self.settings = self._feature_extractor(source, revision)
         if (spec.layers, spec.hidden_size) != (self.num_states, self.hidden_size):
-            warnings.warn(
-                f"{spec.name}: registry says {spec.layers} states x {spec.hidden_size} but {source} has "
-                f"{self.num_states} x {self.hidden_size}; using the checkpoint's numbers", stacklevel=2,
-            )
+            # a log line (stderr, above the progress bar), not an error: NAME=DIR may hold a variant
+            log.warning("%s: registry says %d states x %d but %s has %d x %d; using the checkpoint's numbers",
+                        spec.name, spec.layers, spec.hidden_size, source, self.num_states, self.hidden_size)
         # wav2vec2/WavLM accept add_adapter: the optional seq2seq adapter downsamples after the
         # encoder, but hidden_states come from the encoder itself, so it must not count.
         params = inspect.signature(self.model._get_feat_extract_output_lengths).parameters
