@@ -470,7 +470,8 @@ def late_fusion(runs: Sequence[str | Path | Run], out: str | Path, alphas: str |
     for i, p in enumerate(points):
         p["selected"] = i == best
 
-    # ---- write the run ----
+    # ---- write the run (train is checked before anything is written) ----
+    train = load_split(runs, "train", factors) if all(r.posteriors_path("train").exists() for r in runs) else None
     key = SELECT_METRICS[metric][0]
     config = {"rule": rule, "alpha": weights[0], "weights": list(weights), "alphas": _spec_str(alphas),
               "grid_size": len(grid), "select_on": f"dev_{metric}", "align": align, "frame_rate_factors": factors,
@@ -489,8 +490,7 @@ def late_fusion(runs: Sequence[str | Path | Run], out: str | Path, alphas: str |
                      data=runs[0].info["data"], frame_rate=fast, sources=sources, name=name)
     for s, sd in data.items():
         run.write_posteriors(s, sd.per_utt(fuse_logprobs(sd.flats, weights, rule)))
-    if all(r.posteriors_path("train").exists() for r in runs):
-        train = load_split(runs, "train", factors)
+    if train is not None:
         run.write_posteriors("train", train.per_utt(fuse_logprobs(train.flats, weights, rule)))
     run.info["selection"] = {"metric": f"dev_{metric}", "value": points[best]["dev"][key], "weights": list(weights),
                              "alpha": weights[0], "dev_ctc_loss": points[best]["dev"]["ctc_loss"],
