@@ -6,7 +6,7 @@ and evaluates both on test. Reports bytes on disk per stored value (everything i
 arrays, index, scales, metadata), the int8 reconstruction error against the float16 cache,
 and test PER (HQ / all) of both probes with the difference.
 
-    MPLBACKEND=Agg /work/venv/bin/python bench/int8_per.py [--epochs 25] [--out DIR]
+    MPLBACKEND=Agg /work/venv/bin/python bench/int8_per.py [--epochs 15] [--out DIR]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def du(path: Path) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--epochs", type=int, default=25)
+    ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--batch-frames", type=int, default=2000)
     ap.add_argument("--out", default=None, help="keep the work here (default: a temporary directory)")
     args = ap.parse_args()

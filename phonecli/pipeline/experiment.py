@@ -575,6 +575,13 @@ def _exec_finetune(ctx: dict, s: Step, out: Path) -> None:
             args += [f"--{k.replace('_', '-')}", str(s.spec[k])]
     if s.spec.get("gradient_checkpointing"):
         args.append("--gradient-checkpointing")
+    if (out / "run.json").exists():
+        complete, _ = _run_complete(out)
+        if complete:
+            # a finished fine-tune is GPU-hours of work: never overwrite it behind the user's back
+            raise ExperimentError(f"run {s.name}: {out} holds a finished fine-tune made with other settings; "
+                                  f"move it away (or rename the run in the preset) to train again")
+        args.append("--resume")      # interrupted earlier: continue from its last checkpoint
     try:
         main.main(args, standalone_mode=False)
     except click.ClickException as e:
