@@ -12,6 +12,8 @@ Compares, on CPU, for a base-size *random* HuBERT (``HubertConfig()`` defaults: 
 
 over ~40 short utterances of the bundled sample corpus. Runs are interleaved and the
 minimum of ``--repeats`` is kept (the machine is shared; the minimum is the least-disturbed run).
+CPU time of the process (all threads) is reported too: it is the steadier number when other
+jobs compete for the cores.
 
     /work/venv/bin/python bench/extract_overhead.py [--utterances 40] [--repeats 3]
 """
@@ -41,7 +43,7 @@ def subset_manifest(out: Path, n: int) -> Path:
     return out / "subset"
 
 
-def bare(model_dir: Path, data: Path, batch_seconds: float) -> float:
+def bare(model_dir: Path, data: Path, batch_seconds: float) -> tuple[float, float]:
     import torch
     from transformers import HubertModel
 
@@ -49,7 +51,7 @@ def bare(model_dir: Path, data: Path, batch_seconds: float) -> float:
     from phonecli.data.manifest import Manifest
     from phonecli.extract.batching import make_batches
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     m = Manifest.load(data)
     model = HubertModel.from_pretrained(model_dir, dtype=torch.float32).eval()
     padding_safe = model.config.feat_extract_norm == "layer"  # the SSL adapter's rule for HuBERT
@@ -65,16 +67,16 @@ def bare(model_dir: Path, data: Path, batch_seconds: float) -> float:
                 mask[i, : len(waves[u])] = 1
             kw = {"attention_mask": mask} if padding_safe and len(batch) > 1 else {}
             model(x, output_hidden_states=True, **kw)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
-def extract(model_dir: Path, data: Path, batch_seconds: float, cache: Path) -> tuple[float, object]:
+def extract(model_dir: Path, data: Path, batch_seconds: float, cache: Path) -> tuple[float, float, object]:
     from phonecli.extract.runner import run_extraction
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     report = run_extraction(str(model_dir), data, cache, device="cpu", batch_seconds=batch_seconds,
                             progress=False)
-    return time.perf_counter() - t0, report
+    return time.perf_counter() - t0, time.process_time() - c0, report
 
 
 def main() -> None:
@@ -106,19 +108,25 @@ def main() -> None:
               f"{torch.get_num_threads()} threads")
 
         bare(model_dir, data, args.batch_seconds)  # warm-up: page cache, lazy imports, allocator
-        t_bare, t_ext = [], []
+        t_bare, t_ext, c_bare, c_ext = [], [], [], []
         report = None
         for r in range(args.repeats):
-            t_bare.append(bare(model_dir, data, args.batch_seconds))
-            dt, report = extract(model_dir, data, args.batch_seconds, tmp / f"cache{r}")
-            t_ext.append(dt)
-            print(f"  repeat {r}: bare {t_bare[-1]:.2f} s, extract {t_ext[-1]:.2f} s")
+            wall, cpu = bare(model_dir, data, args.batch_seconds)
+            t_bare.append(wall)
+            c_bare.append(cpu)
+            wall, cpu, report = extract(model_dir, data, args.batch_seconds, tmp / f"cache{r}")
+            t_ext.append(wall)
+            c_ext.append(cpu)
+            print(f"  repeat {r}: bare {t_bare[-1]:.2f} s wall / {c_bare[-1]:.2f} s CPU, "
+                  f"extract {t_ext[-1]:.2f} s wall / {c_ext[-1]:.2f} s CPU")
         b, e = min(t_bare), min(t_ext)
         print(f"bare (decode + forward, output_hidden_states): {b:.2f} s   (RTF {b / audio_s:.3f})")
         print(f"phonecli extract:                              {e:.2f} s   (RTF {e / audio_s:.3f})")
         print(f"cache: {report.path} ({report.nbytes / 2**20:.1f} MiB, float16, 13 states x 768)")
         print(f"overhead ratio extract / bare = {e / b:.3f}  (target <= 1.10; median ratio "
               f"{np.median(t_ext) / np.median(t_bare):.3f})")
+        # On a shared machine wall time swings with other jobs; CPU time (all threads) does not.
+        print(f"CPU-time ratio extract / bare = {min(c_ext) / min(c_bare):.3f}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
