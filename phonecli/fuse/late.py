@@ -473,7 +473,7 @@ def late_fusion(runs: Sequence[str | Path | Run], out: str | Path, alphas: str |
     # ---- write the run (train is checked before anything is written) ----
     train = load_split(runs, "train", factors) if all(r.posteriors_path("train").exists() for r in runs) else None
     key = SELECT_METRICS[metric][0]
-    config = {"rule": rule, "alpha": weights[0], "weights": list(weights), "alphas": _spec_str(alphas),
+    config = {"rule": rule, "alpha": weights[0], "weights": list(weights), "alpha_grid": _spec_str(alphas),
               "grid_size": len(grid), "select_on": f"dev_{metric}", "align": align, "frame_rate_factors": factors,
               "runs": [str(r.path) for r in runs]}
     sources = [{"run": str(r.path.resolve()), "name": r.name, "kind": r.kind, "frame_rate": r.frame_rate,
