@@ -167,6 +167,8 @@ def test_run_directory_has_posteriors_for_every_split_with_encoder_frame_counts(
     assert run.posterior_splits() == ["train", "dev", "test"]
     cfg = run.info["config"]
     assert cfg["mode"] == "lora" and cfg["base_model"]["model_id"] == str(Path(hubert_dir).resolve())
+    assert cfg["model"] == Path(hubert_dir).name and cfg["model_source"] == str(Path(hubert_dir).resolve())
+    assert cfg["lr"] == 2e-3 and cfg["epochs"] == 2 and cfg["defaults_from"].startswith("seed:")
     assert cfg["lora"]["r"] == 16 and cfg["parameters"]["trainable"] < cfg["parameters"]["total"]
     assert run.info["sources"][0]["fingerprint"]
     m = Manifest.load(tiny_corpus)

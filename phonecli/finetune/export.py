@@ -62,7 +62,7 @@ def run_spec(run_dir: str | Path):
 
     run = _open(run_dir)
     cfg = run.info["config"]
-    spec, source = resolve(cfg["model"])
+    spec, source = resolve(cfg.get("model_source", cfg["model"]))
     extra = {**spec.extra, "finetune_run": str(run.path.resolve())}
     return replace(spec, name=run.name, extra=extra,
                    notes=f"fine-tuned ({cfg['mode']}) from {spec.name}: {run.path.resolve()}"), source
@@ -113,7 +113,7 @@ def load_finetuned(run_dir: str | Path, *, device: str = "cpu"):
     cfg = run.info["config"]
     base = cfg["base_model"]
     mode = parse_mode(cfg["mode"])
-    adapter = load_adapter(cfg["model"], device="cpu" if mode.name == "qlora" else device,
+    adapter = load_adapter(cfg.get("model_source", cfg["model"]), device="cpu" if mode.name == "qlora" else device,
                            revision=base.get("revision") or cfg.get("revision"))
     weights = _load_weights(run)
     if mode.lora:

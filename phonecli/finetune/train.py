@@ -329,6 +329,9 @@ def _resolved_config(cfg: FinetuneConfig, adapter, defaults: dict) -> dict:
     for k in ("lr", "batch_seconds", "epochs"):
         if c[k] is None:
             c[k] = defaults[k]
+    # "model" is what reports show (the registry row / directory name); "model_source" is what loads it
+    c["model_source"] = c.pop("model")
+    c = {"model": adapter.spec.name, **c}
     c["defaults_from"] = defaults["from"]
     c["base_model"] = {"name": adapter.spec.name, "family": adapter.spec.family, "model_id": adapter.model_id,
                        "revision": adapter.revision, "class": type(adapter.model).__name__,
@@ -339,6 +342,7 @@ def _resolved_config(cfg: FinetuneConfig, adapter, defaults: dict) -> dict:
 
 def _check_resume(stored: dict, cfg: FinetuneConfig, run_dir: Path) -> None:
     given = asdict(cfg)
+    stored = {**stored, "model": stored.get("model_source", stored.get("model"))}
     for k in STRUCTURAL:
         if k in ("lr", "batch_seconds", "epochs") and given[k] is None:
             continue  # not given on the command line: the stored value is used
