@@ -12,39 +12,16 @@ from phonecli.probe import recompute_posteriors, train_probe
 from phonecli.probe.features import FeatureSourceError, open_source
 from phonecli.probe.train import collapsed_side
 from phonecli.runs import Run
+from test_probe import sample_fbank, small_fbank, write_cache  # noqa: F401  (shared session fixtures)
 
 FAST = dict(epochs=2, patience=2, progress=False)
-N = {"train": 40, "dev": 10, "test": 10}
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    """Manifest dir + ``{utt_id: (1, T, 80)}`` fbank (100 fps) for a subset of the sample corpus, and its metadata."""
-    from phonecli.cache import FeatureCache
-    from phonecli.data.prepare import prepare_corpus
-    from phonecli.extract.runner import extract_features
-
-    root = tmp_path_factory.mktemp("fusion")
-    prepare_corpus("sample", root / "data")
-    cache = FeatureCache.open(extract_features("fbank", root / "data", root / "cache", device="cpu", progress=False))
-    ids = [u for s, n in N.items() for u in cache.utterance_ids(s)[:n]]
-    feats = dict(zip(ids, (x.astype(np.float32) for x in cache.read_many(ids))))
-    return root, feats, {u: cache.split_of(u) for u in ids}, dict(cache.metadata)
-
-
-def write_cache(path, feats, splits, meta, **over):
-    """A real cache with ``feats`` ``{utt: (L, T, D) float32}`` via plan_parts + CacheWriter."""
-    from phonecli.cache import CacheWriter, plan_parts
-
-    md = {**meta, **over}
-    layers, dim = md["layers"], md["dim"]
-    md["layer_info"] = [{"index": i, "name": f"l{i}", "frame_rate": md["frame_rate"], "note": ""} for i in layers]
-    plan = plan_parts([(u, splits[u], x.shape[1]) for u, x in feats.items()], len(layers) * dim * 2)
-    w = CacheWriter.create_or_open(path, md, plan)
-    for part in w.pending():
-        w.write_part(part, {u: feats[u] for u in part.utt_ids}, [])
-    w.finalize()
-    return path
+def base(small_fbank):
+    """(root with ``data`` = the manifest dir, {utt: (1, T, 80)} fbank at 100 fps, {utt: split}, cache metadata)."""
+    data, _, feats, splits, meta = small_fbank
+    return data.parent, feats, splits, meta
 
 
 def pool2(x: np.ndarray) -> np.ndarray:
@@ -53,9 +30,10 @@ def pool2(x: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def caches(base):
+def caches(base, tmp_path_factory):
     """a: fbank 100 fps; b: a 2-layer 50 fps stream (pooled fbank, pooled fbank squared) of the same corpus."""
-    root, feats, splits, meta = base
+    _, feats, splits, meta = base
+    root = tmp_path_factory.mktemp("fusion")
     a = write_cache(root / "a.zarr", feats, splits, meta)
     fb = {u: np.concatenate([pool2(x), pool2(x) ** 2 / 100], axis=0) for u, x in feats.items()}
     b = write_cache(root / "b.zarr", fb, splits, meta, model="pooled", model_id="pooled", frame_rate=50.0,

@@ -409,10 +409,10 @@ def train_probe(features, data, out, *, head: str = "linear", layers=None, targe
     if "gate" in dev_best:
         run.info["gate"] = dev_best["gate"]
     run.write_posteriors("dev", dev_best["posteriors"])
-    source.unload()
-    for split in ("train", "test"):
-        if ids[split]:
-            run.write_posteriors(split, run_split(model, source, ids[split], batch_frames, device, keep=True)["posteriors"])
+    run.write_posteriors("train", run_split(model, source, ids["train"], batch_frames, device, keep=True)["posteriors"])
+    source.unload()  # test is streamed: it was never needed for training
+    if ids["test"]:
+        run.write_posteriors("test", run_split(model, source, ids["test"], batch_frames, device, keep=True)["posteriors"])
     run.info["seconds"] = round(time.time() - t_start, 2)
     run.save_info()
     log.info("best dev PER %.2f%% at epoch %d (%s); run written to %s", dev_best["per"], best[1], stopped, run.path)
