@@ -484,6 +484,31 @@ def test_non_finite_loss_stops_naming_step_and_utterances(hubert_dir, tiny_corpu
     assert res.exit_code != 0 and "the fine-tuning run is not complete" in res.output
 
 
+def test_unreadable_audio_stops_with_one_line_naming_the_utterance(hubert_dir, tiny_corpus, tmp_path):
+    m = Manifest.load(tiny_corpus)
+    for u in m:
+        u.audio = str(m.audio_path(u))
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF not really a wav")
+    m.split("train")[3].audio = str(broken)
+    Manifest(utterances=m.utterances, source={"kind": "tiny-test"}).save(tmp_path / "data")
+    with pytest.raises(FinetuneError) as e:
+        finetune(_cfg(hubert_dir, tmp_path / "data", tmp_path / "run", "top:1", epochs=1))
+    msg = str(e.value)
+    assert msg.startswith(f"utterance {m.split('train')[3].utt_id}: {broken}: unreadable audio") and "--resume" in msg
+
+
+def test_lora_targets_the_conformer_attention_of_w2v_bert():
+    from transformers import Wav2Vec2BertConfig, Wav2Vec2BertModel
+
+    from phonecli.finetune.model import LoraSettings, apply_lora
+
+    enc = apply_lora(Wav2Vec2BertModel(Wav2Vec2BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                                          intermediate_size=64, output_hidden_size=32)), LoraSettings(r=4))
+    trained = sorted({n.split(".lora_")[0].rsplit(".", 1)[-1] for n, p in enc.named_parameters() if p.requires_grad})
+    assert trained == ["linear_k", "linear_out", "linear_q", "linear_v"]
+
+
 def test_inference_batches_respect_seconds_exact_lengths_and_utterance_cap():
     from phonecli.finetune.data import Example, inference_batches
 

@@ -71,7 +71,7 @@ def finetune(model, data, mode, out, epochs, lr, batch_seconds, grad_accum, max_
                          trust_remote_code=trust_remote_code, resume=resume)
     try:
         result = run_finetune(cfg)
-    except (FinetuneError, FileNotFoundError) as e:
+    except (FinetuneError, ValueError, FileNotFoundError) as e:  # every input error is a one-line ValueError
         raise click.ClickException(str(e)) from e
     if int(os.environ.get("RANK", "0")) != 0:
         return

@@ -127,9 +127,18 @@ class Collator:
 
 
 def load_waves(examples: list[Example]) -> list[np.ndarray]:
-    from phonecli.data.audio import load_audio
+    """16 kHz mono float32 waveforms; a bad file stops with one line naming it (checkpoints are kept)."""
+    from phonecli.data.audio import AudioError, load_audio
+    from phonecli.finetune.model import FinetuneError
 
-    return [load_audio(e.audio) for e in examples]
+    out = []
+    for e in examples:
+        try:
+            out.append(load_audio(e.audio))
+        except AudioError as err:
+            raise FinetuneError(f"utterance {e.utt_id}: {err}; fix the file (or remove the utterance with "
+                                "`phonecli data prepare --on-error skip`) and rerun with --resume") from err
+    return out
 
 
 def to_device(batch: dict, device: str) -> dict:

@@ -260,6 +260,22 @@ def _load_checkpoint(ckpt: Path, model, optimizer, scheduler, scaler) -> dict:
     return state
 
 
+def _prefetched(batches: list[list[Example]], collator: Collator):
+    """Collated batches, the next one decoded (audio + features) in a background thread while the
+    model trains on the current one (soundfile and numpy release the GIL); deterministic order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def make(exs):
+        return collator(list(zip(exs, load_waves(exs))))
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="phonecli-ft-data") as pool:
+        nxt = pool.submit(make, batches[0]) if batches else None
+        for k in range(len(batches)):
+            cur = nxt.result()
+            nxt = pool.submit(make, batches[k + 1]) if k + 1 < len(batches) else None
+            yield cur
+
+
 # -- evaluation --------------------------------------------------------------------------------
 
 @torch.no_grad()
@@ -384,7 +400,7 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
         cfg.epochs = cfg.epochs if cfg.epochs is not None else run.info["config"]["epochs"]
     try:
         manifest = Manifest.load(cfg.data)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:  # missing / malformed manifest: its own one-line message
         raise FinetuneError(str(e)) from e
     for split in ("train", "dev"):
         if not manifest.split(split):
@@ -505,9 +521,9 @@ def _run(cfg: FinetuneConfig, mode, manifest, device: str, ctx) -> FinetuneResul
         start = state["batches_done"] if epoch == state["epoch"] else 0
         bar = tqdm(total=len(batches), initial=start, disable=not show, desc=f"epoch {epoch + 1}/{epochs}",
                    unit="batch", dynamic_ncols=True)
-        for b in range(start, len(batches)):
-            exs = [train[i] for i in batches[b]]
-            batch = to_device(collator(list(zip(exs, load_waves(exs)))), device)
+        batch_exs = [[train[i] for i in batches[b]] for b in range(start, len(batches))]
+        for b, batch in enumerate(_prefetched(batch_exs, collator), start=start):
+            batch = to_device(batch, device)
             micro = b % cfg.grad_accum
             last_micro = micro == cfg.grad_accum - 1 or b == len(batches) - 1
             sync = nullcontext() if (last_micro or not ctx.active) else train_model.no_sync()
