@@ -385,7 +385,8 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     mode = parse_mode(cfg.mode)
     run_dir = Path(cfg.out)
     existing = run_dir / "run.json"
-    if existing.exists():
+    # under torchrun rank 0 creates run.json: only it may refuse an existing run (no race with its peers)
+    if existing.exists() and (cfg.resume or int(os.environ.get("RANK", "0")) == 0):
         if not cfg.resume:
             raise FinetuneError(f"{run_dir}: a run already exists here; pass --resume to continue it or choose another --out")
         run = Run.open(run_dir)
