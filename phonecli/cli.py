@@ -47,12 +47,7 @@ def main() -> None:
 def _register() -> None:
     groups: dict[str, click.Group] = {}
     for module_name, attr, parent in _COMMANDS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as e:  # TEMPORARY during bootstrap: stage not written yet
-            if e.name == module_name:
-                continue
-            raise
+        module = importlib.import_module(module_name)
         cmd = getattr(module, attr)
         target = groups.get(parent, main) if parent else main
         target.add_command(cmd)
