@@ -1,12 +1,12 @@
 """Bytes per stored value (float16 vs int8 caches) and the PER change int8 storage causes, on the sample corpus.
 
 Prepares the bundled sample corpus, extracts fbank twice (``--dtype float16`` and ``--dtype int8``:
-per-channel scales), then trains the same linear probe (same seed, same batches) on each cache
-and evaluates both on test. Reports bytes on disk per stored value (everything in the store:
+per-channel scales), then trains the same probe (the quickstart's fbank MLP: +-4 frames of context,
+1000-frame batches, lr 2e-3, same seed, same batches) on each cache and evaluates both on test. Reports bytes on disk per stored value (everything in the store:
 arrays, index, scales, metadata), the int8 reconstruction error against the float16 cache,
 and test PER (HQ / all) of both probes with the difference.
 
-    MPLBACKEND=Agg /work/venv/bin/python bench/int8_per.py [--epochs 15] [--out DIR]
+    MPLBACKEND=Agg /work/venv/bin/python bench/int8_per.py [--epochs 20] [--head mlp] [--out DIR]
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ def du(path: Path) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--epochs", type=int, default=15)
-    ap.add_argument("--batch-frames", type=int, default=2000)
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--head", default="mlp")
+    ap.add_argument("--batch-frames", type=int, default=1000)
     ap.add_argument("--out", default=None, help="keep the work here (default: a temporary directory)")
     args = ap.parse_args()
     logging.disable(logging.INFO)
@@ -49,9 +50,9 @@ def main() -> None:
             c = caches[dtype]
             values = sum(c.num_frames(u) for u in c.utterance_ids()) * len(c.layers) * c.dim
             size[dtype] = (du(Path(rep.path)) / values, du(Path(rep.path)))
-            run = train_probe(rep.path, data, root / "runs" / f"fbank-linear-{dtype}", head="linear",
-                              epochs=args.epochs, batch_frames=args.batch_frames, lr=2e-3, seed=0, device="cpu",
-                              progress=False)
+            run = train_probe(rep.path, data, root / "runs" / f"fbank-{args.head}-{dtype}", head=args.head,
+                              epochs=args.epochs, batch_frames=args.batch_frames, lr=2e-3, patience=5, seed=0,
+                              device="cpu", progress=False)
             m = evaluate_run(run.path, protocol="seed", ci=False)
             per[dtype] = (m["seed"]["task_a"]["per_hq"], m["seed"]["task_a"]["per_all"],
                           run.info["selection"]["value"], run.info["selection"]["epoch"])

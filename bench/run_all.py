@@ -48,7 +48,7 @@ BENCHES = [
     Bench("int8_per", "int8_per.py", "bytes per stored value float16 / int8; PER (HQ) change int8 causes (sample corpus)",
           [("float16 B/value", r"bytes per value float16 ([\d.]+)"), ("int8 B/value", r"int8 ([\d.]+);"),
            ("PER change (points)", r"PER \(HQ\) change int8 - float16 = ([-+\d.]+)")],
-          ["--epochs", "10"]),
+          ["--epochs", "8"]),
 ]
 
 
