@@ -296,13 +296,21 @@ def test_extract_qlora_run_matches_the_trained_4bit_model(hubert_dir, tiny_corpu
         assert np.allclose(g, ref, atol=1e-4)
 
 
-def test_evaluate_works_on_a_finetune_run(lora_run):
+def test_evaluate_and_report_work_on_a_finetune_run(lora_run, hubert_dir, tmp_path):
     from phonecli.evaluate import evaluate_run
 
     metrics = evaluate_run(lora_run.run.path, protocol="seed", ci=False)
     assert metrics["kind"] == "finetune"
     assert (lora_run.run.path / "metrics.json").exists()
     assert metrics["seed"]
+    from click.testing import CliRunner
+
+    from phonecli.cli import main
+
+    res = CliRunner().invoke(main, ["report", str(lora_run.run.path), "--out", str(tmp_path / "results")])
+    assert res.exit_code == 0, res.output
+    rows = [ln for ln in (tmp_path / "results" / "results.md").read_text().splitlines() if "mode lora" in ln]
+    assert len(rows) == 1 and rows[0].startswith(f"| {hubert_dir.name} |")
 
 
 def test_late_fusion_of_two_finetune_runs(lora_run, hubert_dir, tiny_corpus, tmp_path):
