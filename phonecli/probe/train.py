@@ -333,7 +333,9 @@ def train_probe(features, data, out, *, head: str = "linear", layers=None, targe
     if standardize:
         model.set_standardization(feature_stats(source, train_ids, batch_frames))
     model.to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    # fused: one kernel for all parameters; the default per-tensor/foreach path cost more than the
+    # forward+backward of a small head on CPU (measured: 28 ms vs 0.5 ms per step for the MLP head)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
     config = {"head": head, "layers": [d["layers"] for d in source.describe()], "targets": targets,
               "context": int(context), "epochs": epochs, "lr": lr, "batch_frames": batch_frames, "seed": seed,
               "device": device, "patience": patience, "standardize": standardize, "layer_norm": layer_norm,
