@@ -433,6 +433,23 @@ def test_whisper_and_w2v_bert_encoders_train_with_a_ctc_head(tiny_corpus, tmp_pa
         post = res.run.read_posteriors("dev")
         assert all(post[u.utt_id].shape == (frames(u.num_samples), 40) for u in m.split("dev"))
         assert res.run.info["config"]["base_model"]["family"] == ("whisper" if d == wd else "w2v-bert")
+        # extract --model RUN rebuilds exactly the trained encoder (same states as the in-memory model)
+        from phonecli.data.audio import load_audio
+        from phonecli.extract.registry import get_adapter
+        from phonecli.finetune.data import Collator
+
+        adapter = get_adapter(str(res.run.path))
+        u = m.split("dev")[0]
+        wave = load_audio(m.audio_path(u))
+        got = adapter.forward([wave])[0]
+        batch = Collator(adapter).inputs([wave])
+        enc = res.model.encoder.eval()
+        with torch.no_grad():
+            key = "input_features"
+            kw = {"attention_mask": batch["attention_mask"]} if "attention_mask" in batch else {}
+            ref = torch.stack(enc(batch[key], output_hidden_states=True, **kw).hidden_states, 1)[0].numpy()
+        assert got.shape == (3, frames(u.num_samples), ref.shape[-1])
+        assert np.allclose(got, ref[:, : got.shape[1]], atol=1e-4)
 
 
 def test_family_defaults_follow_the_seed_table():
