@@ -31,14 +31,20 @@ def build_model(spec: dict, out: str | Path) -> Path:
     if hidden % heads:
         raise ValueError(f"build: hidden_size {hidden} must be a multiple of heads {heads}")
     conv = int(spec.get("conv_dim", 32))
+    # layer-norm CNN + pre-LN encoder, like hubert-large: padding-safe, so the adapter batches utterances
+    # (a group-norm CNN must be fed one utterance at a time, several times slower on the CPU)
     cfg = HubertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                        intermediate_size=2 * hidden, conv_dim=(conv,) * 7, num_conv_pos_embeddings=16,
-                       num_conv_pos_embedding_groups=2, vocab_size=40)
+                       num_conv_pos_embedding_groups=2, vocab_size=40, feat_extract_norm="layer",
+                       do_stable_layer_norm=True)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()      # "Writing model shards" would interleave with the step lines
     torch.manual_seed(int(spec.get("seed", 0)))
     model = HubertModel(cfg).eval()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
-                             return_attention_mask=False).save_pretrained(out)
+                             return_attention_mask=True).save_pretrained(out)
     return out
