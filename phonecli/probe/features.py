@@ -131,6 +131,9 @@ class ArrayStream(Stream):
     def read_many(self, utt_ids: list[str]) -> list[np.ndarray]:
         return [self._feats[u][self._rows] for u in utt_ids]
 
+    def nbytes(self, split: str) -> int:
+        return sum(self._feats[u][0].nbytes * len(self._rows) for u in self.utterance_ids(split))
+
     def describe(self) -> dict:
         return {"cache": None, "name": self.name, "fingerprint": self.fingerprint, "model": self.name,
                 "corpus_id": self.corpus_id, "layers": list(self.layers), "weighted": self.selection.weighted,

@@ -22,7 +22,7 @@ from torch.nn import functional as F
 
 from phonecli.data.phones import VOCAB, encode
 from phonecli.probe.decode import ctc_min_frames, greedy_ids, phone_error_rate
-from phonecli.probe.features import FeatureSource, length_batches, open_source
+from phonecli.probe.features import FeatureSource, available_memory, length_batches, open_source
 from phonecli.probe.heads import HEADS, ProbeHead
 from phonecli.runs import Run
 
@@ -311,8 +311,9 @@ def train_probe(features, data, out, *, head: str = "linear", layers=None, targe
         if bad:
             log.warning("skipping %d %s utterance(s) with more phones than frames (CTC infeasible at %g fps), e.g. %s",
                         len(bad), s, source.frame_rate, ", ".join(bad[:3]))
-    train_ids = [u for u in ids["train"] if u not in set(infeasible["train"])]
-    dev_tgt = {u: tgt[u] for u in ids["dev"] if u not in set(infeasible["dev"])}
+    skip = {u for bad in infeasible.values() for u in bad}
+    train_ids = [u for u in ids["train"] if u not in skip]
+    dev_tgt = {u: tgt[u] for u in ids["dev"] if u not in skip}
     if not train_ids or not dev_tgt:
         raise ProbeError(f"{src_name}: every train or dev utterance is CTC-infeasible (more phones than frames); "
                          "use a cache with a higher frame rate")
@@ -323,7 +324,10 @@ def train_probe(features, data, out, *, head: str = "linear", layers=None, targe
     device = _resolve_device(device)
     torch.manual_seed(seed)
     source.preload(["train", "dev"])
-    log.info("features %s (%s)", "in RAM" if source.in_ram else "streamed from the cache", src_name)
+    need = sum(st.nbytes(sp) for st in source.streams for sp in ("train", "dev"))
+    log.info("features %s: %s (train+dev %.2f GB, %.2f GB available)", src_name,
+             "in RAM" if source.in_ram else "streamed from the cache", need / 1e9,
+             available_memory() / 1e9)
     if context is None:
         context = _default_context(source, head)
     head_config = {"head": head, "shapes": [list(s) for s in source.shapes],
