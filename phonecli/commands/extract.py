@@ -69,23 +69,6 @@ def extract(model, data, cache_root, out, splits, layers, dtype, device, batch_s
 
 def _setup_logging(level: str) -> None:
     """Runner messages (resume, skips, parts) to stderr, printed above any tqdm bar."""
-    import logging
-    import sys
+    from phonecli.commands._stderr_log import log_to_stderr
 
-    logger = logging.getLogger("phonecli.extract")
-    logger.setLevel(level if level in logging.getLevelNamesMapping() else "INFO")
-    if any(getattr(h, "_phonecli", False) for h in logger.handlers):
-        return
-
-    class _TqdmStderr(logging.Handler):
-        _phonecli = True
-
-        def emit(self, record: logging.LogRecord) -> None:
-            from tqdm import tqdm
-
-            tqdm.write(self.format(record), file=sys.stderr)  # sys.stderr at emit time (CliRunner swaps it)
-
-    handler = _TqdmStderr()
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logger.addHandler(handler)
-    logger.propagate = False
+    log_to_stderr("phonecli.extract", level)

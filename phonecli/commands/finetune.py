@@ -85,25 +85,10 @@ def finetune(model, data, mode, out, epochs, lr, batch_seconds, grad_accum, max_
 def _setup_logging(level: str) -> None:
     """Loop messages (epochs, skips, resume) to stderr above any tqdm bar."""
     import logging
-    import sys
+
+    from phonecli.commands._stderr_log import log_to_stderr
 
     # bitsandbytes' CPU backend warns on import that the optional `kernels` package is absent; the
     # fallback it uses is the tested one, so the line is noise for users of this command
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-    logger = logging.getLogger("phonecli.finetune")
-    logger.setLevel(level if level in logging.getLevelNamesMapping() else "INFO")
-    if any(getattr(h, "_phonecli", False) for h in logger.handlers):
-        return
-
-    class _TqdmStderr(logging.Handler):
-        _phonecli = True
-
-        def emit(self, record: logging.LogRecord) -> None:
-            from tqdm import tqdm
-
-            tqdm.write(self.format(record), file=sys.stderr)
-
-    handler = _TqdmStderr()
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logger.addHandler(handler)
-    logger.propagate = False
+    log_to_stderr("phonecli.finetune", level)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from phonecli.extract.adapters.common import resolve_device as _resolve_device
 from phonecli.extract.base import EncoderAdapter, ExtractionError, LayerInfo, ModelSpec
 
 log = logging.getLogger("phonecli.extract")
@@ -164,15 +165,8 @@ def cache_location(cache_root: str | Path, corpus_id: str, model_name: str, *, l
 
 
 def resolve_device(device: str) -> str:
-    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
-        raise ExtractionError(f"--device {device!r}: use auto, cpu, cuda or cuda:N")
-    import torch
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ExtractionError("--device cuda: no CUDA device is visible to torch; use --device cpu")
-    return device
+    """The ``--device`` value: auto -> cuda/cpu; unknown names and an invisible CUDA are one line."""
+    return _resolve_device(device, check=True)
 
 
 # ---------------------------------------------------------------------------------------------

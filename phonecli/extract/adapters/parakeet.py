@@ -29,20 +29,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from phonecli.extract.adapters.whisper import (
+from phonecli.extract.adapters.common import (
+    SAMPLE_RATE,
     check_registry_numbers,
+    check_sampling_rate,
     check_waves,
     expect_model_type,
-    first_line,
     hub_commit,
-    quiet_transformers,
+    load_feature_extractor,
+    load_pretrained,
     raise_if_missing,
     read_model_type,
     resolve_device,
 )
 from phonecli.extract.base import EncoderAdapter, ExtractionError, LayerInfo, ModelSpec
-
-SAMPLE_RATE = 16_000
 
 
 class Adapter(EncoderAdapter):
@@ -60,26 +60,14 @@ class Adapter(EncoderAdapter):
         expect_model_type(spec, source, model_type, {"parakeet_ctc", "parakeet_encoder"}, "ParakeetEncoder")
         self.device = resolve_device(device)
         cls = ParakeetForCTC if model_type == "parakeet_ctc" else ParakeetEncoder
-        try:
-            with quiet_transformers():
-                model, info = cls.from_pretrained(source, revision=revision, dtype=torch.float32,
-                                                  output_loading_info=True)
-        except (OSError, ValueError, RuntimeError) as e:
-            raise ExtractionError(f"{source}: cannot load {cls.__name__} ({first_line(e)})") from e
+        model, info = load_pretrained(cls, source, revision=revision, dtype=torch.float32)
         raise_if_missing(source, info, "Parakeet")
         encoder = model.encoder if model_type == "parakeet_ctc" else model
         self.model = encoder.eval().to(self.device)
         self.config = self.model.config
-        try:
-            self.feature_extractor = ParakeetFeatureExtractor.from_pretrained(source, revision=revision)
-        except (OSError, ValueError) as e:
-            raise ExtractionError(
-                f"{source}: no usable preprocessor_config.json ({first_line(e)}); save the model's "
-                "ParakeetFeatureExtractor next to it (feature_extractor.save_pretrained(dir))"
-            ) from e
+        self.feature_extractor = load_feature_extractor(ParakeetFeatureExtractor, source, revision)
         fe = self.feature_extractor
-        if fe.sampling_rate != SAMPLE_RATE:
-            raise ExtractionError(f"{source}: feature extractor expects {fe.sampling_rate} Hz; only 16 kHz is supported")
+        check_sampling_rate(source, fe)
         if fe.feature_size != self.config.num_mel_bins:
             raise ExtractionError(
                 f"{source}: preprocessor_config.json has {fe.feature_size} mel bins but the encoder expects "

@@ -30,18 +30,16 @@ import gc
 
 import numpy as np
 
-from phonecli.extract.adapters.whisper import (
-    WindowedLogMelAdapter,
+from phonecli.extract.adapters.common import (
     check_registry_numbers,
     expect_model_type,
-    first_line,
     hub_commit,
-    load_whisper_feature_extractor,
-    quiet_transformers,
+    load_pretrained,
     raise_if_missing,
     read_model_type,
     resolve_device,
 )
+from phonecli.extract.adapters.whisper import WindowedLogMelAdapter, load_whisper_feature_extractor
 from phonecli.extract.base import ExtractionError, LayerInfo, ModelSpec
 
 POOL = 2  # Qwen2AudioEncoder.avg_pooler: AvgPool1d(2, stride=2)
@@ -82,14 +80,10 @@ class Adapter(WindowedLogMelAdapter):
         self.device = resolve_device(device)
         full_model = model_type == "qwen2_audio"
         cls = Qwen2AudioForConditionalGeneration if full_model else Qwen2AudioEncoder
-        try:
-            with quiet_transformers():
-                model, info = cls.from_pretrained(
-                    source, revision=revision, dtype=torch.float32, quantization_config=nf4_config(),
-                    device_map=self.device, output_loading_info=True,
-                )
-        except (OSError, ValueError, RuntimeError, ImportError) as e:
-            raise ExtractionError(f"{source}: cannot load {cls.__name__} in 4-bit ({first_line(e)})") from e
+        model, info = load_pretrained(
+            cls, source, what=f"{cls.__name__} in 4-bit", errors=(OSError, ValueError, RuntimeError, ImportError),
+            revision=revision, dtype=torch.float32, quantization_config=nf4_config(), device_map=self.device,
+        )
         if full_model:
             raise_if_missing(source, info, "Qwen2-Audio", prefix="audio_tower.")
             tower = model.model.audio_tower

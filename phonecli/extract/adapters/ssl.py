@@ -23,7 +23,6 @@ What is stored (transformers 5.23, verified in ``modeling_*.py``): the model's o
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import logging
 import warnings
@@ -31,6 +30,17 @@ from pathlib import Path
 
 import numpy as np
 
+from phonecli.extract.adapters.common import (
+    SAMPLE_RATE,
+    check_wave,
+    first_line,
+    hub_commit,
+    load_pretrained,
+    quiet_transformers,
+    raise_if_missing,
+    resolve_device,
+)
+from phonecli.extract.adapters.common import read_config_dict as _read_config_dict
 from phonecli.extract.base import EncoderAdapter, ExtractionError, LayerInfo, ModelSpec
 
 # registry family -> (transformers model class, config.json model_type values it accepts)
@@ -45,61 +55,19 @@ FAMILY_CLASSES: dict[str, tuple[str, frozenset[str]]] = {
 # is only used in training (and only exists when mask_time_prob > 0).
 _OPTIONAL_WEIGHTS = ("masked_spec_embed",)
 
-SAMPLE_RATE = 16_000
-
 log = logging.getLogger(__name__)  # a child of "phonecli.extract": the extract CLI prints it to stderr
 
 
-@contextlib.contextmanager
-def _quiet_transformers():
-    """Silence transformers' load report (we check missing keys ourselves and raise one line)."""
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
+# Old private names, kept because other modules (fine-tuning) import them from here.
+_quiet_transformers = quiet_transformers
+_first_line = first_line
+commit_hash = hub_commit
 
 
 def read_config_dict(source: str, revision: str | None) -> dict:
     """``config.json`` of a Hub id or local directory as a dict (no model class needed)."""
-    from transformers import PretrainedConfig
-
-    try:
-        with _quiet_transformers():
-            cfg, _ = PretrainedConfig.get_config_dict(source, revision=revision)
-    except (OSError, ValueError) as e:
-        raise ExtractionError(
-            f"{source}: cannot read config.json ({_first_line(e)}); check the Hub id/--revision, "
-            "or offline pass a local copy as --model NAME=DIR (or a save_pretrained directory)"
-        ) from e
-    return cfg
-
-
-def commit_hash(source: str, revision: str | None) -> str | None:
-    """The Hub commit the files were resolved from (None for a local directory)."""
-    from transformers.utils.hub import cached_file, extract_commit_hash
-
-    try:
-        path = cached_file(source, "config.json", revision=revision,
-                           _raise_exceptions_for_missing_entries=False,
-                           _raise_exceptions_for_connection_errors=False)
-    except OSError:
-        return None
-    return extract_commit_hash(path, None) if path else None
+    return _read_config_dict(source, revision, fix="check the Hub id/--revision, or offline pass a local copy "
+                                                   "as --model NAME=DIR (or a save_pretrained directory)")
 
 
 class Adapter(EncoderAdapter):
@@ -143,35 +111,20 @@ class Adapter(EncoderAdapter):
                 f"{spec.name!r} needs {cls_name} ({'/'.join(sorted(model_types))}); pass the directory "
                 "itself as --model (its family is read from config.json) or the matching registry name"
             )
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = device
+        self.device = resolve_device(device)
         cls = getattr(transformers, cls_name)
-        try:
-            with _quiet_transformers():
-                # dtype=float32: CPU half precision is slow and lossy; the cache converts later.
-                # A ForCTC/pretraining checkpoint loads into the base class by prefix stripping
-                # ("hubert.", "wav2vec2.", ...); the head weights are reported as unexpected.
-                model, info = cls.from_pretrained(
-                    source, revision=revision, dtype=torch.float32,
-                    trust_remote_code=trust_remote_code, output_loading_info=True,
-                )
-        except (OSError, ValueError, RuntimeError) as e:
-            raise ExtractionError(f"{source}: cannot load {cls_name} ({_first_line(e)})") from e
-        missing = sorted(k for k in info.get("missing_keys", ())
-                         if k.split(".")[-1] not in _OPTIONAL_WEIGHTS)
-        if missing:
-            shown = ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else "")
-            raise ExtractionError(
-                f"{source}: {len(missing)} encoder weights are missing from the checkpoint and would be "
-                f"random ({shown}); check that it is a {cls_name}-compatible checkpoint"
-            )
+        # dtype=float32: CPU half precision is slow and lossy; the cache converts later.
+        # A ForCTC/pretraining checkpoint loads into the base class by prefix stripping
+        # ("hubert.", "wav2vec2.", ...); the head weights are reported as unexpected.
+        model, info = load_pretrained(cls, source, revision=revision, dtype=torch.float32,
+                                      trust_remote_code=trust_remote_code)
+        raise_if_missing(source, info, f"{cls_name}-compatible", optional=_OPTIONAL_WEIGHTS)
         self.model = model.eval().to(self.device)
         self.config = model.config
         self.model_id = source
         # a local directory has no revision (transformers ignores --revision for it): None,
         # the weights fingerprint identifies it
-        self.revision = None if Path(source).is_dir() else (commit_hash(source, revision) or revision)
+        self.revision = None if Path(source).is_dir() else (hub_commit(source, revision) or revision)
         self.hidden_size = int(self.config.hidden_size)
         self.num_states = int(self.config.num_hidden_layers) + 1
         self.frame_rate = SAMPLE_RATE / float(np.prod(self.config.conv_stride))
@@ -207,7 +160,7 @@ class Adapter(EncoderAdapter):
             found = cached_file(source, "preprocessor_config.json", revision=revision,
                                 _raise_exceptions_for_missing_entries=False)
         except OSError as e:
-            raise ExtractionError(f"{source}: cannot read preprocessor_config.json ({_first_line(e)})") from e
+            raise ExtractionError(f"{source}: cannot read preprocessor_config.json ({first_line(e)})") from e
         if found:
             fe = Wav2Vec2FeatureExtractor.from_pretrained(source, revision=revision)
             origin = "preprocessor_config.json"
@@ -279,17 +232,10 @@ class Adapter(EncoderAdapter):
 
     # -- internals -------------------------------------------------------------------------------
     def _check(self, i: int, w: np.ndarray) -> np.ndarray:
-        w = np.asarray(w)
-        if w.ndim != 1:
-            raise ExtractionError(f"{self.spec.name}: waveform {i} has shape {w.shape}; expected mono (samples,)")
-        if not np.isfinite(w).all():
-            raise ExtractionError(f"{self.spec.name}: waveform {i} contains NaN/inf samples")
-        if self.num_frames(len(w)) < 1:
-            raise ExtractionError(
-                f"{self.spec.name}: waveform {i} is too short ({len(w)} samples) for the CNN's 400-sample "
-                "receptive field; drop it or use --on-error skip"
-            )
-        return w.astype(np.float32, copy=False)
+        def too_short(n: int) -> str | None:
+            return f"({n} samples) for the CNN's 400-sample receptive field" if self.num_frames(n) < 1 else None
+
+        return check_wave(self.spec.name, i, w, too_short)
 
     def _run(self, batch: list[np.ndarray]) -> list[np.ndarray]:
         import torch

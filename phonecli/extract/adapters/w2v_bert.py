@@ -25,20 +25,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from phonecli.extract.adapters.whisper import (
+from phonecli.extract.adapters.common import (
+    SAMPLE_RATE,
     check_registry_numbers,
+    check_sampling_rate,
     check_waves,
     expect_model_type,
-    first_line,
     hub_commit,
-    quiet_transformers,
+    load_feature_extractor,
+    load_pretrained,
     raise_if_missing,
     read_model_type,
     resolve_device,
 )
 from phonecli.extract.base import EncoderAdapter, ExtractionError, LayerInfo, ModelSpec
-
-SAMPLE_RATE = 16_000
 WIN, HOP = 400, 160  # fixed in SeamlessM4TFeatureExtractor._extract_fbank_features
 
 
@@ -56,27 +56,14 @@ class Adapter(EncoderAdapter):
         model_type, _ = read_model_type(source, revision)
         expect_model_type(spec, source, model_type, {"wav2vec2-bert"}, "Wav2Vec2BertModel")
         self.device = resolve_device(device)
-        try:
-            with quiet_transformers():
-                # A ForCTC checkpoint loads into the base class by stripping "wav2vec2_bert.".
-                model, info = Wav2Vec2BertModel.from_pretrained(
-                    source, revision=revision, dtype=torch.float32, output_loading_info=True,
-                )
-        except (OSError, ValueError, RuntimeError) as e:
-            raise ExtractionError(f"{source}: cannot load Wav2Vec2BertModel ({first_line(e)})") from e
+        # A ForCTC checkpoint loads into the base class by stripping "wav2vec2_bert.".
+        model, info = load_pretrained(Wav2Vec2BertModel, source, revision=revision, dtype=torch.float32)
         raise_if_missing(source, info, "Wav2Vec2BertModel", optional=("masked_spec_embed",))
         self.model = model.eval().to(self.device)
         self.config = model.config
-        try:
-            self.feature_extractor = SeamlessM4TFeatureExtractor.from_pretrained(source, revision=revision)
-        except (OSError, ValueError) as e:
-            raise ExtractionError(
-                f"{source}: no usable preprocessor_config.json ({first_line(e)}); save the model's "
-                "SeamlessM4TFeatureExtractor next to it (feature_extractor.save_pretrained(dir))"
-            ) from e
+        self.feature_extractor = load_feature_extractor(SeamlessM4TFeatureExtractor, source, revision)
         fe = self.feature_extractor
-        if fe.sampling_rate != SAMPLE_RATE:
-            raise ExtractionError(f"{source}: feature extractor expects {fe.sampling_rate} Hz; only 16 kHz is supported")
+        check_sampling_rate(source, fe)
         if fe.num_mel_bins * fe.stride != self.config.feature_projection_input_dim:
             raise ExtractionError(
                 f"{source}: feature extractor gives {fe.num_mel_bins} x stride {fe.stride} = "

@@ -30,134 +30,31 @@ zero-padded tail of their window -- exactly as in Whisper's own training and inf
 
 from __future__ import annotations
 
-import contextlib
 import math
-import warnings
 
 import numpy as np
 
+# Family-independent helpers live in common.py; they are re-exported here because other
+# modules (fine-tuning, older imports) take them from this module.
+from phonecli.extract.adapters.common import (  # noqa: F401
+    SAMPLE_RATE,
+    check_registry_numbers,
+    check_sampling_rate,
+    check_waves,
+    expect_model_type,
+    first_line,
+    hub_commit,
+    load_feature_extractor,
+    load_pretrained,
+    quiet_transformers,
+    raise_if_missing,
+    read_model_type,
+    resolve_device,
+)
 from phonecli.extract.base import EncoderAdapter, ExtractionError, LayerInfo, ModelSpec
 
-SAMPLE_RATE = 16_000
 SAMPLES_PER_FRAME = 320          # 10 ms mel hop x conv2 stride 2
 WINDOWS_PER_FORWARD = 8          # bounds activation memory for very long utterances
-
-
-# -- helpers shared by the spectral-input adapters ---------------------------------------------
-@contextlib.contextmanager
-def quiet_transformers():
-    """Silence transformers' load report (missing keys are checked and raised as one line)."""
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()  # the per-tensor "Loading weights" bar is noise in our own bar
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
-def first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def hub_commit(source: str, revision: str | None) -> str | None:
-    """The Hub commit ``config.json`` was resolved from (None for a local directory)."""
-    from transformers.utils.hub import cached_file, extract_commit_hash
-
-    try:
-        path = cached_file(source, "config.json", revision=revision,
-                           _raise_exceptions_for_missing_entries=False,
-                           _raise_exceptions_for_connection_errors=False)
-    except OSError:
-        return None
-    return extract_commit_hash(path, None) if path else None
-
-
-def read_model_type(source: str, revision: str | None) -> tuple[str, dict]:
-    """``(model_type, config dict)`` of a Hub id or local directory, or one clear error."""
-    from transformers import PretrainedConfig
-
-    try:
-        with quiet_transformers():
-            cfg, _ = PretrainedConfig.get_config_dict(source, revision=revision)
-    except (OSError, ValueError) as e:
-        raise ExtractionError(
-            f"{source}: cannot read config.json ({first_line(e)}); check the Hub id/--revision "
-            "or pass a directory written by save_pretrained"
-        ) from e
-    return str(cfg.get("model_type", "")), cfg
-
-
-def expect_model_type(spec: ModelSpec, source: str, model_type: str, accepted: set[str], cls_name: str) -> None:
-    if model_type not in accepted:
-        raise ExtractionError(
-            f"{source}: config.json is model_type {model_type!r} but registry model {spec.name!r} needs "
-            f"{cls_name} ({'/'.join(sorted(accepted))}); pass the directory itself as --model "
-            "(its family is read from config.json) or the matching registry name"
-        )
-
-
-def raise_if_missing(source: str, info: dict, cls_name: str, prefix: str = "",
-                     optional: tuple[str, ...] = ()) -> None:
-    """Refuse a load that left weights of the part we use at their random init."""
-    missing = sorted(k for k in info.get("missing_keys", ())
-                     if (k.startswith(prefix) or f".{prefix}" in k) and not any(k.endswith(o) for o in optional))
-    if missing:
-        shown = ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else "")
-        raise ExtractionError(
-            f"{source}: {len(missing)} encoder weights are missing from the checkpoint and would be "
-            f"random ({shown}); check that it is a {cls_name} checkpoint"
-        )
-
-
-def check_waves(name: str, waves: list[np.ndarray], min_samples: int = 1) -> list[np.ndarray]:
-    out = []
-    for i, w in enumerate(waves):
-        w = np.asarray(w)
-        if w.ndim != 1:
-            raise ExtractionError(f"{name}: waveform {i} has shape {w.shape}; expected mono (samples,)")
-        if not np.isfinite(w).all():
-            raise ExtractionError(f"{name}: waveform {i} contains NaN/inf samples")
-        if len(w) < min_samples:
-            raise ExtractionError(
-                f"{name}: waveform {i} is too short ({len(w)} samples < {min_samples}); "
-                "drop it or use --on-error skip"
-            )
-        out.append(w.astype(np.float32, copy=False))
-    return out
-
-
-def check_registry_numbers(spec: ModelSpec, source: str, states: int, hidden: int) -> None:
-    """Warn when a registry row's numbers disagree with the loaded checkpoint.
-
-    A bare local directory borrows the first row of its family, whose numbers do not describe
-    it, so only rows actually in the registry (a name or NAME=DIR) are checked.
-    """
-    from phonecli.extract.registry import load_registry
-
-    if spec.name not in load_registry():
-        return
-    if (spec.layers, spec.hidden_size) != (states, hidden):
-        warnings.warn(
-            f"{spec.name}: registry says {spec.layers} states x {spec.hidden_size} but {source} has "
-            f"{states} x {hidden}; using the checkpoint's numbers", stacklevel=3,
-        )
 
 
 # -- the 30 s window machinery ------------------------------------------------------------------
@@ -179,8 +76,7 @@ class WindowedLogMelAdapter(EncoderAdapter):
 
     def _setup_windows(self, source: str) -> None:
         fe = self.feature_extractor
-        if fe.sampling_rate != SAMPLE_RATE:
-            raise ExtractionError(f"{source}: feature extractor expects {fe.sampling_rate} Hz; only 16 kHz is supported")
+        check_sampling_rate(source, fe)
         if fe.feature_size != self.model.config.num_mel_bins:
             raise ExtractionError(
                 f"{source}: preprocessor_config.json has {fe.feature_size} mel bins but the encoder expects "
@@ -248,13 +144,7 @@ class WindowedLogMelAdapter(EncoderAdapter):
 def load_whisper_feature_extractor(source: str, revision: str | None):
     from transformers import WhisperFeatureExtractor
 
-    try:
-        return WhisperFeatureExtractor.from_pretrained(source, revision=revision)
-    except (OSError, ValueError) as e:
-        raise ExtractionError(
-            f"{source}: no usable preprocessor_config.json ({first_line(e)}); save the model's "
-            "WhisperFeatureExtractor next to it (feature_extractor.save_pretrained(dir))"
-        ) from e
+    return load_feature_extractor(WhisperFeatureExtractor, source, revision)
 
 
 class Adapter(WindowedLogMelAdapter):
@@ -269,13 +159,7 @@ class Adapter(WindowedLogMelAdapter):
         model_type, _ = read_model_type(source, revision)
         expect_model_type(spec, source, model_type, {"whisper"}, "WhisperModel")
         self.device = resolve_device(device)
-        try:
-            with quiet_transformers():
-                full, info = WhisperModel.from_pretrained(
-                    source, revision=revision, dtype=torch.float32, output_loading_info=True,
-                )
-        except (OSError, ValueError, RuntimeError) as e:
-            raise ExtractionError(f"{source}: cannot load WhisperModel ({first_line(e)})") from e
+        full, info = load_pretrained(WhisperModel, source, revision=revision, dtype=torch.float32)
         raise_if_missing(source, info, "Whisper", prefix="encoder.")
         # Keep only the encoder: the decoder (as large as the encoder) is freed with `full`.
         self.model = full.get_encoder().eval().to(self.device)
