@@ -70,11 +70,28 @@ def origins(info: dict) -> list[tuple[str, str]]:
             o = _origin_of_source(src, reg) if isinstance(src, dict) else None
             if o:
                 out.append(o)
+    # A local model directory is not a registry row: its cache records the input kind.
+    cache_inputs = [_input_from_cache(src.get("cache")) for src in info.get("sources") or []
+                    if isinstance(src, dict)]
+    if len(cache_inputs) == len(out):
+        out = [(m, inp if inp != "?" else cache_inputs[i]) for i, (m, inp) in enumerate(out)]
     unique: list[tuple[str, str]] = []
     for o in out:
         if o not in unique:
             unique.append(o)
     return unique
+
+
+def _input_from_cache(cache) -> str:
+    """Input label from a local cache's ``settings.input`` (written by `phonecli extract`), else "?"."""
+    if not isinstance(cache, str) or "://" in cache:
+        return "?"
+    try:
+        attrs = json.loads((Path(cache) / "zarr.json").read_text()).get("attributes", {})
+    except (OSError, json.JSONDecodeError):
+        return "?"
+    kind = (attrs.get("settings") or {}).get("input")
+    return INPUT_LABELS.get(kind, kind) if isinstance(kind, str) and kind else "?"
 
 
 def _input_label(model: str, reg: dict) -> str:
