@@ -139,6 +139,7 @@ def test_each_head_trains_and_posteriors_recreate(small_fbank, tmp_path, head):
         assert (run.path / "layer_weights.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_probe_beats_shuffled_label_control(sample_fbank, tmp_path):
     data, cache = sample_fbank
     kw = dict(head="mlp", epochs=12, patience=12, progress=False)  # real MLP: ~48% after 11 epochs, control ~85%
