@@ -67,7 +67,7 @@ def main() -> None:
         print(f"sample corpus, fbank (1 state x 80 dims, 100 fps), {n_utts} utterances")
         for dtype in ("float16", "int8"):
             print(f"{dtype:<8} {size[dtype][0]:.3f} bytes per stored value ({size[dtype][1] / 1e6:.2f} MB on disk); "
-                  f"linear probe: dev PER {per[dtype][2]:.2f} (epoch {per[dtype][3]}), "
+                  f"{args.head} probe: dev PER {per[dtype][2]:.2f} (epoch {per[dtype][3]}), "
                   f"test PER HQ {per[dtype][0]:.2f}, all {per[dtype][1]:.2f}")
         print(f"int8 max |error| vs float16: {err:.4g} (max |value| {ref:.4g})")
         print(f"bytes per value float16 {size['float16'][0]:.3f} int8 {size['int8'][0]:.3f}; "

@@ -5,7 +5,7 @@ compete for the cores they measure), with its default arguments unless --quick. 
 is kept in --log-dir; the headline number is parsed from its last lines and put in a Markdown
 table (docs/sections/benchmarks.md holds the measured table and the machine it ran on).
 
-    MPLBACKEND=Agg /work/venv/bin/python bench/run_all.py [--quick] [--only NAME ...] [--log-dir DIR]
+    MPLBACKEND=Agg /work/venv/bin/python bench/run_all.py [--quick] [--only NAME ...] [--log-dir DIR] [--from-logs]
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ BENCHES = [
           [("cache/memmap", r"ratio cache/memmap = ([\d.]+)"), ("h5py/memmap", r"h5py/memmap = ([\d.]+)")],
           ["--utts", "100", "--batches", "50", "--repeats", "2"]),
     Bench("probe_vs_reencode", "probe_vs_reencode.py", "probe epoch re-encoding audio / epoch from the cache",
-          [("speedup", r"speedup: ([\d.]+)x")], ["--utts", "20"]),
+          [("weighted, 13 layers", r"\| weighted \|[^\n]*?\| ([\d.]+)x \|"),
+           ("linear, 1 layer", r"\| linear \|[^\n]*?\| ([\d.]+)x \|")], ["--utts", "20"]),
     Bench("fusion_sweep", "fusion_sweep.py", "late-fusion sweep of 11 weights / one evaluation (both protocols, CIs)",
           [("ratio", r"sweep of 11 weights / one evaluation = ([\d.]+)"),
            ("sweep s", r"11 weights, serial:\s+([\d.]+) s"), ("evaluation s", r"1000 bootstrap\): ([\d.]+) s")],
@@ -52,18 +53,32 @@ BENCHES = [
 ]
 
 
+def parse(b: Bench, stdout: str) -> dict[str, str]:
+    found = {}
+    for label, rx in b.patterns:
+        m = re.findall(rx, stdout)
+        found[label] = m[-1] if m else "—"
+    return found
+
+
 def run_one(b: Bench, quick: bool, log_dir: Path) -> tuple[dict[str, str], float, int]:
     cmd = [sys.executable, str(HERE / b.script)] + (b.quick_args if quick else [])
     env = {**os.environ, "MPLBACKEND": "Agg"}
     t0 = time.time()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     seconds = time.time() - t0
-    (log_dir / f"{b.name}.log").write_text(f"$ {' '.join(cmd)}\n{proc.stdout}\n--- stderr ---\n{proc.stderr}")
-    found = {}
-    for label, rx in b.patterns:
-        m = re.findall(rx, proc.stdout)
-        found[label] = m[-1] if m else "—"
-    return found, seconds, proc.returncode
+    (log_dir / f"{b.name}.log").write_text(f"$ {' '.join(cmd)}\n{proc.stdout}\n--- stderr ---\n{proc.stderr}\n"
+                                           f"--- exit {proc.returncode}, {seconds:.1f} s ---\n")
+    return parse(b, proc.stdout), seconds, proc.returncode
+
+
+def from_log(b: Bench, log_dir: Path) -> tuple[dict[str, str], float, int]:
+    """Re-read a saved log (``--from-logs``): same table, no re-measurement."""
+    text = (log_dir / f"{b.name}.log").read_text()
+    stdout = text.split("\n--- stderr ---", 1)[0]
+    tail = re.findall(r"--- exit (-?\d+), ([\d.]+) s ---", text)
+    rc, seconds = (int(tail[-1][0]), float(tail[-1][1])) if tail else (0, 0.0)
+    return parse(b, stdout), seconds, rc
 
 
 def main() -> None:
@@ -71,6 +86,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smaller inputs (a smoke run, not the README numbers)")
     ap.add_argument("--only", nargs="*", default=None, help=f"subset of: {', '.join(b.name for b in BENCHES)}")
     ap.add_argument("--log-dir", default="bench-logs")
+    ap.add_argument("--from-logs", action="store_true", help="rebuild the table from the logs in --log-dir")
     args = ap.parse_args()
     log_dir = Path(args.log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -80,6 +96,9 @@ def main() -> None:
     for b in chosen:
         if b.script in missing:
             rows.append((b, {"": "script missing"}, 0.0, 1))
+            continue
+        if args.from_logs:
+            rows.append((b, *from_log(b, log_dir)))
             continue
         print(f"running {b.script} ...", file=sys.stderr, flush=True)
         found, seconds, rc = run_one(b, args.quick, log_dir)
@@ -91,7 +110,8 @@ def main() -> None:
         load = os.getloadavg()[0]
     except OSError:
         load = float("nan")
-    print(f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.machine()}, "
+    when = "logs re-read" if args.from_logs else time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())
+    print(f"Measured {when} on {platform.machine()}, "
           f"{os.cpu_count()} CPU(s), Python {platform.python_version()}, load average {load:.1f} at the end"
           f"{' (--quick inputs)' if args.quick else ''}; full outputs in {log_dir}/.\n")
     print("| Benchmark | What is compared | Result | Script |")
