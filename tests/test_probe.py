@@ -21,6 +21,16 @@ from phonecli.runs import Run
 FAST = dict(epochs=2, patience=2, progress=False)
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Small heads gain little from a second intra-op thread, and on a busy machine (other suites running)
+    spinning OpenMP threads made these tests up to 10x slower; restore the setting afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def sample_fbank(tmp_path_factory):
     """(manifest dir, fbank cache path) of the bundled espeak sample corpus, through the real prepare + extract."""
@@ -142,10 +152,18 @@ def test_each_head_trains_and_posteriors_recreate(small_fbank, tmp_path, head):
 @pytest.mark.slow
 def test_probe_beats_shuffled_label_control(sample_fbank, tmp_path):
     data, cache = sample_fbank
+    from joblib import Parallel, delayed
+
     kw = dict(head="mlp", epochs=12, patience=12, progress=False)  # real MLP: ~48% after 11 epochs, control ~85%
-    real = train_probe(cache, data, tmp_path / "real", **kw).info["selection"]["value"]
-    ctrl = train_probe(cache, data, tmp_path / "ctrl", control="shuffled-labels", **kw).info["selection"]["value"]
+    # the two runs are independent: one process each (loky gives each worker one thread on 2 cores)
+    real, ctrl = Parallel(n_jobs=2)(delayed(_selected_per)(cache, data, tmp_path / name, control=c, **kw)
+                                    for name, c in (("real", None), ("ctrl", "shuffled-labels")))
     assert real < ctrl - 20, (real, ctrl)
+    assert json.loads((tmp_path / "ctrl" / "run.json").read_text())["config"]["control"] == "shuffled-labels"
+
+
+def _selected_per(*args, **kwargs) -> float:
+    return train_probe(*args, **kwargs).info["selection"]["value"]
 
 
 def test_fixed_seed_identical_weights_stream_equals_ram(small_fbank, tmp_path):

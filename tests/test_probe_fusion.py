@@ -12,7 +12,7 @@ from phonecli.probe import recompute_posteriors, train_probe
 from phonecli.probe.features import FeatureSourceError, open_source
 from phonecli.probe.train import collapsed_side
 from phonecli.runs import Run
-from test_probe import sample_fbank, small_fbank, write_cache  # noqa: F401  (shared session fixtures)
+from test_probe import one_torch_thread, sample_fbank, small_fbank, write_cache  # noqa: F401  (shared fixtures)
 
 FAST = dict(epochs=2, patience=2, progress=False)
 
