@@ -48,13 +48,7 @@ def extract(model, data, cache_root, out, splits, layers, dtype, device, batch_s
     _setup_logging(os.environ.get("PHONECLI_LOG_LEVEL", "INFO").upper())
     if cache_root is None and out is None:
         raise click.UsageError("give --cache ROOT (or --out PATH)")
-    errors: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError)
-    try:
-        from phonecli.cache import CacheError
-
-        errors = errors + (CacheError,)
-    except ImportError:
-        pass
+    errors = (ValueError, FileNotFoundError)  # CacheError, AudioError, ExtractionError are ValueErrors
     try:
         report = run_extraction(model, data, cache_root, splits=splits, layers=layers, dtype=dtype,
                                 device=device, batch_seconds=batch_seconds, on_error=on_error,

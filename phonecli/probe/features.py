@@ -25,6 +25,7 @@ batches are streamed with ``read_many`` and a one-batch read-ahead thread.
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -52,7 +53,7 @@ def available_memory() -> int:
     return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
 
 
-class Stream:
+class Stream(ABC):
     """One encoder's features: the selected ``layers`` of a cache or of an in-memory dict.
 
     Subclasses set ``name``, ``layers`` (tuple of hidden-state indices), ``weighted``, ``dim``,
@@ -69,15 +70,17 @@ class Stream:
     def layers(self) -> tuple[int, ...]:
         return self.selection.layers
 
+    @abstractmethod
     def utterance_ids(self, split: str) -> list[str]:
-        raise NotImplementedError
+        """Utterance ids of ``split`` in manifest order."""
 
+    @abstractmethod
     def num_frames(self, utt_id: str) -> int:
-        raise NotImplementedError
+        """Frames of one utterance at ``frame_rate``."""
 
+    @abstractmethod
     def read_many(self, utt_ids: list[str]) -> list[np.ndarray]:
         """``(len(layers), frames, dim)`` per utterance, float16/float32."""
-        raise NotImplementedError
 
     def nbytes(self, split: str) -> int:
         return 0
@@ -92,9 +95,9 @@ class Stream:
     def in_ram(self) -> bool:
         return True
 
+    @abstractmethod
     def describe(self) -> dict:
         """The run.json ``sources`` entry."""
-        raise NotImplementedError
 
 
 class ArrayStream(Stream):
