@@ -254,3 +254,23 @@ def test_cli_probe(small_fbank, tmp_path):
     missing = CliRunner().invoke(main, ["probe", "--features", str(tmp_path / "nope.zarr"), "--data", str(data),
                                         "--out", str(tmp_path / "x")])
     assert missing.exit_code != 0 and "no such cache" in missing.output
+
+
+def test_linear_head_starts_at_blank_prior():
+    """The linear/weighted heads start at the CTC blank prior (no frequent-phone plateau); other heads do not."""
+    from phonecli.probe.heads import ProbeHead
+
+    cfg = {"shapes": [[1, 8]], "weighted": [False], "context": 0, "vocab": len(VOCAB)}
+    torch.manual_seed(0)
+    lin = ProbeHead({**cfg, "head": "linear"})
+    lin.set_blank_prior(0.9)
+    prior = torch.softmax(lin.body[-1].bias, 0)
+    assert prior[0].item() == pytest.approx(0.9, abs=1e-6)
+    assert torch.allclose(prior[1:], torch.full((len(VOCAB) - 1,), 0.1 / (len(VOCAB) - 1)))
+    lp = lin([torch.zeros(1, 1, 5, 8)], torch.tensor([5]))  # standardised silence: output = the prior
+    assert torch.exp(lp[0, :, 0]).mean().item() == pytest.approx(0.9, abs=0.05)
+    torch.manual_seed(0)
+    mlp = ProbeHead({**cfg, "head": "mlp"})
+    before = mlp.body[-1].bias.clone()
+    mlp.set_blank_prior(0.9)
+    assert torch.equal(mlp.body[-1].bias, before)

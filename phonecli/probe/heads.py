@@ -15,7 +15,8 @@ Every head has the same front end, in this order:
    frame), which frame-level heads over weight-free features (fbank) need.
 
 Heads (``HEADS``):
-  ``linear``      SUPERB-style: Linear(in, 256) -> Linear(256, vocab), no nonlinearity
+  ``linear``      SUPERB-style: Linear(in, 256) -> Linear(256, vocab), no nonlinearity; the output
+                  bias starts at the CTC blank prior (:meth:`ProbeHead.set_blank_prior`)
   ``weighted``    weighted layer sum + the ``linear`` head (the SUPERB "weighted sum" probe)
   ``mlp``         Linear(in, 512) -> ReLU -> Dropout -> Linear(512, 512) -> ReLU -> Dropout -> Linear(512, vocab)
   ``transformer`` Linear(in, 256) + sinusoidal positions -> 2-layer pre-norm TransformerEncoder
@@ -153,6 +154,25 @@ class ProbeHead(nn.Module):
         for norm, (mean, std) in zip(self.norms, stats):
             norm.mean.copy_(mean)
             norm.std.copy_(std)
+
+    def set_blank_prior(self, p_blank: float) -> None:
+        """Start the ``linear``/``weighted`` heads at the CTC blank prior: output bias = log prior with
+        ``p_blank`` on blank and the rest spread evenly over the phones (other heads: unchanged).
+
+        Why: with PyTorch's default init these heads start near-uniform and CTC drives them into a
+        "frequent phone everywhere" plateau (train CTC ~12 nats/phone on the sample corpus with fbank)
+        that a purely linear map leaves only after 40-90 epochs, long after early stopping (patience
+        10) has ended training. Starting at the blank-dominated solution CTC converges to anyway
+        removes the plateau (measured: train loss 3.9 after epoch 1, dev PER 84% -> ~40%).
+        """
+        if self.head not in ("linear", "weighted"):
+            return
+        out = self.body[-1]
+        vocab = out.bias.shape[0]
+        p = min(max(float(p_blank), 1e-3), 1 - 1e-3)
+        with torch.no_grad():
+            out.bias.fill_(math.log((1 - p) / (vocab - 1)))
+            out.bias[0] = math.log(p)
 
     def layer_weights(self) -> list[list[float] | None]:
         return [m.weights() for m in self.mixers]

@@ -334,6 +334,9 @@ def train_probe(features, data, out, *, head: str = "linear", layers=None, targe
                    "weighted": [s.selection.weighted or head == "weighted" for s in source.streams],
                    "layer_norm": layer_norm, "context": int(context), "vocab": len(VOCAB), "dropout": dropout}
     model = ProbeHead(head_config)
+    # blank share of the train frames under CTC's alignment: frames not spent on one phone each
+    n_phones = sum(len(tgt[u]) for u in train_ids)
+    model.set_blank_prior(1.0 - n_phones / max(sum(frames[u] for u in train_ids), 1))
     if standardize:
         model.set_standardization(feature_stats(source, train_ids, batch_frames))
     model.to(device)
