@@ -38,7 +38,7 @@ KINDS = ("probe", "early-fusion", "gated-fusion", "late-fusion", "finetune")
 
 
 class RunError(ValueError):
-    pass
+    """A run directory is missing, malformed, or lacks what a stage needs; the message names it."""
 
 
 class Run:

@@ -617,6 +617,7 @@ def generate(out: str | Path, n_utterances: int, seed: int = 0, *, fmt: str = "f
 
     show = sys.stderr.isatty() if progress is None else progress
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        # work() writes each file itself; iterating only drives the progress bar and re-raises errors
         for _ in tqdm(pool.map(work, plans), total=len(plans), desc="synth", unit="utt", disable=not show):
             pass
 
