@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import transformers as T
 
-from phonecli.extract.registry import get_adapter
+from phonecli.encoders.registry import get_adapter
 
 
 def best_of(fn, repeat=2) -> float:

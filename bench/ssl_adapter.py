@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import transformers as T
 
-from phonecli.extract.registry import get_adapter
+from phonecli.encoders.registry import get_adapter
 
 
 CLOCK = time.perf_counter

@@ -29,7 +29,31 @@ _COMMANDS = [
 ]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Phonecli(click.Group):
+    """The root group: the one place where library errors become one-line messages.
+
+    A :class:`~phonecli.errors.PhonecliError` (bad input, wrong option, stale cache...), a
+    missing file, or an environment ``OSError`` (full disk, read-only, permissions) exits 1
+    with one line; any other exception is a bug and keeps its traceback.
+    """
+
+    def invoke(self, ctx: click.Context):
+        from phonecli.errors import PhonecliError, environment_message
+
+        try:
+            return super().invoke(ctx)
+        except PhonecliError as e:
+            raise click.ClickException(str(e)) from e
+        except FileNotFoundError as e:
+            raise click.ClickException(str(e) if e.filename is None else f"{e.filename}: no such file or directory") from e
+        except OSError as e:
+            msg = environment_message(e)
+            if msg is None:
+                raise
+            raise click.ClickException(msg) from e
+
+
+@click.group(cls=_Phonecli, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="phonecli")
 def main() -> None:
     """Benchmark frozen speech encoders for phoneme recognition and pronunciation assessment.

@@ -31,14 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
+from phonecli.errors import RunError  # noqa: F401  (re-exported)
+
 FORMAT = "phonecli-run"
 VERSION = 1
 POSTERIORS_FORMAT = "phonecli-posteriors"
 KINDS = ("probe", "early-fusion", "gated-fusion", "late-fusion", "finetune")
-
-
-class RunError(ValueError):
-    """A run directory is missing, malformed, or lacks what a stage needs; the message names it."""
 
 
 class Run:

@@ -20,8 +20,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from phonecli.extract import registry
-from phonecli.extract.base import ExtractionError
+from phonecli.encoders import registry
+from phonecli.encoders.base import ExtractionError
 
 SR = 16_000
 ATOL = 2e-5
@@ -439,7 +439,7 @@ def test_speechtokenizer_missing_extra_is_one_clear_line(monkeypatch):
 
 
 def test_mctct_refused_with_one_line(tmp_path):
-    from phonecli.extract.adapters import mctct
+    from phonecli.encoders.adapters import mctct
 
     with pytest.raises(ExtractionError, match=r"transformers 5.*transformers<5 in a separate environment") as e:
         registry.get_adapter("m-ctc-t")
@@ -549,7 +549,7 @@ def test_hub_ids_resolve_through_the_hf_cache(whisper_dir, tmp_path):
     build_speechtokenizer(hub / "models--fnlp--SpeechTokenizer" / "snapshots" / commit / "speechtokenizer_hubert_avg")
     code = (
         "import warnings, numpy as np, torch; warnings.simplefilter('ignore'); torch.set_num_threads(1);"
-        "from phonecli.extract.registry import get_adapter;"
+        "from phonecli.encoders.registry import get_adapter;"
         "w = get_adapter('whisper-tiny'); s = get_adapter('speechtokenizer');"
         "x = [np.ones(8000, np.float32)];"
         "print(w.model_id, w.revision, w.forward(x)[0].shape, s.model_id, s.revision, s.forward(x)[0].shape)"

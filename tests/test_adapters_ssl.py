@@ -16,8 +16,8 @@ import pytest
 import torch
 import transformers as T
 
-from phonecli.extract.base import ExtractionError
-from phonecli.extract.registry import get_adapter, resolve
+from phonecli.encoders.base import ExtractionError
+from phonecli.encoders.registry import get_adapter, resolve
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
             conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
@@ -201,7 +201,7 @@ def test_wrong_class_directory_is_one_clear_line(dirs):
     assert "\n" not in msg
     assert str(dirs["wavlm-large"]) in msg and "'wavlm'" in msg and "HubertModel" in msg and "hubert-large" in msg
 
-    from phonecli.extract.adapters.ssl import Adapter
+    from phonecli.encoders.adapters.ssl import Adapter
 
     spec, _ = resolve("data2vec-large")
     with pytest.raises(ExtractionError, match="model_type 'wav2vec2'.*Data2VecAudioModel"):
@@ -277,7 +277,7 @@ def test_hub_id_code_path_records_the_commit_hash(dirs, tmp_path):
     shutil.copytree(dirs["hubert-large-ctc"], repo / "snapshots" / commit)
     code = (
         "import dataclasses, warnings, numpy as np; warnings.simplefilter('ignore');"
-        "from phonecli.extract.registry import load_registry, get_adapter;"
+        "from phonecli.encoders.registry import load_registry, get_adapter;"
         "reg = load_registry();"
         "reg['hubert-large'] = dataclasses.replace(reg['hubert-large'], source='phonecli-test/tiny-hubert');"
         "a = get_adapter('hubert-large');"

@@ -63,7 +63,7 @@ def test_fbank_cache_equals_direct_kaldi_fbank(fbank_cache, tiny_corpus):
 
 
 def test_fbank_adapter_frame_formula():
-    from phonecli.extract.registry import get_adapter
+    from phonecli.encoders.registry import get_adapter
 
     a = get_adapter("fbank")
     for n in (399, 400, 401, 559, 560, 16000, 16001, 23456):
@@ -114,7 +114,7 @@ def test_make_batches_caps_padded_seconds_and_groups_unpadded():
 
 
 def test_layer_parsing_and_names():
-    from phonecli.extract.base import ExtractionError, LayerInfo
+    from phonecli.encoders.base import ExtractionError, LayerInfo
     from phonecli.extract.runner import cache_location, compact_layers, parse_layers
 
     infos = [LayerInfo(i, f"l{i}", 50.0) for i in range(13)]
@@ -339,7 +339,7 @@ def test_hubert_layers_equal_direct_forward_batched_and_one_by_one(tiny_corpus, 
 
 def test_float16_overflow_is_one_line_or_a_recorded_skip(tiny_corpus, tmp_path, monkeypatch):
     from phonecli.cache import FeatureCache
-    from phonecli.extract.adapters import fbank
+    from phonecli.encoders.adapters import fbank
     from phonecli.extract.runner import UtteranceError, extract_features
 
     m = Manifest.load(tiny_corpus)

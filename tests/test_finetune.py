@@ -271,7 +271,7 @@ def test_extract_model_run_caches_the_merged_encoder(lora_run, hubert_dir, tiny_
         assert got.shape == ref.shape == (3, cache.num_frames(u.utt_id), 64)
         assert np.allclose(got, ref, atol=1e-4), u.utt_id
     # the fingerprint is that of the fine-tuned weights, not the base's
-    from phonecli.extract.registry import get_adapter
+    from phonecli.extract.models import load_encoder as get_adapter
 
     base_cache_fp = get_adapter(str(hubert_dir)).fingerprint()
     assert cache.metadata["weights_fingerprint"] != base_cache_fp
@@ -280,7 +280,7 @@ def test_extract_model_run_caches_the_merged_encoder(lora_run, hubert_dir, tiny_
 def test_extract_qlora_run_matches_the_trained_4bit_model(hubert_dir, tiny_corpus, tmp_path):
     """QLoRA: the cached encoder = nf4-dequantized base + merged LoRA = what was trained."""
     from phonecli.data.audio import load_audio
-    from phonecli.extract.registry import get_adapter
+    from phonecli.extract.models import load_encoder as get_adapter
 
     res = finetune(_cfg(hubert_dir, tiny_corpus, tmp_path / "ft-q", "qlora", epochs=1))
     adapter = get_adapter(str(res.run.path))
@@ -435,7 +435,7 @@ def test_whisper_and_w2v_bert_encoders_train_with_a_ctc_head(tiny_corpus, tmp_pa
         assert res.run.info["config"]["base_model"]["family"] == ("whisper" if d == wd else "w2v-bert")
         # extract --model RUN rebuilds exactly the trained encoder (same states as the in-memory model)
         from phonecli.data.audio import load_audio
-        from phonecli.extract.registry import get_adapter
+        from phonecli.extract.models import load_encoder as get_adapter
         from phonecli.finetune.data import Collator
 
         adapter = get_adapter(str(res.run.path))
@@ -453,7 +453,7 @@ def test_whisper_and_w2v_bert_encoders_train_with_a_ctc_head(tiny_corpus, tmp_pa
 
 
 def test_family_defaults_follow_the_seed_table():
-    from phonecli.extract.registry import load_registry
+    from phonecli.encoders.registry import load_registry
     from phonecli.finetune.train import family_defaults
 
     reg = load_registry()

@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from phonecli.cli import main
-from phonecli.extract.base import ExtractionError
-from phonecli.extract.registry import FAMILY_MODULES, get_adapter, load_registry, resolve
+from phonecli.encoders.base import ExtractionError
+from phonecli.encoders.registry import FAMILY_MODULES, get_adapter, load_registry, resolve
 
 # Every row of the DESIGN encoder table (whisper-* as one row there; here the sizes).
 DESIGN_ROWS = ["fbank", "hubert-large", "wavlm-base", "wavlm-base-plus", "wavlm-large", "wav2vec2-phoneme",
@@ -56,7 +56,7 @@ def test_every_design_row_is_registered():
 
 @pytest.mark.parametrize("name", list(SSL_FACTS))
 def test_ssl_rows_match_the_hub_configs(name):
-    from phonecli.extract.adapters.ssl import FAMILY_CLASSES
+    from phonecli.encoders.adapters.ssl import FAMILY_CLASSES
 
     spec = load_registry()[name]
     cls, states, hidden, normalize = SSL_FACTS[name]

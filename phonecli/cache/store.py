@@ -31,6 +31,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from phonecli.errors import CacheError, CacheMismatchError, CacheOverflowError  # noqa: F401  (re-exported)
+
 FORMAT = "phonecli-cache"
 VERSION = 1
 DTYPES = ("float16", "float32", "int8")
@@ -41,18 +43,6 @@ SPLIT_ORDER = ("train", "dev", "test")
 IDENTITY_KEYS = ("model_id", "weights_fingerprint", "corpus_id", "layers", "dim", "dtype",
                  "frame_rate", "settings")
 REQUIRED_KEYS = ("model_id", "corpus_id", "layers", "dim", "dtype", "frame_rate")
-
-
-class CacheError(ValueError):
-    """A cache problem the user can fix; the message names the cache/utterance and the fix."""
-
-
-class CacheMismatchError(CacheError):
-    """An existing cache was built from another model, corpus, settings or plan."""
-
-
-class CacheOverflowError(CacheError):
-    """A value does not fit the storage dtype (float16: |x| > 65504)."""
 
 
 def part_name(index: int) -> str:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import click
 
+from phonecli.errors import PhonecliError
+
 
 def _fail(e: Exception) -> click.ClickException:
     return click.ClickException(str(e))
@@ -44,7 +46,7 @@ def prepare(source: str, out: str, dev_fraction: float, seed: int, on_error: str
     warnings: list = []
     try:
         m = prepare_corpus(source, out, dev_fraction=dev_fraction, seed=seed, on_error=on_error, warnings=warnings)
-    except (ValueError, OSError) as e:
+    except (PhonecliError, OSError) as e:
         raise _fail(e) from e
     if not quiet:
         for w in warnings:
@@ -74,7 +76,7 @@ def info(directory: str, as_json: bool) -> None:
 
     try:
         stats = corpus_info(Manifest.load(directory))
-    except (ValueError, OSError) as e:
+    except (PhonecliError, OSError) as e:
         raise _fail(e) from e
     click.echo(json.dumps(stats, indent=1) if as_json else format_info(stats))
 
@@ -125,7 +127,7 @@ def download(to: str, url: str | None, md5: str | None, retries: int, keep_archi
 
     try:
         root = download_corpus(to, url or DEFAULT_URL, md5, retries=retries, keep_archive=keep_archive)
-    except (ValueError, OSError) as e:
+    except (PhonecliError, OSError) as e:
         raise _fail(e) from e
     done = json.loads((Path(to) / MARKER).read_text())
     click.echo(f"archive: {done['bytes']} bytes, md5 {done['md5']} "

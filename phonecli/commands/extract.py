@@ -48,13 +48,9 @@ def extract(model, data, cache_root, out, splits, layers, dtype, device, batch_s
     _setup_logging(os.environ.get("PHONECLI_LOG_LEVEL", "INFO").upper())
     if cache_root is None and out is None:
         raise click.UsageError("give --cache ROOT (or --out PATH)")
-    errors = (ValueError, FileNotFoundError)  # CacheError, AudioError, ExtractionError are ValueErrors
-    try:
-        report = run_extraction(model, data, cache_root, splits=splits, layers=layers, dtype=dtype,
-                                device=device, batch_seconds=batch_seconds, on_error=on_error,
-                                revision=revision, trust_remote_code=trust_remote_code, out=out)
-    except errors as e:
-        raise click.ClickException(str(e)) from e
+    report = run_extraction(model, data, cache_root, splits=splits, layers=layers, dtype=dtype,
+                            device=device, batch_seconds=batch_seconds, on_error=on_error,
+                            revision=revision, trust_remote_code=trust_remote_code, out=out)
     if int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun rank 0 alone reports
     click.echo(report.summary())

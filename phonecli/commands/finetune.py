@@ -58,7 +58,6 @@ def finetune(model, data, mode, out, epochs, lr, batch_seconds, grad_accum, max_
     """
     import os
 
-    from phonecli.finetune.model import FinetuneError
     from phonecli.finetune.train import FinetuneConfig
     from phonecli.finetune.train import finetune as run_finetune
 
@@ -69,10 +68,7 @@ def finetune(model, data, mode, out, epochs, lr, batch_seconds, grad_accum, max_
                          targets=targets, warmup_ratio=warmup_ratio, lora_r=lora_r, lora_alpha=lora_alpha,
                          save_steps=save_steps, device=device, revision=revision,
                          trust_remote_code=trust_remote_code, resume=resume)
-    try:
-        result = run_finetune(cfg)
-    except (FinetuneError, ValueError, FileNotFoundError) as e:  # every input error is a one-line ValueError
-        raise click.ClickException(str(e)) from e
+    result = run_finetune(cfg)
     if int(os.environ.get("RANK", "0")) != 0:
         return
     sel = result.selection or {}

@@ -39,7 +39,7 @@ def models(as_json: bool) -> None:
     """
     import json
 
-    from phonecli.extract.registry import load_registry
+    from phonecli.encoders.registry import load_registry
 
     rows = list(load_registry().values())
     if as_json:

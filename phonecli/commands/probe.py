@@ -53,10 +53,7 @@ def probe(features, data, head, layers, targets, context, epochs, patience, lr, 
     """
     import logging
 
-    from phonecli.probe.features import FeatureSourceError
-    from phonecli.probe.layers import LayerSpecError
-    from phonecli.probe.train import ProbeError
-    from phonecli.runs import RunError
+    from phonecli.errors import PhonecliError
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     spec = list(layers) if layers else None
@@ -76,9 +73,7 @@ def probe(features, data, head, layers, targets, context, epochs, patience, lr, 
         from phonecli.probe.train import train_probe
 
         run = train_probe(list(features), data, out, layers=spec, **kwargs)
-    except (ProbeError, FeatureSourceError, LayerSpecError, RunError, FileNotFoundError) as e:
-        raise click.ClickException(str(e)) from e
-    except ValueError as e:  # cache/manifest errors (CacheError etc. are ValueErrors with one-line messages)
+    except PhonecliError as e:
         raise click.ClickException(str(e)) from e
     sel = run.info["selection"]
     click.echo(f"best dev PER {sel['value']:.2f}% at epoch {sel['epoch']} of {sel['epochs_run']} ({sel['stopped']})")

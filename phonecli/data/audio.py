@@ -6,12 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
+from phonecli.errors import AudioError  # noqa: F401  (re-exported)
+
 TARGET_SR = 16_000
 MIN_SECONDS = 0.1  # below this no encoder yields a frame worth keeping
-
-
-class AudioError(ValueError):
-    """A per-utterance audio problem; the message names the file and the fix."""
 
 
 def load_audio(path: str | Path, target_sr: int = TARGET_SR, min_seconds: float = MIN_SECONDS) -> np.ndarray:

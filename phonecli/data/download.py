@@ -29,13 +29,11 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from phonecli.errors import DownloadError  # noqa: F401  (re-exported)
+
 DEFAULT_URL = "https://www.openslr.org/resources/101/speechocean762.tar.gz"
 MARKER = ".phonecli-download.json"
 CHUNK = 1 << 20
-
-
-class DownloadError(ValueError):
-    """Download/verification/extraction failed; the message says what to do (usually: re-run)."""
 
 
 class _Short(Exception):

@@ -18,24 +18,12 @@ from typing import Any
 
 from phonecli.data.manifest import Mispronunciation, Utterance, Word, realize
 from phonecli.data.phones import NON_CMU_MAP, UnknownPhoneError, normalize_phone, strip_stress
+from phonecli.errors import CorpusError, UtteranceError  # noqa: F401  (re-exported)
 
 TARGET_SR = 16_000
 MIN_SECONDS = 0.1  # same floor as phonecli.data.audio.load_audio: shorter audio fails at extraction
 UTTERANCE_SCORES = ("accuracy", "completeness", "fluency", "prosodic", "total")
 SPECIAL_PRONOUNCED = {"<DEL>": "<DEL>", "<UNK>": "<unk>"}
-
-
-class CorpusError(ValueError):
-    """A corpus-level problem (missing/malformed file); the message names the file and the fix."""
-
-
-class UtteranceError(ValueError):
-    """A per-utterance problem; ``--on-error skip`` drops the utterance and records ``reason``."""
-
-    def __init__(self, utt_id: str, reason: str):
-        super().__init__(f"utterance {utt_id}: {reason}")
-        self.utt_id = utt_id
-        self.reason = reason
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from phonecli.errors import UnknownPhoneError  # noqa: F401  (re-exported)
+
 PHONES: tuple[str, ...] = (
     "AA", "AE", "AH", "AO", "AW", "AY", "B", "CH", "D", "DH", "EH", "ER", "EY",
     "F", "G", "HH", "IH", "IY", "JH", "K", "L", "M", "N", "NG", "OW", "OY", "P",
@@ -31,10 +33,6 @@ NON_CMU_MAP: dict[str, tuple[str, ...]] = {
 }
 
 _STRESS = re.compile(r"^([A-Za-z]+)[012]$")
-
-
-class UnknownPhoneError(ValueError):
-    """A phone symbol outside the 39-phone inventory and the explicit non-CMU map."""
 
 
 def strip_stress(symbol: str) -> str:

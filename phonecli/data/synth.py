@@ -45,12 +45,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from phonecli.errors import SynthError  # noqa: F401  (re-exported)
+
 SAMPLE_RATE = 16_000
 INSTALL_HINT = "apt-get install espeak-ng sox"
-
-
-class SynthError(ValueError):
-    """A problem generating the synthetic corpus; the message names the cause and the fix."""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ KIND_LABELS = {"late-fusion": "Late fusion", "early-fusion": "Early fusion", "ga
 
 def _registry() -> dict:
     try:
-        from phonecli.extract.registry import load_registry
+        from phonecli.encoders.registry import load_registry
 
         return load_registry()
     except Exception:  # the report still works without a readable registry

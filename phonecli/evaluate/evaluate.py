@@ -24,16 +24,13 @@ import numpy as np
 from phonecli.evaluate import phone_protocol, seed_protocol
 from phonecli.evaluate.bootstrap import speaker_bootstrap
 from phonecli.evaluate.decode import greedy_decode
+from phonecli.errors import EvaluateError  # noqa: F401  (re-exported)
 
 PROTOCOLS = ("seed", "phone", "all")
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.jsonl"
 PHONE_SCORES_FILE = "phone_scores.jsonl"
 LOG_FLOOR = -100.0   # natural log; e**-100 is 0 for every practical purpose
-
-
-class EvaluateError(ValueError):
-    """Bad input to evaluation (missing/mismatched run, manifest or posteriors)."""
 
 
 def clean(obj):

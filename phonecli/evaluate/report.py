@@ -24,6 +24,7 @@ from pathlib import Path
 
 from phonecli.evaluate.describe import describe
 from phonecli.evaluate.evaluate import METRICS_FILE, EvaluateError, evaluate_run
+from phonecli.errors import ReportError  # noqa: F401  (re-exported)
 
 SUMMARY_HEADER = ["Model", "Input", "Task A PER (HQ)", "Task B Pearson", "Task C AUC", "Note"]
 # (csv/markdown label, protocol block path, format, higher is better)
@@ -58,10 +59,6 @@ CSV_KEYS = {
     "mdd_threshold": ("phone", "mdd_threshold"), "utt_pcc": ("phone", "utt_pcc"),
 }
 NO_CI = {"n_hq", "threshold", "mdd_threshold"}
-
-
-class ReportError(EvaluateError):
-    """A run could not be reported."""
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def __getattr__(name: str):
-    # Lazy so `import phonecli.extract.registry` (e.g. `phonecli models`) does not import numpy/torch.
+    # Lazy so `import phonecli.encoders.registry` (e.g. `phonecli models`) does not import numpy/torch.
     if name in ("extract_features", "run_extraction", "ExtractionReport"):
         from phonecli.extract import runner
 

@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from phonecli.extract.adapters.common import resolve_device as _resolve_device
-from phonecli.extract.base import EncoderAdapter, ExtractionError, LayerInfo, ModelSpec
+from phonecli.encoders.adapters.common import resolve_device as _resolve_device
+from phonecli.encoders.base import EncoderAdapter, ExtractionError, LayerInfo, ModelSpec
+from phonecli.errors import UtteranceError
 
 log = logging.getLogger("phonecli.extract")
 
@@ -43,10 +44,6 @@ PART_DELAY_ENV = "PHONECLI_EXTRACT_PART_DELAY"
 FLOAT16_MAX = 65504.0
 SAMPLE_RATE = 16_000
 ON_ERROR = ("fail", "skip")
-
-
-class UtteranceError(ExtractionError):
-    """One utterance could not be extracted (``--on-error fail``); names it and the fix."""
 
 
 @dataclass
@@ -206,12 +203,12 @@ def check_model_dir(source: str, spec: ModelSpec) -> None:
 
 def load_adapter(model: str, *, revision: str | None, device: str, trust_remote_code: bool) -> EncoderAdapter:
     """Registry name or local directory -> loaded adapter; every failure is one clear line."""
-    from phonecli.extract import registry
+    from phonecli.extract.models import load_encoder, resolve_model
 
-    spec, source = registry.resolve(model)  # unknown names list the valid ones
+    spec, source = resolve_model(model)  # unknown names list the valid ones
     check_model_dir(source, spec)
     try:
-        return registry.get_adapter(model, revision=revision, device=device, trust_remote_code=trust_remote_code)
+        return load_encoder(model, revision=revision, device=device, trust_remote_code=trust_remote_code)
     except ExtractionError:
         raise
     except ModuleNotFoundError as e:
@@ -269,7 +266,7 @@ def run_extraction(model: str, data: str | Path, cache_root: str | Path | None =
     """
     from phonecli.cache import CacheWriter, plan_parts
     from phonecli.data.manifest import Manifest
-    from phonecli.extract.distributed import init_distributed
+    from phonecli.encoders.distributed import init_distributed
 
     if dtype not in DTYPES:
         raise ExtractionError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
@@ -475,8 +472,8 @@ def _prefetch(jobs: list, load, pool: ThreadPoolExecutor):
 def _failure_handler(on_error: str, failures: dict[str, str]):
     def fail(utt_id: str, reason: str) -> None:
         if on_error == "fail":
-            raise UtteranceError(f"utterance {utt_id}: {reason} (completed cache parts are kept; "
-                                 f"rerun the same command to resume)")
+            raise UtteranceError(utt_id, f"{reason} (completed cache parts are kept; "
+                                         "rerun the same command to resume)")
         failures[utt_id] = reason
         log.warning("skipping utterance %s: %s", utt_id, reason)
 

@@ -109,7 +109,7 @@ class Collator:
         """Model inputs through the adapter's own feature extractor (its normalisation settings)."""
         fe = self.adapter.feature_extractor
         if self.family == "whisper":
-            from phonecli.extract.adapters.whisper import split_windows
+            from phonecli.encoders.adapters.whisper import split_windows
 
             pieces = [(u, w) for u, wave in enumerate(waves) for w in split_windows(wave, self.adapter.window_samples)]
             return {"input_features": self.adapter.features([w for _, w in pieces]),

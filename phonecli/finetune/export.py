@@ -58,7 +58,7 @@ def _open(run_dir: str | Path):
 
 def run_spec(run_dir: str | Path):
     """``(ModelSpec, source)`` for a run directory: the base model's row, named after the run."""
-    from phonecli.extract.registry import resolve
+    from phonecli.encoders.registry import resolve
 
     run = _open(run_dir)
     cfg = run.info["config"]

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from phonecli.data.phones import VOCAB
+from phonecli.errors import FinetuneError  # noqa: F401  (re-exported)
 
 SAMPLE_RATE = 16_000
 MODES = ("full", "freeze-feature-encoder", "top:K", "lora", "qlora")
@@ -43,10 +44,6 @@ FEATURE_ENCODER_PREFIXES = {
     "w2v-bert": ("feature_projection.",),
     "whisper": ("conv1.", "conv2.", "embed_positions."),
 }
-
-
-class FinetuneError(ValueError):
-    """A fine-tuning request that cannot run as asked; the message names the input and the fix."""
 
 
 @dataclass
@@ -93,8 +90,8 @@ def load_adapter(model: str, *, device: str = "cpu", revision: str | None = None
 
     Raises :class:`FinetuneError` for families without a CTC fine-tuning path.
     """
-    from phonecli.extract.base import ExtractionError
-    from phonecli.extract.registry import get_adapter, resolve
+    from phonecli.encoders.base import ExtractionError
+    from phonecli.encoders.registry import get_adapter, resolve
 
     try:
         spec, _ = resolve(model)
@@ -131,7 +128,7 @@ def load_encoder_4bit(adapter, compute_dtype: torch.dtype, device: str) -> nn.Mo
     needs to fit on the GPU)."""
     import transformers
 
-    from phonecli.extract.adapters.ssl import _quiet_transformers
+    from phonecli.encoders.adapters.ssl import _quiet_transformers
 
     family = adapter.spec.family
     cls = transformers.WhisperModel if family == "whisper" else getattr(transformers, type(adapter.model).__name__)

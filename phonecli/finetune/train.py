@@ -288,7 +288,7 @@ def predict(model: CTCModel, examples: list[Example], collator: Collator, *, bat
     was_training = model.training
     model.eval()
     out: dict[str, np.ndarray] = {}
-    from phonecli.extract.adapters.whisper import WINDOWS_PER_FORWARD
+    from phonecli.encoders.adapters.whisper import WINDOWS_PER_FORWARD
 
     # Whisper pads every utterance to a 30 s window: bound windows per forward as extraction does
     max_utts = WINDOWS_PER_FORWARD if model.family == "whisper" else None
@@ -376,7 +376,7 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     Raises :class:`FinetuneError` (a ValueError) with one line naming the input and the fix.
     """
     from phonecli.data.manifest import Manifest
-    from phonecli.extract.distributed import init_distributed
+    from phonecli.encoders.distributed import init_distributed
     from phonecli.runs import Run
 
     device = _resolve_device(cfg.device)

@@ -44,6 +44,7 @@ from typing import Sequence
 import numpy as np
 
 from phonecli.runs import Run, RunError
+from phonecli.errors import FusionError  # noqa: F401  (re-exported)
 
 log = logging.getLogger("phonecli.fuse")
 
@@ -69,10 +70,6 @@ SELECT_METRICS = {
     "ctc_loss": ("ctc_loss", False),
 }
 REPORTED = ("per_all", "per_hq", "pearson", "spearman", "auc", "f1", "ctc_loss")
-
-
-class FusionError(ValueError):
-    """Runs that cannot be fused as asked; the message names the run/utterance and the fix."""
 
 
 # ---------------------------------------------------------------------------------------------

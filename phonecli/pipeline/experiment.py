@@ -43,14 +43,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from phonecli.errors import ExperimentError  # noqa: F401  (re-exported)
+
 STEP_KINDS = ("prepare", "build", "extract", "probe", "finetune", "late", "evaluate", "report")
 RUN_KINDS = ("probe", "finetune", "late")
 BYTES = {"float16": 2, "float32": 4, "int8": 1}
 DEFAULT_EXPECTED = {"utterances": 5000, "hours": 5.6}
-
-
-class ExperimentError(ValueError):
-    """A preset that cannot be planned or run; names the file/key and the fix."""
 
 
 @dataclass
@@ -174,7 +172,7 @@ def layer_indices(spec, n_states: int) -> list[int]:
 
 def encoder_shape(enc: dict, paths: dict[str, Path]) -> tuple[str, float, int, int]:
     """``(cache name, frames/s, hidden states of the model, dim)`` from the registry row, a built dir or its build spec."""
-    from phonecli.extract.registry import resolve
+    from phonecli.extract.models import resolve_model as resolve
 
     model = str(enc["model"])
     build = enc.get("build")

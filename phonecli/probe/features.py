@@ -33,12 +33,9 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from phonecli.probe.layers import LayerSelection, parse_layers
+from phonecli.errors import FeatureSourceError  # noqa: F401  (re-exported)
 
 RAM_FRACTION = 0.5
-
-
-class FeatureSourceError(ValueError):
-    """Features that cannot be probed as asked; the message names the cache/utterance and the fix."""
 
 
 def available_memory() -> int:

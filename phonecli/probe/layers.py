@@ -20,9 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-
-class LayerSpecError(ValueError):
-    """An unparsable ``--layers`` value or one naming layers a cache does not store."""
+from phonecli.errors import LayerSpecError  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)

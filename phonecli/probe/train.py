@@ -25,6 +25,7 @@ from phonecli.probe.decode import ctc_min_frames, greedy_ids, phone_error_rate
 from phonecli.probe.features import FeatureSource, available_memory, length_batches, open_source
 from phonecli.probe.heads import HEADS, ProbeHead
 from phonecli.runs import Run
+from phonecli.errors import ProbeError  # noqa: F401  (re-exported)
 
 log = logging.getLogger("phonecli.probe")
 
@@ -34,10 +35,6 @@ DEFAULT_CONTEXT_WEIGHT_FREE = 4  # +-4 frames = 90 ms at 100 fps: a phone-sized 
 GATE_NEAR = 0.05                 # a gate value below this (above 1 - this) is "near 0 (1)"
 GATE_COLLAPSE = 0.9              # fraction of frames near one side that counts as collapse
 STEPS_PER_EPOCH, MIN_BATCH_FRAMES, MAX_BATCH_FRAMES = 50, 400, 8000
-
-
-class ProbeError(ValueError):
-    """A probe cannot be trained as asked; the message names the cache/utterance and the fix."""
 
 
 # -- small pieces the loop uses --------------------------------------------------------------

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from phonecli.extract.adapters.common import (
+from phonecli.encoders.adapters.common import (
     SAMPLE_RATE,
     check_registry_numbers,
     check_sampling_rate,
@@ -38,7 +38,7 @@ from phonecli.extract.adapters.common import (
     read_model_type,
     resolve_device,
 )
-from phonecli.extract.base import EncoderAdapter, ExtractionError, LayerInfo, ModelSpec
+from phonecli.encoders.base import EncoderAdapter, ExtractionError, LayerInfo, ModelSpec
 WIN, HOP = 400, 160  # fixed in SeamlessM4TFeatureExtractor._extract_fbank_features
 
 

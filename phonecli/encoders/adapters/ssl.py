@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from phonecli.extract.adapters.common import (
+from phonecli.encoders.adapters.common import (
     SAMPLE_RATE,
     check_wave,
     first_line,
@@ -40,8 +40,8 @@ from phonecli.extract.adapters.common import (
     raise_if_missing,
     resolve_device,
 )
-from phonecli.extract.adapters.common import read_config_dict as _read_config_dict
-from phonecli.extract.base import EncoderAdapter, ExtractionError, LayerInfo, ModelSpec
+from phonecli.encoders.adapters.common import read_config_dict as _read_config_dict
+from phonecli.encoders.base import EncoderAdapter, ExtractionError, LayerInfo, ModelSpec
 
 # registry family -> (transformers model class, config.json model_type values it accepts)
 FAMILY_CLASSES: dict[str, tuple[str, frozenset[str]]] = {

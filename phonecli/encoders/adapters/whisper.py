@@ -36,7 +36,7 @@ import numpy as np
 
 # Family-independent helpers live in common.py; they are re-exported here because other
 # modules (fine-tuning, older imports) take them from this module.
-from phonecli.extract.adapters.common import (  # noqa: F401
+from phonecli.encoders.adapters.common import (  # noqa: F401
     SAMPLE_RATE,
     check_registry_numbers,
     check_sampling_rate,
@@ -51,7 +51,7 @@ from phonecli.extract.adapters.common import (  # noqa: F401
     read_model_type,
     resolve_device,
 )
-from phonecli.extract.base import EncoderAdapter, ExtractionError, LayerInfo, ModelSpec
+from phonecli.encoders.base import EncoderAdapter, ExtractionError, LayerInfo, ModelSpec
 
 SAMPLES_PER_FRAME = 320          # 10 ms mel hop x conv2 stride 2
 WINDOWS_PER_FORWARD = 8          # bounds activation memory for very long utterances

@@ -14,7 +14,7 @@ import json
 
 import numpy as np
 
-from phonecli.extract.base import EncoderAdapter, LayerInfo, ModelSpec
+from phonecli.encoders.base import EncoderAdapter, LayerInfo, ModelSpec
 
 #: Everything that determines the output; also the adapter's fingerprint (there are no weights).
 FBANK_SETTINGS: dict = {

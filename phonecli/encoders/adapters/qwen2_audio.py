@@ -30,7 +30,7 @@ import gc
 
 import numpy as np
 
-from phonecli.extract.adapters.common import (
+from phonecli.encoders.adapters.common import (
     check_registry_numbers,
     expect_model_type,
     hub_commit,
@@ -39,8 +39,8 @@ from phonecli.extract.adapters.common import (
     read_model_type,
     resolve_device,
 )
-from phonecli.extract.adapters.whisper import WindowedLogMelAdapter, load_whisper_feature_extractor
-from phonecli.extract.base import ExtractionError, LayerInfo, ModelSpec
+from phonecli.encoders.adapters.whisper import WindowedLogMelAdapter, load_whisper_feature_extractor
+from phonecli.encoders.base import ExtractionError, LayerInfo, ModelSpec
 
 POOL = 2  # Qwen2AudioEncoder.avg_pooler: AvgPool1d(2, stride=2)
 

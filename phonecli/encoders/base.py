@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from phonecli.errors import ExtractionError  # noqa: F401  (re-exported)
+
 
 @dataclass
 class LayerInfo:
@@ -38,10 +40,6 @@ class ModelSpec:
     status: str = "ok"        # "ok" | "optional" (needs an extra) | "removed"
     notes: str = ""
     extra: dict = field(default_factory=dict)
-
-
-class ExtractionError(ValueError):
-    """Loading or running an encoder failed in a way the user can fix; the message says how."""
 
 
 class EncoderAdapter(ABC):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from phonecli.extract.base import EncoderAdapter, ExtractionError, LayerInfo, ModelSpec
+from phonecli.encoders.base import EncoderAdapter, ExtractionError, LayerInfo, ModelSpec
 
 
 def removed_error(spec: ModelSpec, source: str) -> ExtractionError:

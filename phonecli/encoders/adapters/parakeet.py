@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from phonecli.extract.adapters.common import (
+from phonecli.encoders.adapters.common import (
     SAMPLE_RATE,
     check_registry_numbers,
     check_sampling_rate,
@@ -42,7 +42,7 @@ from phonecli.extract.adapters.common import (
     read_model_type,
     resolve_device,
 )
-from phonecli.extract.base import EncoderAdapter, ExtractionError, LayerInfo, ModelSpec
+from phonecli.encoders.base import EncoderAdapter, ExtractionError, LayerInfo, ModelSpec
 
 
 class Adapter(EncoderAdapter):

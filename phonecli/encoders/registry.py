@@ -7,11 +7,11 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-from phonecli.extract.base import EncoderAdapter, ExtractionError, ModelSpec
+from phonecli.encoders.base import EncoderAdapter, ExtractionError, ModelSpec
 
 REGISTRY_FILE = Path(__file__).resolve().parent.parent / "configs" / "models.yaml"
 
-# family -> module in phonecli.extract.adapters defining ``Adapter`` (an EncoderAdapter subclass)
+# family -> module in phonecli.encoders.adapters defining ``Adapter`` (an EncoderAdapter subclass)
 FAMILY_MODULES = {
     "fbank": "fbank",
     "hubert": "ssl",
@@ -66,8 +66,10 @@ _CHECKPOINT_ONLY_KEYS = ("normalize",)
 
 
 def resolve(model: str) -> tuple[ModelSpec, str]:
-    """A registry name, a local ``save_pretrained`` directory, ``NAME=DIR``, or a ``phonecli finetune``
-    run directory -> ``(spec, source)`` (a run: the base row named after the run, ``extra["finetune_run"]``).
+    """A registry name, a local ``save_pretrained`` directory or ``NAME=DIR`` -> ``(spec, source)``.
+
+    (``phonecli finetune`` run directories are resolved one level up, by the extract stage:
+    ``phonecli.extract.models``; this package never imports the stages that use it.)
 
     For a directory the family comes from its ``config.json`` ``model_type``; the spec is
     the first registry row of that family with the directory as source, named after the
@@ -88,9 +90,8 @@ def resolve(model: str) -> tuple[ModelSpec, str]:
         return ModelSpec(**{**reg[name].__dict__, "source": source}), source
     path = Path(model)
     if path.is_dir() and (path / "run.json").exists() and not (path / "config.json").exists():
-        from phonecli.finetune.export import run_spec  # a `phonecli finetune` run: its fine-tuned encoder
-
-        return run_spec(path)
+        raise ExtractionError(f"{path}: a run directory, not an encoder; `phonecli extract --model RUN` loads "
+                              "fine-tuned runs (phonecli.extract.models.load_encoder)")
     if path.is_dir():
         cfg_file = path / "config.json"
         if not cfg_file.exists():
@@ -125,11 +126,7 @@ def get_adapter(model: str, *, revision: str | None = None, device: str = "cpu",
     Rows with status "removed" raise :class:`ExtractionError` with the row's notes.
     """
     spec, source = resolve(model)
-    if spec.extra.get("finetune_run"):
-        from phonecli.finetune.export import load_finetuned_adapter
-
-        return load_finetuned_adapter(spec.extra["finetune_run"], spec, device=device)
     if spec.status == "removed":
         raise ExtractionError(f"{spec.name}: cannot be loaded: {spec.notes}")
-    module = importlib.import_module(f"phonecli.extract.adapters.{FAMILY_MODULES[spec.family]}")
+    module = importlib.import_module(f"phonecli.encoders.adapters.{FAMILY_MODULES[spec.family]}")
     return module.Adapter(spec, source, revision=revision, device=device, trust_remote_code=trust_remote_code)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from phonecli.extract.base import ExtractionError, ModelSpec
+from phonecli.encoders.base import ExtractionError, ModelSpec
 
 SAMPLE_RATE = 16_000
 
@@ -174,7 +174,7 @@ def check_registry_numbers(spec: ModelSpec, source: str, states: int, hidden: in
     A bare local directory borrows the first row of its family, whose numbers do not describe
     it, so only rows actually in the registry (a name or NAME=DIR) are checked.
     """
-    from phonecli.extract.registry import load_registry
+    from phonecli.encoders.registry import load_registry
 
     if spec.name not in load_registry():
         return

@@ -38,14 +38,14 @@ from pathlib import Path
 
 import numpy as np
 
-from phonecli.extract.adapters.common import (
+from phonecli.encoders.adapters.common import (
     SAMPLE_RATE,
     check_registry_numbers,
     check_waves,
     first_line,
     resolve_device,
 )
-from phonecli.extract.base import EncoderAdapter, ExtractionError, LayerInfo, ModelSpec
+from phonecli.encoders.base import EncoderAdapter, ExtractionError, LayerInfo, ModelSpec
 DEFAULT_SUBFOLDER = "speechtokenizer_hubert_avg"
 CHECKPOINT = "SpeechTokenizer.pt"
 INSTALL_HINT = "pip install 'phonecli[tokenizer]'"
