@@ -1,4 +1,6 @@
-"""Shared fixtures: a tiny synthetic manifest (built directly, no espeak) for fast stage tests."""
+"""Shared fixtures: a tiny synthetic manifest (built directly, no espeak) for fast stage tests, and the
+``device`` parametrisation (torchaudio style): a test taking ``device`` runs on ``"cpu"`` and, on a
+machine where torch sees a GPU, on ``"cuda"``; tests marked ``cuda`` are skipped without one."""
 
 from __future__ import annotations
 
@@ -7,6 +9,27 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+NO_CUDA = "no CUDA device visible to torch: the cuda variant runs on a GPU machine (see docs/sections/cluster.md)"
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config, items):
+    cuda_items = [item for item in items if item.get_closest_marker("cuda")]
+    if cuda_items and not cuda_available():
+        for item in cuda_items:
+            item.add_marker(pytest.mark.skip(reason=NO_CUDA))
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def device(request) -> str:
+    """``"cpu"``, then ``"cuda"`` (skipped with a clear reason where there is no GPU)."""
+    return request.param
 
 
 def make_tiny_corpus(root: Path, n_train: int = 12, n_dev: int = 6, n_test: int = 6, seed: int = 0,

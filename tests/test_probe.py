@@ -116,11 +116,12 @@ def test_ctc_feasibility_and_per():
 
 
 @pytest.mark.parametrize("head", ["linear", "mlp", "weighted", "transformer"])
-def test_each_head_trains_and_posteriors_recreate(small_fbank, tmp_path, head):
+def test_each_head_trains_and_posteriors_recreate(small_fbank, tmp_path, head, device):
     data, cache, *_ = small_fbank
-    run = train_probe(cache, data, tmp_path / head, head=head, **FAST)
+    run = train_probe(cache, data, tmp_path / head, head=head, device=device, **FAST)
     info = Run.open(run.path).info
     assert info["kind"] == "probe" and info["config"]["head"] == head
+    assert info["config"]["device"] == device
     assert info["sources"][0]["cache"] == str(cache) and info["sources"][0]["fingerprint"].startswith("fbank-")
     assert info["sources"][0]["corpus_id"] == info["corpus_id"]
     assert info["sources"][0]["layers"] == [0] and info["frame_rate"] == 100.0
@@ -138,7 +139,7 @@ def test_each_head_trains_and_posteriors_recreate(small_fbank, tmp_path, head):
         u = next(iter(post))
         assert post[u].shape == (fc.num_frames(u), len(VOCAB))
         np.testing.assert_allclose(np.exp(post[u]).sum(-1), 1.0, atol=1e-4)
-    again = recompute_posteriors(run.path, "test")
+    again = recompute_posteriors(run.path, "test", device=device)
     saved = run.read_posteriors("test")
     assert list(again) == list(saved)
     for u in saved:
@@ -274,3 +275,68 @@ def test_linear_head_starts_at_blank_prior():
     before = mlp.body[-1].bias.clone()
     mlp.set_blank_prior(0.9)
     assert torch.equal(mlp.body[-1].bias, before)
+
+
+# --------------------------------------------------------------------------------- int8 stays int8 until the device
+
+@pytest.fixture(scope="session")
+def int8_and_float16(small_fbank, tmp_path_factory):
+    """The same features written as an int8 and as a float16 cache: ``(data dir, int8 path, float16 path)``."""
+    data, _, feats, splits, meta = small_fbank
+    root = tmp_path_factory.mktemp("int8")
+    q = write_cache(root / "fbank.int8.zarr", feats, splits, meta, dtype="int8")
+    h = write_cache(root / "fbank.float16.zarr", feats, splits, meta, dtype="float16")
+    return data, q, h
+
+
+def test_int8_minibatch_moves_at_most_55_percent_of_float16_bytes(int8_and_float16, device):
+    from phonecli.cache import FeatureCache, Int8Features
+    from phonecli.probe.features import features_nbytes
+    from phonecli.probe.train import collate
+
+    _, q, h = int8_and_float16
+    for memory in ("stream", "ram"):
+        s8, s16 = open_source_pair(q, h, memory)
+        ids = s8.utterance_ids("train")
+        assert ids == s16.utterance_ids("train")
+        batches = [[ids[i] for i in b] for b in length_batches([s8.num_frames(u) for u in ids], 2000,
+                                                               shuffle=True, seed=0)]
+        reader = FeatureCache.open(q)
+        for b in batches:
+            got8, got16 = s8.read_many(b), s16.read_many(b)
+            assert all(isinstance(x[0], Int8Features) and x[0].values.dtype == np.int8 for x in got8)
+            assert all(x[0].dtype == np.float16 for x in got16)
+            ratio = features_nbytes(got8) / features_nbytes(got16)
+            assert ratio <= 0.55, (memory, len(b), ratio)
+            # dequantised on the device = the reader's CPU dequantisation, bit for bit
+            (x8,), lengths = collate(got8, device)
+            assert x8.device.type == device and x8.dtype == torch.float32
+            for i, (u, ref) in enumerate(zip(b, reader.read_many(b))):
+                np.testing.assert_array_equal(x8[i, :, : int(lengths[i])].cpu().numpy(), ref)
+        if memory == "ram":
+            assert s8.in_ram and s8.streams[0].nbytes("train") <= 0.55 * s16.streams[0].nbytes("train")
+
+
+def open_source_pair(q, h, memory: str):
+    from phonecli.probe.features import open_source
+
+    s8, s16 = open_source(q, memory=memory), open_source(h, memory=memory)
+    if memory == "ram":
+        s8.preload(["train"])
+        s16.preload(["train"])
+    return s8, s16
+
+
+def test_int8_probe_on_device_equals_the_dequantised_features(int8_and_float16, tmp_path, device):
+    from phonecli.cache import FeatureCache
+
+    data, q, _ = int8_and_float16
+    run = train_probe(q, data, tmp_path / "int8", head="mlp", device=device, **FAST)
+    fc = FeatureCache.open(q)
+    deq = ArrayStream({u: fc.read(u) for u in fc.utterance_ids()}, {u: fc.split_of(u) for u in fc.utterance_ids()},
+                      frame_rate=fc.frame_rate, corpus_id=fc.corpus_id)
+    on_int8 = recompute_posteriors(run.path, "test", device=device)
+    on_float32 = recompute_posteriors(run.path, "test", FeatureSource([deq]), device=device)
+    assert list(on_int8) == list(on_float32) == fc.utterance_ids("test")
+    for u in on_int8:
+        np.testing.assert_array_equal(on_int8[u], on_float32[u])

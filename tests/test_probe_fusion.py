@@ -41,10 +41,11 @@ def caches(base, tmp_path_factory):
     return a, b
 
 
-def test_early_fusion_concatenates_aligned_frames(base, caches, tmp_path):
+def test_early_fusion_concatenates_aligned_frames(base, caches, tmp_path, device):
     root, feats, _, _ = base
     a, b = caches
-    run = train_probe([a, b], root / "data", tmp_path / "early", head="linear", layers=["0", "1"], **FAST)
+    run = train_probe([a, b], root / "data", tmp_path / "early", head="linear", layers=["0", "1"], device=device,
+                      **FAST)
     info = run.info
     assert info["kind"] == "early-fusion" and info["frame_rate"] == 100.0
     assert [s["cache"] for s in info["sources"]] == [str(a), str(b)]
@@ -53,7 +54,7 @@ def test_early_fusion_concatenates_aligned_frames(base, caches, tmp_path):
     post = run.read_posteriors("dev")
     for u, lp in post.items():  # 50 fps frames repeated twice, then trimmed to the shorter stream
         assert lp.shape[0] == min(feats[u].shape[1], 2 * (feats[u].shape[1] // 2))
-    again = recompute_posteriors(run, "dev")
+    again = recompute_posteriors(run, "dev", device=device)
     for u in post:
         np.testing.assert_allclose(again[u], post[u], atol=2e-4)
 
@@ -69,6 +70,26 @@ def test_alignment_repeat_and_pool_values(caches):
     (pa, pb), = pool.read_many([u])
     assert pa.shape[1] == pb.shape[1] == pool.num_frames(u)
     np.testing.assert_allclose(pa[0, 0], xa[0, :2].astype(np.float32).mean(0), rtol=1e-3, atol=1e-2)
+
+
+def test_alignment_keeps_int8_until_the_device(base, caches, tmp_path):
+    from phonecli.cache import FeatureCache, Int8Features
+
+    _, feats, splits, meta = base
+    a, _ = caches
+    fb = {u: np.concatenate([pool2(x), pool2(x) ** 2 / 100], axis=0) for u, x in feats.items()}
+    b8 = write_cache(tmp_path / "b8.zarr", fb, splits, meta, model="pooled", model_id="pooled", frame_rate=50.0,
+                     layers=[0, 1], weights_fingerprint="pooled-1", dtype="int8")
+    ref = FeatureCache.open(b8)
+    u = ref.utterance_ids("dev")[0]
+    (xa, xb), = open_source([a, b8], ["0", "1"], align="repeat").read_many([u])
+    assert isinstance(xb, Int8Features) and xb.values.dtype == np.int8 and xb.shape == xa.shape == (1, xa.shape[1], 80)
+    np.testing.assert_array_equal(xb.dequantize(), np.repeat(ref.read(u, [1]), 2, axis=1)[:, : xa.shape[1]])
+    # pooling the faster int8 stream dequantises (a mean is not int8); the slower one stays int8
+    a8 = write_cache(tmp_path / "a8.zarr", feats, splits, meta, dtype="int8")
+    (pa, pb), = open_source([a8, b8], ["0", "1"], align="pool").read_many([u])
+    assert pa.dtype == np.float32 and isinstance(pb, Int8Features)
+    np.testing.assert_allclose(pa, pool2(FeatureCache.open(a8).read(u))[:, : pb.shape[1]], rtol=1e-6)
 
 
 def test_early_fusion_refuses_mismatched_caches(base, caches, tmp_path):
@@ -88,11 +109,12 @@ def test_early_fusion_refuses_mismatched_caches(base, caches, tmp_path):
     assert not any((tmp_path / r).exists() for r in ("r1", "r2", "r3"))
 
 
-def test_gated_fusion_logs_gate_stats(base, caches, tmp_path, caplog):
+def test_gated_fusion_logs_gate_stats(base, caches, tmp_path, caplog, device):
     root, *_ = base
     a, b = caches
     with caplog.at_level(logging.INFO, logger="phonecli.probe"):
-        run = train_probe([a, b], root / "data", tmp_path / "gated", head="gated", layers=["0", "0"], **FAST)
+        run = train_probe([a, b], root / "data", tmp_path / "gated", head="gated", layers=["0", "0"], device=device,
+                          **FAST)
     assert run.info["kind"] == "gated-fusion"
     log = run.read_log()
     for rec in log:

@@ -10,12 +10,13 @@ See ``phonecli/cache/store.py`` for the on-disk layout and the completion protoc
 
 from __future__ import annotations
 
+from phonecli.cache.int8 import Int8Features, quantize_int8
 from phonecli.cache.plan import DEFAULT_TARGET_BYTES, Part, plan_parts
 from phonecli.cache.reader import FeatureCache
 from phonecli.cache.store import FORMAT, VERSION, CacheError, CacheMismatchError, CacheOverflowError
-from phonecli.cache.writer import CacheWriter, quantize_int8
+from phonecli.cache.writer import CacheWriter
 
 __all__ = [
     "CacheError", "CacheMismatchError", "CacheOverflowError", "CacheWriter", "DEFAULT_TARGET_BYTES",
-    "FORMAT", "FeatureCache", "Part", "VERSION", "plan_parts", "quantize_int8",
+    "FORMAT", "FeatureCache", "Int8Features", "Part", "VERSION", "plan_parts", "quantize_int8",
 ]

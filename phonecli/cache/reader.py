@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from phonecli.cache.int8 import Int8Features
 from phonecli.cache.plan import Part
 from phonecli.cache.store import (
     FORMAT, VERSION, CacheError, data_key, local_file, normalize_path, open_store, part_name,
@@ -49,7 +50,9 @@ class FeatureCache:
     (model hidden-state indices stored, in order), ``frame_rate`` (frames/s), ``dim``, ``dtype``
     (``"float16"|"float32"|"int8"``), ``corpus_id``, ``plan`` (list of :class:`Part`).
     Reads return ``(len(layers), frames, dim)`` arrays: float16/float32 as stored, int8
-    dequantized to float32. Thread-safe for reads.
+    dequantized to float32; :meth:`read_many_int8` and ``load_split(..., dequantize=False)`` hand
+    an int8 cache's values on undequantised, with their scales (:class:`Int8Features`).
+    Thread-safe for reads.
     """
 
     def __init__(self, path: str, store, attrs: dict, markers: list[dict], index: dict | None):
@@ -258,24 +261,45 @@ class FeatureCache:
         raws = self._fetch([(l.part, pos, l.offset, l.offset + l.frames) for l in locs])
         return [self._finish(r, l, pos) for r, l in zip(raws, locs)]
 
-    def nbytes_split(self, split: str, layers: list[int] | None = None) -> int:
-        """Bytes of RAM :meth:`load_split` needs (int8 is returned as float32)."""
-        n = len(self._positions(layers))
-        item = 4 if self.dtype == "int8" else self._np_dtype.itemsize
-        return sum(self._loc[u].frames for u in self.utterance_ids(split)) * n * self.dim * item
+    def read_many_int8(self, utt_ids: list[str], layers: list[int] | None = None) -> list[Int8Features]:
+        """int8 caches: the stored int8 values ``(len(layers), frames, dim)`` and their float32 scales
+        ``(len(layers), dim)`` per utterance, not dequantised (1 byte per value instead of 4).
 
-    def load_split(self, split: str, layers: list[int] | None = None) -> dict[str, np.ndarray]:
+        ``read_many_int8(ids)[i].dequantize()`` equals ``read_many(ids)[i]`` bit for bit.
+        """
+        if self.dtype != "int8":
+            raise CacheError(f"cache {self.path} stores {self.dtype}, not int8: use read_many")
+        pos = self._positions(layers)
+        locs = [self._where(u) for u in utt_ids]
+        raws = self._fetch([(l.part, pos, l.offset, l.offset + l.frames) for l in locs])
+        return [Int8Features(r, self._part_scales(l.part)[l.row][pos]) for r, l in zip(raws, locs)]
+
+    def nbytes_split(self, split: str, layers: list[int] | None = None, dequantize: bool = True) -> int:
+        """Bytes of RAM :meth:`load_split` needs (int8: float32 values, or int8 values + scales
+        when ``dequantize=False``)."""
+        n = len(self._positions(layers))
+        ids = self.utterance_ids(split)
+        frames = sum(self._loc[u].frames for u in ids)
+        if self.dtype == "int8" and not dequantize:
+            return frames * n * self.dim + len(ids) * n * self.dim * 4
+        item = 4 if self.dtype == "int8" else self._np_dtype.itemsize
+        return frames * n * self.dim * item
+
+    def load_split(self, split: str, layers: list[int] | None = None,
+                   dequantize: bool = True) -> dict[str, np.ndarray | Int8Features]:
         """Every utterance of ``split`` in one sequential pass over the parts (for in-RAM training).
 
-        Returns utt_id -> ``(len(layers), frames, dim)`` in :meth:`utterance_ids` order. Per part
-        and layer it reads the one frame span covering the split's utterances, then slices it.
+        Returns utt_id -> ``(len(layers), frames, dim)`` in :meth:`utterance_ids` order (int8
+        caches: float32, or :class:`Int8Features` when ``dequantize=False``). Per part and layer
+        it reads the one frame span covering the split's utterances, then slices it.
         """
         pos = self._positions(layers)
         ids = self.utterance_ids(split)
         by_part: dict[int, list[str]] = {}
         for u in ids:
             by_part.setdefault(self._loc[u].part, []).append(u)
-        out_dtype = np.float32 if self.dtype == "int8" else self._np_dtype.newbyteorder("=")
+        raw_int8 = self.dtype == "int8" and not dequantize
+        out_dtype = np.float32 if self.dtype == "int8" and dequantize else self._np_dtype.newbyteorder("=")
         out = {u: np.empty((len(pos), self._loc[u].frames, self.dim), dtype=out_dtype) for u in ids}
         for part in sorted(by_part):
             us = sorted(by_part[part], key=lambda u: self._loc[u].offset)
@@ -287,11 +311,13 @@ class FeatureCache:
                 for u in us:
                     loc = self._loc[u]
                     src = span[loc.offset - a: loc.offset - a + loc.frames]
-                    if self.dtype == "int8":
+                    if self.dtype == "int8" and dequantize:
                         np.multiply(src, self._part_scales(part)[loc.row, p], out=out[u][j], dtype=np.float32)
                     else:
                         out[u][j] = src
                 del span
+        if raw_int8:
+            return {u: Int8Features(out[u], self._part_scales(self._loc[u].part)[self._loc[u].row][pos]) for u in ids}
         return out
 
     def read_part_raw(self, part: int) -> np.ndarray | None:

@@ -19,28 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
+from phonecli.cache.int8 import quantize_int8
 from phonecli.cache.plan import Part
 from phonecli.cache.store import (
     DTYPES, FLOAT16_MAX, FORMAT, IDENTITY_KEYS, REQUIRED_KEYS, VERSION, CacheError,
     CacheMismatchError, CacheOverflowError, data_key, done_key, jsonable, normalize_path,
     open_store, part_name, read_attrs, scales_key, store_delete, store_delete_dir, store_list_dir,
 )
-
-INT8_MAX = 127
-
-
-def quantize_int8(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 with one scale per (layer, channel) of one utterance.
-
-    ``x``: float32 ``(layers, frames, dim)`` -> (int8 ``(layers, frames, dim)``, float32 scales
-    ``(layers, dim)``) with ``x ~= q * scales[:, None, :]`` and ``|x - q*s| <= s/2`` where
-    ``s = max_frames |x| / 127``. Per-utterance scales keep quiet utterances precise (a loud one
-    elsewhere in the part cannot coarsen them) and make values independent of part grouping.
-    """
-    scales = (np.abs(x).max(axis=1) / INT8_MAX).astype(np.float32)           # (L, D)
-    safe = np.where(scales > 0, scales, np.float32(1.0))
-    q = np.clip(np.rint(x / safe[:, None, :]), -INT8_MAX, INT8_MAX).astype(np.int8)
-    return q, scales
 
 
 def _crc32(a: np.ndarray) -> int:

@@ -1,7 +1,9 @@
 """Feature sources for probes: one or more *streams* (a cache, or an in-memory dict) aligned per frame.
 
 A :class:`Stream` yields, per utterance, the selected layers of one encoder as
-``(layers, frames, dim)`` arrays (float16 or float32 as stored). A :class:`FeatureSource`
+``(layers, frames, dim)`` arrays (float16 or float32 as stored; an int8 cache yields
+:class:`~phonecli.cache.int8.Int8Features`, int8 values plus scales, which the probe
+dequantises on its device: a minibatch moves about half the bytes of float16). A :class:`FeatureSource`
 groups 1+ streams (early / gated fusion when 2+), aligns their frame rates and checks that
 they describe the same corpus and the same utterances. The training loop only sees a
 ``FeatureSource``, so an in-memory dict (tests, notebooks) and a Zarr cache are interchangeable.
@@ -32,10 +34,24 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from phonecli.cache.int8 import Int8Features
 from phonecli.probe.layers import LayerSelection, parse_layers
 from phonecli.errors import FeatureSourceError  # noqa: F401  (re-exported)
 
 RAM_FRACTION = 0.5
+
+#: What a stream yields per utterance: a float16/float32 array or int8 values + scales, ``(layers, frames, dim)``.
+Features = np.ndarray | Int8Features
+
+
+def as_float32(x: Features) -> np.ndarray:
+    """float32 ``(layers, frames, dim)`` of either kind (dequantises int8 on the CPU)."""
+    return x.dequantize() if isinstance(x, Int8Features) else x.astype(np.float32, copy=False)
+
+
+def features_nbytes(batch: list[list[Features]]) -> int:
+    """Bytes of one minibatch as ``FeatureSource.read_many`` yields it (int8: values + scales)."""
+    return sum(int(x.nbytes) for per_utt in batch for x in per_utt)
 
 
 def available_memory() -> int:
@@ -76,8 +92,8 @@ class Stream(ABC):
         """Frames of one utterance at ``frame_rate``."""
 
     @abstractmethod
-    def read_many(self, utt_ids: list[str]) -> list[np.ndarray]:
-        """``(len(layers), frames, dim)`` per utterance, float16/float32."""
+    def read_many(self, utt_ids: list[str]) -> list[Features]:
+        """``(len(layers), frames, dim)`` per utterance: float16/float32, or int8 + scales."""
 
     def nbytes(self, split: str) -> int:
         return 0
@@ -169,7 +185,7 @@ class CacheStream(Stream):
         return int(self.cache.num_frames(utt_id))
 
     def nbytes(self, split: str) -> int:
-        return int(self.cache.nbytes_split(split, list(self.layers)))
+        return int(self.cache.nbytes_split(split, list(self.layers), dequantize=False))
 
     def preload(self, splits: list[str]) -> None:
         todo = [s for s in splits if s not in self._ram_splits]
@@ -179,7 +195,8 @@ class CacheStream(Stream):
         if self.memory == "auto" and need > RAM_FRACTION * available_memory():
             return
         for s in todo:
-            self._ram.update(self.cache.load_split(s, list(self.layers)))
+            # int8 stays int8 in RAM too (4x less than dequantised float32)
+            self._ram.update(self.cache.load_split(s, list(self.layers), dequantize=False))
             self._ram_splits.add(s)
 
     def unload(self) -> None:
@@ -190,9 +207,10 @@ class CacheStream(Stream):
     def in_ram(self) -> bool:
         return bool(self._ram_splits)
 
-    def read_many(self, utt_ids: list[str]) -> list[np.ndarray]:
+    def read_many(self, utt_ids: list[str]) -> list[Features]:
         missing = [u for u in utt_ids if u not in self._ram]
-        got = dict(zip(missing, self.cache.read_many(missing, list(self.layers)))) if missing else {}
+        read = self.cache.read_many_int8 if self.cache.dtype == "int8" else self.cache.read_many
+        got = dict(zip(missing, read(missing, list(self.layers)))) if missing else {}
         return [self._ram[u] if u in self._ram else got[u] for u in utt_ids]
 
     def describe(self) -> dict:
@@ -207,7 +225,9 @@ class FeatureSource:
     """1+ streams aligned to one frame rate; what the probe training loop reads.
 
     ``read_many(utt_ids)`` -> per utterance a list over streams of ``(layers_s, frames, dim_s)``
-    arrays sharing ``frames`` (= ``num_frames(utt_id)``).
+    features sharing ``frames`` (= ``num_frames(utt_id)``): arrays as stored, or
+    :class:`Int8Features` for int8 caches (repeat-alignment and trimming keep them int8; pooling
+    dequantises, since an average of int8 values is not int8).
     """
 
     def __init__(self, streams: list[Stream], *, align: str = "repeat"):
@@ -301,7 +321,7 @@ class FeatureSource:
     def in_ram(self) -> bool:
         return all(s.in_ram for s in self.streams)
 
-    def read_many(self, utt_ids: list[str]) -> list[list[np.ndarray]]:
+    def read_many(self, utt_ids: list[str]) -> list[list[Features]]:
         per_stream = [s.read_many(utt_ids) for s in self.streams]
         out = []
         for j, u in enumerate(utt_ids):
@@ -309,12 +329,15 @@ class FeatureSource:
             arrays = []
             for i, arrs in enumerate(per_stream):
                 x, k = arrs[j], self._factors[i]
-                if k > 1 and self.align == "repeat":
-                    x = np.repeat(x, k, axis=1)
-                elif k > 1:
+                if k > 1 and self.align == "pool":
+                    x = as_float32(x)
                     t = (x.shape[1] // k) * k
-                    x = x[:, :t].astype(np.float32).reshape(x.shape[0], t // k, k, x.shape[2]).mean(axis=2)
-                arrays.append(x[:, :n])
+                    x = x[:, :t].reshape(x.shape[0], t // k, k, x.shape[2]).mean(axis=2)
+                if isinstance(x, Int8Features):
+                    values = np.repeat(x.values, k, axis=1) if k > 1 else x.values
+                    arrays.append(x.with_values(values[:, :n]))
+                else:
+                    arrays.append((np.repeat(x, k, axis=1) if k > 1 and self.align == "repeat" else x)[:, :n])
             out.append(arrays)
         return out
 

@@ -22,7 +22,10 @@ from torch.nn import functional as F
 
 from phonecli.data.phones import VOCAB, encode
 from phonecli.probe.decode import ctc_min_frames, greedy_ids, phone_error_rate
-from phonecli.probe.features import FeatureSource, available_memory, length_batches, open_source
+from phonecli.cache.int8 import Int8Features
+from phonecli.probe.features import (
+    Features, FeatureSource, as_float32, available_memory, length_batches, open_source,
+)
 from phonecli.probe.heads import HEADS, ProbeHead
 from phonecli.runs import Run
 from phonecli.errors import ProbeError  # noqa: F401  (re-exported)
@@ -39,23 +42,41 @@ STEPS_PER_EPOCH, MIN_BATCH_FRAMES, MAX_BATCH_FRAMES = 50, 400, 8000
 
 # -- small pieces the loop uses --------------------------------------------------------------
 
-def collate(arrays: list[list[np.ndarray]], device: str) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Per utterance a list over streams of ``(L_s, T, D_s)`` -> per stream ``(B, L_s, T_max, D_s)`` float32
-    and ``lengths`` ``(B,)`` int64. Padding repeats each utterance's last frame (see ``heads.stack_context``);
-    padded frames never reach the loss or the saved posteriors."""
+def collate(arrays: list[list[Features]], device: str) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Per utterance a list over streams of ``(L_s, T, D_s)`` features -> per stream ``(B, L_s, T_max, D_s)``
+    float32 on ``device`` and ``lengths`` ``(B,)`` int64. Padding repeats each utterance's last frame (see
+    ``heads.stack_context``); padded frames never reach the loss or the saved posteriors.
+
+    Features cross to the device as stored (float16 stays 2 bytes a value; int8 caches send int8 values
+    plus float32 scales ``(B, L_s, D_s)``) and become float32 there: int8 is dequantised on the device,
+    with the same single float32 multiplication as ``Int8Features.dequantize``. On CUDA the batch is
+    staged in pinned memory so the copy is asynchronous.
+    """
     lengths = torch.tensor([a[0].shape[1] for a in arrays], dtype=torch.long)
     t_max = int(lengths.max())
     out = []
     for s in range(len(arrays[0])):
-        layers, _, dim = arrays[0][s].shape
-        x = np.zeros((len(arrays), layers, t_max, dim), dtype=np.float32)
-        for i, a in enumerate(arrays):
-            n = a[s].shape[1]
-            x[i, :, :n] = a[s]
-            if n:
-                x[i, :, n:] = a[s][:, n - 1:n]
-        out.append(torch.from_numpy(x).to(device))
+        items = [a[s] for a in arrays]
+        quantized = isinstance(items[0], Int8Features)
+        values = [x.values for x in items] if quantized else items
+        layers, _, dim = values[0].shape
+        x = np.empty((len(items), layers, t_max, dim), dtype=np.result_type(*values))
+        for i, v in enumerate(values):
+            n = v.shape[1]
+            x[i, :, :n] = v
+            x[i, :, n:] = v[:, n - 1:n] if n else 0
+        batch = _to_device(torch.from_numpy(x), device).to(torch.float32)
+        if quantized:
+            scales = _to_device(torch.from_numpy(np.stack([x.scales for x in items])), device)  # (B, L, D)
+            batch.mul_(scales[:, :, None, :])
+        out.append(batch)
     return out, lengths.to(device)
+
+
+def _to_device(t: torch.Tensor, device: str) -> torch.Tensor:
+    if device.startswith("cuda"):
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def feature_stats(source: FeatureSource, utt_ids: list[str], batch_frames: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -68,7 +89,7 @@ def feature_stats(source: FeatureSource, utt_ids: list[str], batch_frames: int) 
         for per_utt in arrays:
             n += per_utt[0].shape[1]
             for s, a in enumerate(per_utt):
-                a = a.astype(np.float64)
+                a = as_float32(a).astype(np.float64)
                 sums[s] += a.sum(axis=1)
                 sq[s] += (a * a).sum(axis=1)
     stats = []
