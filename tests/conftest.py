@@ -85,3 +85,79 @@ def tiny_corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny_corpus")
     make_tiny_corpus(root)
     return root
+
+
+# --------------------------------------------------------------------------------- a real S3 server
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3-compatible server (moto in server mode, a separate process) on 127.0.0.1, once per session.
+
+    phonecli gets the endpoint and the credentials only the standard way, from the environment
+    (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``), which subprocesses
+    inherit; ``AWS_CONFIG_FILE``/``AWS_SHARED_CREDENTIALS_FILE`` point at empty files so a
+    developer's own ~/.aws cannot leak in, and the EC2 metadata service is never asked.
+    Yields ``{"endpoint", "key", "secret"}``; only 127.0.0.1 is ever contacted.
+    """
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    import uuid
+
+    port = _free_port()
+    log = tmp_path_factory.mktemp("moto") / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                stdout=out, stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"moto server did not start on {endpoint}: {log.read_text()[-2000:]}")
+            time.sleep(0.2)
+    empty = tmp_path_factory.mktemp("aws")
+    creds = {"key": f"PHONECLITESTKEY{uuid.uuid4().hex[:8].upper()}", "secret": f"secret-{uuid.uuid4().hex}"}
+    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": creds["key"], "AWS_SECRET_ACCESS_KEY": creds["secret"],
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
+           "AWS_CONFIG_FILE": str(empty / "config"), "AWS_SHARED_CREDENTIALS_FILE": str(empty / "credentials"),
+           "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+            mp.delenv(k, raising=False)
+        try:
+            yield {"endpoint": endpoint, **creds}
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.fixture()
+def s3_bucket(s3_server) -> str:
+    """A fresh, empty bucket on the session's S3 server: ``"s3://<name>"``."""
+    import uuid
+
+    import fsspec
+
+    name = f"phonecli-{uuid.uuid4().hex[:12]}"
+    fsspec.filesystem("s3", use_listings_cache=False, skip_instance_cache=True).mkdir(name)
+    return f"s3://{name}"

@@ -344,6 +344,27 @@ def test_qwen2_audio_batched_equals_single(qwen):
     assert_batched_equals_single(qwen, [wave(8_000, 1), wave(24_321, 2)], atol=1e-4)
 
 
+@pytest.mark.cuda
+def test_qwen2_audio_4bit_tower_on_cuda_matches_its_direct_call(qwen_dir):
+    """bitsandbytes' CUDA nf4 kernels (the CPU variant above covers its CPU kernels): the adapter on the GPU
+    equals the tower called directly on the GPU, and stays close to the CPU adapter's states."""
+    from transformers import WhisperFeatureExtractor
+
+    gpu = registry.get_adapter(str(qwen_dir), device="cuda")
+    assert next(gpu.model.parameters()).device.type == "cuda"
+    fe = WhisperFeatureExtractor.from_pretrained(qwen_dir)
+    n = 16_001
+    feats = fe([wave(n)], sampling_rate=SR, return_tensors="pt").input_features.to("cuda")
+    with torch.no_grad():
+        hs = gpu.model(feats, output_hidden_states=True).hidden_states
+    got = gpu.forward([wave(n)])[0]
+    t = math.ceil(n / 320)
+    for i in range(2):
+        np.testing.assert_allclose(got[i], hs[i][0, :t].float().cpu().numpy(), atol=1e-4, rtol=0)
+    cpu = registry.get_adapter(str(qwen_dir), device="cpu").forward([wave(n)])[0]
+    assert np.abs(got - cpu).max() <= 1e-2 * np.abs(cpu).max()
+
+
 # ---------------------------------------------------------------------------------------------
 # SpeechTokenizer (optional extra)
 

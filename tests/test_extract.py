@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from phonecli.cli import main
 from phonecli.data.manifest import Manifest
+from phonecli.errors import ExtractionError
 
 FBANK_KW = dict(num_mel_bins=80, frame_length=25.0, frame_shift=10.0, dither=0.0, snip_edges=True,
                 sample_frequency=16000.0)
@@ -306,7 +307,7 @@ def tiny_hubert_dir(tmp_path_factory):
     return d
 
 
-def test_hubert_layers_equal_direct_forward_batched_and_one_by_one(tiny_corpus, tiny_hubert_dir, tmp_path):
+def test_hubert_layers_equal_direct_forward_batched_and_one_by_one(tiny_corpus, tiny_hubert_dir, tmp_path, device):
     import torch
     from transformers import HubertModel
 
@@ -314,24 +315,64 @@ def test_hubert_layers_equal_direct_forward_batched_and_one_by_one(tiny_corpus, 
     from phonecli.extract.runner import extract_features
 
     m = Manifest.load(tiny_corpus)
-    kw = dict(layers="0,2", splits="dev,test", device="cpu")
+    kw = dict(layers="0,2", splits="dev,test", device=device)
     batched = extract_features(str(tiny_hubert_dir), tiny_corpus, tmp_path / "a", batch_seconds=30, **kw)
     assert batched == tmp_path / "a" / m.corpus_id / "tiny-hubert.L0_2.dev+test.zarr"
     single = extract_features(str(tiny_hubert_dir), tiny_corpus, tmp_path / "b", batch_seconds=0.01, **kw)
     a, b = FeatureCache.open(batched), FeatureCache.open(single)
     assert a.layers == [0, 2] and a.dim == 32 and a.frame_rate == 50.0
-    model = HubertModel.from_pretrained(tiny_hubert_dir, dtype=torch.float32).eval()
+    model = HubertModel.from_pretrained(tiny_hubert_dir, dtype=torch.float32).eval().to(device)
     assert a.utterance_ids() == [u.utt_id for u in m.split("dev") + m.split("test")]
     for u in m.split("dev") + m.split("test"):
         wav, _ = sf.read(m.audio_path(u), dtype="float32")
         with torch.inference_mode():
-            hs = model(torch.from_numpy(wav)[None], output_hidden_states=True).hidden_states
-        ref = np.stack([hs[0][0].numpy(), hs[2][0].numpy()])
+            hs = model(torch.from_numpy(wav)[None].to(device), output_hidden_states=True).hidden_states
+        ref = np.stack([hs[0][0].cpu().numpy(), hs[2][0].cpu().numpy()])
         expected_frames = int(model._get_feat_extract_output_lengths(torch.tensor(len(wav))))
         assert a.read(u.utt_id).shape == (2, expected_frames, 32) == ref.shape
         np.testing.assert_allclose(a.read(u.utt_id).astype(np.float32), ref, rtol=2e-3, atol=2e-3)
         np.testing.assert_allclose(a.read(u.utt_id).astype(np.float32), b.read(u.utt_id).astype(np.float32),
                                    rtol=2e-3, atol=2e-3)
+
+
+def rel_rms(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Relative RMS error per layer of ``(layers, frames, dim)`` arrays: ||x - ref|| / ||ref||."""
+    return np.sqrt(((x - ref) ** 2).sum(axis=(1, 2)) / (ref ** 2).sum(axis=(1, 2)))
+
+
+@pytest.mark.parametrize("precision, bound", [("float16", 0.01), ("bfloat16", 0.05)])
+def test_half_precision_extraction_is_autocast_and_agrees_with_float32(tiny_corpus, tiny_hubert_dir, tmp_path,
+                                                                       device, precision, bound):
+    """--precision runs the forward under torch.autocast (the model's own mixed-precision path): the cache
+    equals a direct autocast forward up to float16 storage, and each layer stays within ``bound`` relative
+    RMS error of the float32 extraction; the precision is part of the cache's identity and name."""
+    import torch
+    from transformers import HubertModel
+
+    from phonecli.cache import FeatureCache
+    from phonecli.extract.runner import extract_features
+
+    m = Manifest.load(tiny_corpus)
+    kw = dict(layers="all", splits="test", device=device, dtype="float32")
+    full = FeatureCache.open(extract_features(str(tiny_hubert_dir), tiny_corpus, tmp_path, **kw))
+    half_path = extract_features(str(tiny_hubert_dir), tiny_corpus, tmp_path, precision=precision, **kw)
+    assert half_path.name == f"tiny-hubert.float32.amp-{precision}.test.zarr"
+    half = FeatureCache.open(half_path)
+    assert half.metadata["settings"]["precision"] == f"{precision} (torch.autocast)"
+    assert full.metadata["settings"]["precision"] == "float32"
+    model = HubertModel.from_pretrained(tiny_hubert_dir, dtype=torch.float32).eval().to(device)
+    for u in m.split("test"):
+        x, ref32 = half.read(u.utt_id), full.read(u.utt_id)
+        err = rel_rms(x, ref32)
+        assert (err < bound).all() and (err > 0).all(), err
+        wav, _ = sf.read(m.audio_path(u), dtype="float32")
+        with torch.inference_mode(), torch.autocast(device_type=device, dtype=getattr(torch, precision)):
+            hs = model(torch.from_numpy(wav)[None].to(device), output_hidden_states=True).hidden_states
+        direct = np.stack([h[0].float().cpu().numpy() for h in hs])
+        # batching (padding + mask) moves half-precision roundings a little: 10x closer than to float32
+        assert (rel_rms(x, direct) < err / 10).all(), (rel_rms(x, direct), err)
+    with pytest.raises(ExtractionError, match="--precision 'half': choose one of float32, float16, bfloat16"):
+        extract_features(str(tiny_hubert_dir), tiny_corpus, tmp_path, precision="half", **kw)
 
 
 # --------------------------------------------------------------------------------- values, locations

@@ -1,11 +1,13 @@
-"""Real processes: `kill -9` mid-extraction then resume, and `torchrun --nproc-per-node 2` (gloo, CPU).
-
-Both must leave a cache equal, array for array and part for part, to one uninterrupted run.
+"""Real processes: `kill -9` mid-extraction then resume, two extractions running at once on one store,
+`torchrun --nproc-per-node 2` (gloo, CPU) and two torchrun *nodes* (`--nnodes 2`, static rendezvous on
+127.0.0.1). Each must leave a cache equal, array for array and part for part, to one uninterrupted run.
+The helpers take any store root (a local directory or an `s3://` URL: test_object_store.py reuses them).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,8 +27,14 @@ def _env(**extra: str) -> dict:
     return env
 
 
-def _extract_args(data: Path, cache: Path) -> list[str]:
+def _extract_args(data: Path, cache: Path | str) -> list[str]:
     return ["extract", "--model", "fbank", "--data", str(data), "--cache", str(cache), "--device", "cpu"]
+
+
+def _store_in(root: Path | str, reference: Path) -> Path | str:
+    """Where an extraction with ``--cache root`` puts the store the reference run put under its own root."""
+    rel = reference.relative_to(reference.parent.parent)
+    return f"{root}/{rel.as_posix()}" if "://" in str(root) else Path(root) / rel
 
 
 def _run(cmd: list[str], **env: str) -> subprocess.CompletedProcess:
@@ -62,8 +70,9 @@ def assert_same_cache(a_path: Path, b_path: Path) -> None:
         np.testing.assert_array_equal(a.read_part_raw(part.index), b.read_part_raw(part.index))
 
 
-def test_sigkill_mid_run_then_resume_equals_uninterrupted(tiny_corpus, tmp_path, reference):
-    cmd = [PY, "-m", "phonecli", *_extract_args(tiny_corpus, tmp_path)]
+def kill_mid_run_then_resume(data: Path, root: Path | str, reference: Path) -> None:
+    """SIGKILL an extraction after it wrote two parts, rerun the same command, compare with ``reference``."""
+    cmd = [PY, "-m", "phonecli", *_extract_args(data, root)]
     # a pause after each written part keeps the process alive long enough to be killed mid-run
     proc = subprocess.Popen(cmd, env=_env(PHONECLI_EXTRACT_PART_DELAY="0.4", PHONECLI_LOG_LEVEL="DEBUG"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -84,15 +93,68 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(tiny_corpus, tmp_path,
 
     from phonecli.cache import FeatureCache
 
-    path = tmp_path / reference.relative_to(reference.parent.parent)
+    path = _store_in(root, reference)
     assert not FeatureCache.open(path).is_complete
 
     res = _run(cmd)
     assert "resuming" in res.stderr
-    done_before = int(res.stderr.split("resuming", 1)[1].split(":", 1)[1].split(" of ")[0])
+    done_before = int(re.search(r"resuming \S+: (\d+) of \d+ parts already complete", res.stderr).group(1))
     assert 2 <= done_before < len(FeatureCache.open(reference).plan)
-    assert Path(res.stdout.strip().splitlines()[-1]) == path
+    assert res.stdout.strip().splitlines()[-1] == str(path)
     assert_same_cache(reference, path)
+
+
+def two_concurrent_extractions(data: Path, root: Path | str, reference: Path) -> None:
+    """Two independent processes run the same extraction into one store at the same time: both succeed,
+    they share the parts (each skips what the other completed), and the store equals ``reference``."""
+    cmd = [PY, "-m", "phonecli", *_extract_args(data, root)]
+    env = _env(PHONECLI_EXTRACT_PART_DELAY="0.2", PHONECLI_LOG_LEVEL="DEBUG")
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=240) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+        assert out.strip().splitlines()[-1] == str(_store_in(root, reference))
+    written = [sum(" written (" in line for line in err.splitlines()) for _, err in outs]
+    n_parts = len(reference_plan(reference))
+    assert all(w >= 1 for w in written) and sum(written) >= n_parts, written   # both worked, nothing is missing
+    assert_same_cache(reference, _store_in(root, reference))
+
+
+def reference_plan(reference: Path) -> list:
+    from phonecli.cache import FeatureCache
+
+    return FeatureCache.open(reference).plan
+
+
+def torchrun_two_nodes(data: Path, root: Path | str, reference: Path) -> None:
+    """Two torchrun node processes (``--nnodes 2 --nproc-per-node 1``, static rendezvous on 127.0.0.1) write one
+    store; each node's rank writes only its parts (``index % 2 == rank``); the store equals ``reference``."""
+    from conftest import _free_port
+
+    rdzv = ["--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "static",
+            "--rdzv-endpoint", f"127.0.0.1:{_free_port()}"]
+    env = _env(PHONECLI_LOG_LEVEL="DEBUG")
+    procs = [subprocess.Popen([TORCHRUN, *rdzv, "--node-rank", str(r), "-m", "phonecli", *_extract_args(data, root)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    outs = [p.communicate(timeout=240) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    for rank, (_, err) in enumerate(outs):
+        parts = [int(line.split("part ")[1].split()[0]) for line in err.splitlines()
+                 if line.startswith(f"rank {rank}: part ") and " written (" in line]
+        assert parts and all(p % 2 == rank for p in parts), (rank, parts)
+    assert outs[1][0].strip() == ""                                  # the node-1 rank does not report
+    assert outs[0][0].strip().splitlines()[-1] == str(_store_in(root, reference))
+    assert_same_cache(reference, _store_in(root, reference))
+
+
+def test_sigkill_mid_run_then_resume_equals_uninterrupted(tiny_corpus, tmp_path, reference):
+    kill_mid_run_then_resume(tiny_corpus, tmp_path, reference)
+
+
+def test_two_concurrent_extractions_equal_one_process(tiny_corpus, tmp_path, reference):
+    two_concurrent_extractions(tiny_corpus, tmp_path, reference)
 
 
 def test_torchrun_two_ranks_equals_one_process(tiny_corpus, tmp_path, reference):
@@ -109,3 +171,7 @@ def test_torchrun_two_ranks_equals_one_process(tiny_corpus, tmp_path, reference)
     path = Path(out[-1])
     assert path == tmp_path / reference.relative_to(reference.parent.parent)
     assert_same_cache(reference, path)
+
+
+def test_torchrun_two_nodes_equal_one_process(tiny_corpus, tmp_path, reference):
+    torchrun_two_nodes(tiny_corpus, tmp_path, reference)

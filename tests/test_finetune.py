@@ -79,8 +79,9 @@ def _weights(run) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("mode", ["full", "freeze-feature-encoder", "top:1", "lora", "qlora"])
-def test_each_mode_trains_only_its_parameters_and_loss_falls(mode, hubert_dir, tiny_corpus, tmp_path):
-    res = finetune(_cfg(hubert_dir, tiny_corpus, tmp_path / "run", mode))
+def test_each_mode_trains_only_its_parameters_and_loss_falls(mode, hubert_dir, tiny_corpus, tmp_path, device):
+    res = finetune(_cfg(hubert_dir, tiny_corpus, tmp_path / "run", mode, device=device))
+    assert all(p.device.type == device for p in res.model.parameters() if p.requires_grad)
     log = res.run.read_log()
     assert [r["epoch"] for r in log] == [1, 2, 3]
     assert log[-1]["train_loss"] < log[0]["train_loss"]
@@ -115,7 +116,7 @@ def test_each_mode_trains_only_its_parameters_and_loss_falls(mode, hubert_dir, t
             from phonecli.finetune.model import bnb_config
 
             fresh = HubertModel.from_pretrained(hubert_dir, quantization_config=bnb_config(torch.float32),
-                                                device_map={"": "cpu"})
+                                                device_map={"": device})
             mods = dict(enc.base_model.model.named_modules())
             n4 = 0
             for name, m in fresh.named_modules():
@@ -344,6 +345,24 @@ def test_memory_levers_bf16_checkpointing_accumulation(hubert_dir, tiny_corpus, 
     assert logs["accum"][-1]["step"] == sum(math.ceil(n / 2) for n in _batches_per_epoch(logs["plain"]))
     assert logs["bf16"][-1]["train_loss"] < logs["bf16"][0]["train_loss"]
     assert runs["bf16"].run.info["config"]["precision"] == "bf16"
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_on_each_device(precision, hubert_dir, tiny_corpus, tmp_path, device):
+    """bf16 autocast trains on CPU and CUDA without a GradScaler; fp16 takes the GradScaler path on CUDA
+    (float32 master weights: GradScaler.unscale_ refuses float16 gradients) and is refused on the CPU."""
+    cfg = _cfg(hubert_dir, tiny_corpus, tmp_path / precision, "lora", precision=precision, epochs=2, device=device)
+    if precision == "fp16" and device == "cpu":
+        with pytest.raises(FinetuneError, match="--precision fp16 needs a CUDA device"):
+            finetune(cfg)
+        return
+    res = finetune(cfg)
+    log = res.run.read_log()
+    assert all(math.isfinite(r["train_loss"]) and math.isfinite(r["dev_loss"]) for r in log)
+    assert log[-1]["train_loss"] < log[0]["train_loss"]
+    assert all(p.dtype == torch.float32 for p in res.model.parameters() if p.requires_grad)
+    assert res.run.info["config"]["precision"] == precision
+    assert all(torch.isfinite(v).all() for v in _weights(res.run).values())
 
 
 def _batches_per_epoch(log):

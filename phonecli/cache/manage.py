@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from phonecli.cache.store import FORMAT, CacheError, is_url, normalize_path
+from phonecli.cache.store import FORMAT, CacheError, is_url, normalize_path, storage_options
 
 
 def _fs(path: str):
     import fsspec
 
-    fs, p = fsspec.core.url_to_fs(path)
+    opts = storage_options(path) if is_url(path) else {}
+    fs, p = fsspec.core.url_to_fs(path, **opts)
     return fs, p
 
 

@@ -66,22 +66,49 @@ def is_url(path: str | Path) -> bool:
 
 
 def normalize_path(path: str | Path) -> str:
-    """Local paths become absolute strings; fsspec URLs (``file://``, ``memory://``, ``s3://``) stay."""
+    """Local paths become absolute strings; fsspec URLs (``file://``, ``memory://``, ``s3://``) stay.
+
+    A URL carrying credentials (``s3://KEY:SECRET@bucket/...``) is refused: the store path is
+    recorded in run.json and logs, so credentials must come from the environment or the standard
+    config files (for S3: ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_ENDPOINT_URL``,
+    ``~/.aws/credentials``, ``~/.aws/config``), never from a phonecli option.
+    """
     if is_url(path):
-        return str(path).rstrip("/")
+        url = str(path).rstrip("/")
+        netloc = url.split("://", 1)[1].split("/", 1)[0]
+        if "@" in netloc:
+            scheme = url.split("://", 1)[0]
+            raise CacheError(f"{scheme}://...@{netloc.rsplit('@', 1)[1]}: the store URL carries credentials, which "
+                             "would be written into run files and logs; remove them from the URL and set them in "
+                             "the environment or the standard config files (for S3: AWS_ACCESS_KEY_ID, "
+                             "AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL or ~/.aws/config)")
+        return url
     return str(Path(path).expanduser().resolve())
 
 
 def open_store(path: str | Path, *, read_only: bool):
-    """A zarr Store for a local path (LocalStore) or an fsspec URL (FsspecStore)."""
+    """A zarr Store for a local path (LocalStore) or an fsspec URL (FsspecStore).
+
+    Remote filesystems get no listings cache: other processes (torchrun ranks on other nodes,
+    a concurrent extraction) add completion markers, and a cached listing of ``done/`` would
+    hide them (s3fs caches ``ls`` results for the life of the filesystem object).
+    Credentials and endpoints are left to the filesystem's own configuration chain.
+    """
     from zarr.storage import FsspecStore, LocalStore
 
     p = normalize_path(path)
     if is_url(p):
-        # fsspec's local filesystem does not create parent directories unless asked to.
-        opts = {"auto_mkdir": True} if p.split("://", 1)[0] in ("file", "local") else None
-        return FsspecStore.from_url(p, storage_options=opts, read_only=read_only)
+        return FsspecStore.from_url(p, storage_options=storage_options(p), read_only=read_only)
     return LocalStore(p, read_only=read_only)
+
+
+def storage_options(url: str) -> dict:
+    """fsspec options phonecli passes for ``url``: local directories are created on demand
+    (fsspec's local filesystem does not create parents unless asked to); remote listings are
+    never cached (see :func:`open_store`). Nothing about credentials."""
+    if url.split("://", 1)[0] in ("file", "local"):
+        return {"auto_mkdir": True}
+    return {"use_listings_cache": False}
 
 
 def local_file(store, key: str) -> Path | None:
@@ -135,8 +162,30 @@ def store_get(store, key: str, byte_range=None) -> bytes | None:
     from zarr.core.buffer import default_buffer_prototype
     from zarr.core.sync import sync
 
-    buf = sync(store.get(key, prototype=default_buffer_prototype(), byte_range=byte_range))
+    try:
+        buf = sync(store.get(key, prototype=default_buffer_prototype(), byte_range=byte_range))
+    except _credential_errors() as e:  # the first request to a remote store is a read of a zarr.json
+        raise CacheError(f"{_store_url(store)}: no usable credentials for the object store ({e}); set AWS_ACCESS_KEY_ID and "
+                         "AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL for a server other than AWS) in the "
+                         "environment, or put them in ~/.aws/credentials and ~/.aws/config") from e
     return None if buf is None else buf.to_bytes()
+
+
+def _store_url(store) -> str:
+    fs = getattr(store, "fs", None)
+    if fs is None:
+        return str(getattr(store, "root", store))
+    proto = fs.protocol[0] if isinstance(fs.protocol, tuple) else fs.protocol
+    return f"{proto}://{store.path}"
+
+
+def _credential_errors() -> tuple[type[BaseException], ...]:
+    """botocore's missing/partial-credentials errors when botocore (s3fs) is installed, else none."""
+    try:
+        from botocore.exceptions import NoCredentialsError, PartialCredentialsError
+    except ImportError:
+        return ()
+    return (NoCredentialsError, PartialCredentialsError)
 
 
 def store_get_ranges(store, key_ranges: list[tuple[str, int, int]]) -> list[bytes]:

@@ -14,6 +14,7 @@ Typical use by the extraction runner (every torchrun rank runs the same code)::
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import zlib
 from pathlib import Path
 
@@ -24,8 +25,10 @@ from phonecli.cache.plan import Part
 from phonecli.cache.store import (
     DTYPES, FLOAT16_MAX, FORMAT, IDENTITY_KEYS, REQUIRED_KEYS, VERSION, CacheError,
     CacheMismatchError, CacheOverflowError, data_key, done_key, jsonable, normalize_path,
-    open_store, part_name, read_attrs, scales_key, store_delete, store_delete_dir, store_list_dir,
+    open_store, part_name, read_attrs, scales_key, store_delete_dir, store_list_dir,
 )
+
+log = logging.getLogger("phonecli.cache")
 
 
 def _crc32(a: np.ndarray) -> int:
@@ -33,10 +36,23 @@ def _crc32(a: np.ndarray) -> int:
 
 
 def _create_single_chunk_array(store, key: str, data: np.ndarray):
-    """One uncompressed chunk holding the whole array: plain little-endian C-order bytes on disk."""
+    """One uncompressed chunk holding the whole array: plain little-endian C-order bytes on disk.
+
+    An existing array of the same shape and dtype (left by a killed run, or being written by a
+    concurrent process extracting the same part) is overwritten in place, never deleted first:
+    each object write is atomic (S3 PUT; LocalStore writes a temporary file and renames it), so a
+    reader or a concurrent writer never sees the part without its data.
+    """
     import zarr
     from zarr.codecs import BytesCodec
 
+    try:
+        arr = zarr.open_array(store, path=key, mode="r+", zarr_format=3)
+        if arr.shape == data.shape and arr.chunks == data.shape and arr.dtype == data.dtype:
+            arr[...] = data
+            return arr
+    except FileNotFoundError:  # zarr's ArrayNotFoundError: nothing there yet
+        pass
     arr = zarr.create_array(
         store=store, name=key, shape=data.shape, chunks=data.shape, dtype=data.dtype,
         compressors=None, filters=None, serializer=BytesCodec(endian="little"), fill_value=0,
@@ -92,8 +108,10 @@ class CacheWriter:
         store = open_store(p, read_only=False)
         existing = read_attrs(store, "")
         if existing is None:
-            if store_list_dir(store, ""):
+            # a concurrent process may create the cache between our two looks: read again before refusing
+            if store_list_dir(store, "") and (existing := read_attrs(store, "")) is None:
                 raise CacheError(f"{p} exists and is not a phonecli cache: choose another --cache location")
+        if existing is None:
             try:
                 zarr.create_group(store, attributes={**meta, "plan": plan_json}, overwrite=False,
                                   zarr_format=3)
@@ -135,6 +153,11 @@ class CacheWriter:
                 done.add(part.index)
         return done
 
+    def part_complete(self, index: int) -> bool:
+        """Whether part ``index`` has a completion marker now (one read; another process may have
+        written it since :meth:`pending` was computed)."""
+        return "index" in (read_attrs(self.store, done_key(index)) or {})
+
     def pending(self, rank: int = 0, world_size: int = 1) -> list[Part]:
         """Incomplete parts assigned to ``rank`` (``part.index % world_size == rank``)."""
         if not 0 <= rank < world_size:
@@ -143,13 +166,17 @@ class CacheWriter:
         return [p for p in self.plan if p.index % world_size == rank and p.index not in done]
 
     # ------------------------------------------------------------------ writing
-    def write_part(self, part: Part, features: dict[str, np.ndarray], skipped: list[dict] | None = None) -> None:
+    def write_part(self, part: Part, features: dict[str, np.ndarray], skipped: list[dict] | None = None) -> bool:
         """Convert, write ``part`` whole, then mark it complete (marker written LAST).
 
         ``features``: utt_id -> float32 ``(len(layers), frames, dim)`` for every utterance of the
         part not listed in ``skipped`` (``[{"utt_id", "reason"}]``). Raises
         :class:`CacheOverflowError` (float16, |x| > 65504) or :class:`CacheError` before
         touching the store, so a failed call leaves no partial data behind that looks complete.
+
+        Returns False, writing nothing, when the part is already complete: another process
+        extracting into the same store finished it first (a completed part is never rewritten;
+        ``cache verify --repair`` removes the marker of a damaged one so it can be redone).
         """
         skipped = list(skipped or [])
         planned = self._by_index.get(part.index)
@@ -202,7 +229,7 @@ class CacheWriter:
             "crc32": _crc32(data) if data is not None else 0,
             "scales_crc32": _crc32(scales) if scales is not None else None,
         }
-        self._write(part.index, data, scales, marker)
+        return self._write(part.index, data, scales, marker)
 
     def _check_values(self, utt_id: str, x: np.ndarray) -> None:
         absmax = np.abs(x).max(axis=(1, 2))                     # (L,)
@@ -217,18 +244,27 @@ class CacheWriter:
                 f"utterance {utt_id}: layer {self.layers[i]} has |x| up to {float(absmax[i]):.6g}, "
                 f"beyond float16's {FLOAT16_MAX:.0f} (it would be stored as inf): re-run with --dtype float32")
 
-    def _write(self, index: int, data: np.ndarray | None, scales: np.ndarray | None, marker: dict) -> None:
+    def _write(self, index: int, data: np.ndarray | None, scales: np.ndarray | None, marker: dict) -> bool:
         import zarr
 
-        # Order matters for crash safety: marker gone -> old data gone -> new data -> marker.
-        store_delete(self.store, f"{done_key(index)}/zarr.json")
-        store_delete_dir(self.store, f"parts/{part_name(index)}")
+        done = read_attrs(self.store, done_key(index)) or {}
+        if "index" in done:  # a concurrent process completed it meanwhile: keep its (first) copy
+            if (done.get("crc32"), done.get("scales_crc32")) != (marker["crc32"], marker["scales_crc32"]):
+                log.warning("cache %s: part %s was completed by another process with other values (crc32 %s, "
+                            "this process %s): kept the first copy; extraction on this device is not "
+                            "deterministic", self.path, part_name(index), done.get("crc32"), marker["crc32"])
+            return False
+        # No marker, so any data there is a killed run's (or a concurrent writer's, of the same values):
+        # overwrite it (see _create_single_chunk_array), then write the marker LAST.
+        if data is None:  # every utterance skipped: no array at all (a killed run may have left one)
+            store_delete_dir(self.store, f"parts/{part_name(index)}")
         if data is not None:
             _create_single_chunk_array(self.store, data_key(index), data)
         if scales is not None:
             _create_single_chunk_array(self.store, scales_key(index), scales)
         zarr.create_group(self.store, path=done_key(index), attributes=marker, overwrite=True,
                           zarr_format=3)
+        return True
 
     # ------------------------------------------------------------------ finishing
     def finalize(self):

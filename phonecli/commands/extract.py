@@ -22,6 +22,8 @@ import click
               show_default=True, help="Stored dtype (int8: per-channel scales).")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda",
               help="Where the encoder runs.")
+@click.option("--precision", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32",
+              show_default=True, help="Encoder compute precision (half precision via torch.autocast; mainly for GPUs).")
 @click.option("--batch-seconds", type=float, default=60.0, show_default=True, metavar="S",
               help="Cap per forward batch, in seconds of padded audio.")
 @click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
@@ -29,13 +31,14 @@ import click
 @click.option("--revision", default=None, metavar="R", help="Hub revision (branch, tag or commit).")
 @click.option("--trust-remote-code", is_flag=True, default=False,
               help="Allow model code from the Hub (off by default).")
-def extract(model, data, cache_root, out, splits, layers, dtype, device, batch_seconds, on_error, revision,
-            trust_remote_code):
+def extract(model, data, cache_root, out, splits, layers, dtype, device, precision, batch_seconds, on_error,
+            revision, trust_remote_code):
     """Extract every hidden state of an encoder for a manifest into the feature cache.
 
     Resumable: rerunning the same command after a crash only does the missing parts. Under
-    `torchrun --nproc-per-node N -m phonecli extract ...` ranks share the parts. The last
-    line on stdout is the cache path.
+    `torchrun --nproc-per-node N -m phonecli extract ...` ranks share the parts (also across
+    machines: `torchrun --nnodes M ...`, see docs/sections/cluster.md). The last line on stdout
+    is the cache path.
 
     \b
     Example:
@@ -50,7 +53,8 @@ def extract(model, data, cache_root, out, splits, layers, dtype, device, batch_s
         raise click.UsageError("give --cache ROOT (or --out PATH)")
     report = run_extraction(model, data, cache_root, splits=splits, layers=layers, dtype=dtype,
                             device=device, batch_seconds=batch_seconds, on_error=on_error,
-                            revision=revision, trust_remote_code=trust_remote_code, out=out)
+                            revision=revision, trust_remote_code=trust_remote_code, out=out,
+                            precision=precision)
     if int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun rank 0 alone reports
     click.echo(report.summary())

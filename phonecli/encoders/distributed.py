@@ -1,8 +1,16 @@
-"""torchrun support for extraction: rank/world from the environment, a gloo/nccl group, and
-the few collectives the runner needs (error broadcast, barrier, sums).
+"""torchrun support for extraction and fine-tuning: rank/world from the environment, a gloo/nccl
+group, and the few collectives the runners need (error broadcast, barrier, sums).
 
 Ranks never write the same region: each takes the cache parts with ``index % world == rank``
-(``CacheWriter.pending``), so no locking is needed; rank 0 finalizes after a barrier.
+(``CacheWriter.pending``), so no locking is needed; rank 0 finalizes after a barrier. The same
+holds across machines (``torchrun --nnodes N``): only the store must be reachable from every node.
+
+Backend choice: extraction's collectives carry a few Python objects and floats (an error line,
+three sums, barriers), never model tensors, so extraction asks for gloo on every device: it needs
+only the TCP connectivity torchrun's rendezvous needs anyway, while NCCL would need a working
+GPU-to-GPU transport between the nodes (InfiniBand/sockets configuration) and a communicator on
+every GPU for nothing. Fine-tuning (DDP gradients) uses NCCL on CUDA, bound to this rank's GPU
+(``device_id``) so that barriers know their device instead of guessing it.
 """
 
 from __future__ import annotations
@@ -60,8 +68,12 @@ class DistContext:
             self.initialized_here = False
 
 
-def init_distributed(device: str) -> DistContext:
-    """Join the torchrun group when ``WORLD_SIZE > 1`` (gloo on CPU, nccl on CUDA)."""
+def init_distributed(device: str, backend: str | None = None) -> DistContext:
+    """Join the torchrun group when ``WORLD_SIZE > 1``.
+
+    ``backend``: ``"gloo"`` or ``"nccl"``; default nccl on CUDA, gloo on CPU (see the module
+    docstring for why extraction passes gloo).
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistContext()
@@ -69,15 +81,17 @@ def init_distributed(device: str) -> DistContext:
 
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    backend = "nccl" if device.startswith("cuda") else "gloo"
+    backend = backend or ("nccl" if device.startswith("cuda") else "gloo")
     created = False
     if not dist.is_initialized():
+        kwargs = {}
         if backend == "nccl":
             import torch
 
             torch.cuda.set_device(local_rank)
+            kwargs["device_id"] = torch.device("cuda", local_rank)
         # generous timeout: ranks wait at the final barrier for the slowest rank's last part
-        dist.init_process_group(backend=backend, timeout=timedelta(hours=2))
+        dist.init_process_group(backend=backend, timeout=timedelta(hours=2), **kwargs)
         created = True
     else:
         backend = dist.get_backend()

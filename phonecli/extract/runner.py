@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import re
 import sys
 import time
@@ -35,6 +36,10 @@ log = logging.getLogger("phonecli.extract")
 
 DTYPES = ("float16", "float32", "int8")
 DEFAULT_DTYPE = "float16"
+#: Compute precision of the encoder forward: float32, or torch.autocast to float16 / bfloat16
+#: (matmuls and convolutions in half precision, reductions such as LayerNorm/softmax in float32).
+PRECISIONS = ("float32", "float16", "bfloat16")
+DEFAULT_PRECISION = "float32"
 DEFAULT_BATCH_SECONDS = 60.0
 DEFAULT_PART_BYTES = 256 * 2**20
 #: Override the part size (bytes); tests use it to get several parts from a tiny corpus.
@@ -140,18 +145,21 @@ def compact_layers(indices: list[int]) -> str:
 
 
 def cache_location(cache_root: str | Path, corpus_id: str, model_name: str, *, layers: list[int],
-                   all_layers: list[int], dtype: str, splits: list[str], all_splits: list[str]) -> str | Path:
-    """``ROOT/<corpus_id>/<model>[.L<layers>][.<dtype>][.<splits>].zarr``.
+                   all_layers: list[int], dtype: str, splits: list[str], all_splits: list[str],
+                   precision: str = DEFAULT_PRECISION) -> str | Path:
+    """``ROOT/<corpus_id>/<model>[.L<layers>][.<dtype>][.amp-<precision>][.<splits>].zarr``.
 
-    The default extraction (all layers, float16, every split) is ``<model>.zarr``; each
-    non-default choice adds a suffix so differently-made caches never collide, e.g.
-    ``hubert-large.L9-12.int8.zarr`` or ``fbank.test.zarr``.
+    The default extraction (all layers, float16, float32 compute, every split) is ``<model>.zarr``;
+    each non-default choice adds a suffix so differently-made caches never collide, e.g.
+    ``hubert-large.L9-12.int8.zarr``, ``hubert-large.amp-bfloat16.zarr`` or ``fbank.test.zarr``.
     """
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", model_name).strip("._") or "model"
     if layers != all_layers:
         name += f".L{compact_layers(layers)}"
     if dtype != DEFAULT_DTYPE:
         name += f".{dtype}"
+    if precision != DEFAULT_PRECISION:
+        name += f".amp-{precision}"
     if splits != all_splits:
         name += "." + "+".join(splits)
     name += ".zarr"
@@ -230,7 +238,7 @@ def extract_features(model: str, data: str | Path, cache_root: str | Path | None
                      batch_seconds: float = DEFAULT_BATCH_SECONDS, on_error: str = "fail",
                      revision: str | None = None, trust_remote_code: bool = False,
                      out: str | Path | None = None, part_bytes: int | None = None,
-                     progress: bool | None = None) -> str | Path:
+                     progress: bool | None = None, precision: str = DEFAULT_PRECISION) -> str | Path:
     """Extract the hidden states of ``model`` for the manifest in ``data`` into the feature cache.
 
     ``model``: registry name (``phonecli models``), local ``save_pretrained`` directory or
@@ -245,12 +253,15 @@ def extract_features(model: str, data: str | Path, cache_root: str | Path | None
     ``on_error``: ``"fail"`` (stop; complete parts are kept) or ``"skip"`` (record
     ``{"utt_id", "reason"}`` in the cache and go on); ``out``: exact store path instead of the
     default location; ``part_bytes``: cache part size (default 256 MiB); ``progress``: tqdm
-    bar (default: when stderr is a terminal). Rerunning the same call resumes an interrupted one.
+    bar (default: when stderr is a terminal); ``precision``: float32 | float16 | bfloat16, the
+    encoder's compute precision (half precision runs under ``torch.autocast``; recorded in the
+    cache settings, so caches of different precision are never mixed). Rerunning the same call
+    resumes an interrupted one.
     """
     return run_extraction(model, data, cache_root, splits=splits, layers=layers, dtype=dtype, device=device,
                           batch_seconds=batch_seconds, on_error=on_error, revision=revision,
                           trust_remote_code=trust_remote_code, out=out, part_bytes=part_bytes,
-                          progress=progress).path
+                          progress=progress, precision=precision).path
 
 
 def run_extraction(model: str, data: str | Path, cache_root: str | Path | None = None, *,
@@ -259,7 +270,7 @@ def run_extraction(model: str, data: str | Path, cache_root: str | Path | None =
                    batch_seconds: float = DEFAULT_BATCH_SECONDS, on_error: str = "fail",
                    revision: str | None = None, trust_remote_code: bool = False,
                    out: str | Path | None = None, part_bytes: int | None = None,
-                   progress: bool | None = None) -> ExtractionReport:
+                   progress: bool | None = None, precision: str = DEFAULT_PRECISION) -> ExtractionReport:
     """:func:`extract_features`, returning an :class:`ExtractionReport` (path, real-time factor,
     size, skipped ids) instead of the bare path. The part size falls back to the environment
     variable ``PHONECLI_EXTRACT_PART_BYTES`` (tests use it to get many parts from a tiny corpus).
@@ -270,6 +281,8 @@ def run_extraction(model: str, data: str | Path, cache_root: str | Path | None =
 
     if dtype not in DTYPES:
         raise ExtractionError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    if precision not in PRECISIONS:
+        raise ExtractionError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     if on_error not in ON_ERROR:
         raise ExtractionError(f"--on-error {on_error!r}: choose fail or skip")
     if not batch_seconds or batch_seconds <= 0:
@@ -285,7 +298,7 @@ def run_extraction(model: str, data: str | Path, cache_root: str | Path | None =
         raise ExtractionError(f"{data}: the manifest has no utterances in splits {chosen_splits}")
 
     device = resolve_device(device)
-    ctx = init_distributed(device)
+    ctx = init_distributed(device, backend="gloo")  # control-plane collectives only (see distributed.py)
     try:
         if ctx.active and device == "cuda":
             device = f"cuda:{ctx.local_rank}"
@@ -298,8 +311,8 @@ def run_extraction(model: str, data: str | Path, cache_root: str | Path | None =
         path = Path(out) if out is not None and "://" not in str(out) else out
         if path is None:
             path = cache_location(cache_root, manifest.corpus_id, name, layers=sel, all_layers=all_idx,
-                                  dtype=dtype, splits=chosen_splits, all_splits=all_splits)
-        metadata = build_metadata(adapter, sel, infos, dtype, manifest.corpus_id, chosen_splits)
+                                  dtype=dtype, splits=chosen_splits, all_splits=all_splits, precision=precision)
+        metadata = build_metadata(adapter, sel, infos, dtype, manifest.corpus_id, chosen_splits, precision)
 
         bytes_per_frame = len(sel) * adapter.hidden_size * (1 if dtype == "int8" else np.dtype(dtype).itemsize)
         items = [(u.utt_id, u.split, max(1, adapter.num_frames(_samples_16k(u)))) for u in utts]
@@ -328,11 +341,12 @@ def run_extraction(model: str, data: str | Path, cache_root: str | Path | None =
                      len(plan) - remaining, len(plan), remaining)
         by_id = {u.utt_id: u for u in utts}
         t0 = time.perf_counter()
-        stats = _process_parts(pending, writer, adapter, manifest, by_id, positions, sel, dtype,
-                               batch_seconds, on_error, ctx.rank, progress)
+        with compute_precision(precision, device):  # thread-local: covers the forwards of this thread only
+            stats = _process_parts(pending, writer, adapter, manifest, by_id, positions, sel, dtype,
+                                   batch_seconds, on_error, ctx.rank, progress)
 
         ctx.barrier()
-        n_utts, seconds, n_parts = ctx.sum([stats["utterances"], stats["seconds"], len(pending)])
+        n_utts, seconds, n_parts = ctx.sum([stats["utterances"], stats["seconds"], stats["parts"]])
         nbytes = 0
         if ctx.rank == 0:
             writer.finalize()
@@ -346,8 +360,20 @@ def run_extraction(model: str, data: str | Path, cache_root: str | Path | None =
         ctx.close()
 
 
+def compute_precision(precision: str, device: str):
+    """The context the encoder forwards run in: nothing for float32, else ``torch.autocast`` on the
+    device's type (``cuda`` or ``cpu``; both support float16 and bfloat16 autocast in torch >= 2.4)."""
+    import contextlib
+
+    import torch
+
+    if precision == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.split(":")[0], dtype=getattr(torch, precision))
+
+
 def build_metadata(adapter: EncoderAdapter, sel: list[int], infos: list[LayerInfo], dtype: str,
-                   corpus_id: str, splits: list[str]) -> dict:
+                   corpus_id: str, splits: list[str], precision: str = DEFAULT_PRECISION) -> dict:
     """Root metadata per the cache contract (everything needed to trust and reuse the cache)."""
     from importlib.metadata import PackageNotFoundError, version
 
@@ -365,6 +391,7 @@ def build_metadata(adapter: EncoderAdapter, sel: list[int], infos: list[LayerInf
         "family": spec.family,
         "input": spec.input,
         "audio": "load_audio: mono (channel mean), 16 kHz (torchaudio sinc resample)",
+        "precision": precision if precision == "float32" else f"{precision} (torch.autocast)",
     }
     adapter_settings = getattr(adapter, "settings", None)
     if isinstance(adapter_settings, dict):
@@ -402,48 +429,74 @@ def _process_parts(pending, writer, adapter: EncoderAdapter, manifest, by_id: di
     decodes, and the previous part writes, in background threads while the model runs
     (soundfile, torchaudio and the Zarr codecs release the GIL). Decoding one batch ahead,
     never a whole part, bounds RAM even for fbank parts holding hours of audio.
+
+    Several independent processes may extract into one store at once (two jobs started alike,
+    a rerun while the first still runs): each takes its parts in its own random order and skips
+    a part another process completed meanwhile, so they share the work instead of racing part
+    by part; a part finished by both is kept as first written (``CacheWriter.write_part``).
+    Values do not depend on the order. Under torchrun the ranks' parts are disjoint anyway.
     """
     from tqdm.auto import tqdm
 
     from phonecli.extract.batching import make_batches
 
+    order = list(pending)
+    random.Random(int.from_bytes(os.urandom(8), "little")).shuffle(order)
     max_samples = int(batch_seconds * SAMPLE_RATE)
-    jobs: list[tuple[int, list[str]]] = []  # (position in pending, utterance ids of one batch)
-    for k, part in enumerate(pending):
+    jobs: list[tuple[int, list[str]]] = []  # (position in order, utterance ids of one batch)
+    for k, part in enumerate(order):
         lengths = [(u, _samples_16k(by_id[u])) for u in part.utt_ids]
         jobs.extend((k, b) for b in make_batches(lengths, max_samples, adapter.padding_safe))
 
-    total = sum(_seconds(by_id[i]) for p in pending for i in p.utt_ids)
+    total = sum(_seconds(by_id[i]) for p in order for i in p.utt_ids)
     show = (sys.stderr.isatty() if progress is None else progress) and rank == 0
     bar = tqdm(total=round(total, 2), unit="audio-s", disable=not show, desc=f"extract {adapter.spec.name}",
                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}, {rate_fmt}]")
     delay = float(os.environ.get(PART_DELAY_ENV, "0") or 0)
-    stats = {"utterances": 0, "seconds": 0.0, "skipped": []}
+    stats = {"utterances": 0, "seconds": 0.0, "parts": 0, "skipped": []}
     loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="phonecli-audio")
     writer_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="phonecli-write")
     in_flight: Future | None = None
+
+    def load(j: int) -> Future | None:
+        """Start decoding the audio of job ``j`` in the background (None past the last job)."""
+        return loader.submit(_load_audio, jobs[j][1], manifest, by_id) if j < len(jobs) else None
+
+    def account(fut: Future) -> None:
+        written, utt_ids, skipped = fut.result()
+        if written:
+            stats["parts"] += 1
+            stats["utterances"] += len(utt_ids)
+            stats["seconds"] += sum(_seconds(by_id[u]) for u in utt_ids)
+            stats["skipped"].extend(skipped)
+
     try:
-        audio_batches = _prefetch([b for _, b in jobs], lambda ids: _load_audio(ids, manifest, by_id), loader)
-        j = 0
-        for k, part in enumerate(pending):
+        j, audio = 0, load(0)
+        for k, part in enumerate(order):
+            n_jobs = sum(1 for kk, _ in jobs[j:] if kk == k)
+            if writer.part_complete(part.index):
+                log.debug("rank %d: part %d was completed by another process; skipped", rank, part.index)
+                audio.cancel()
+                j += n_jobs
+                audio = load(j)
+                bar.update(sum(_seconds(by_id[u]) for u in part.utt_ids))
+                continue
             features: dict[str, np.ndarray] = {}
             failures: dict[str, str] = {}
             fail = _failure_handler(on_error, failures)
-            while j < len(jobs) and jobs[j][0] == k:
-                batch = jobs[j][1]
+            for _ in range(n_jobs):
+                batch, waves = jobs[j][1], audio.result()
                 j += 1
-                _run_batch(batch, next(audio_batches), adapter, positions, sel, dtype, features, fail)
+                audio = load(j)
+                _run_batch(batch, waves, adapter, positions, sel, dtype, features, fail)
                 bar.update(sum(_seconds(by_id[u]) for u in batch))
             skipped = [{"utt_id": u, "reason": failures[u]} for u in part.utt_ids if u in failures]
             features = {u: features[u] for u in part.utt_ids if u in features}  # manifest order
             if in_flight is not None:
-                in_flight.result()  # at most one finished part waits in memory to be written
+                account(in_flight)  # at most one finished part waits in memory to be written
             in_flight = writer_pool.submit(_write, writer, part, features, skipped, delay, rank)
-            stats["utterances"] += len(features)
-            stats["seconds"] += sum(_seconds(by_id[u]) for u in features)
-            stats["skipped"].extend(skipped)
         if in_flight is not None:
-            in_flight.result()
+            account(in_flight)
     except BaseException:
         # keep what is complete: let the part already handed to the writer finish
         if in_flight is not None:
@@ -459,16 +512,6 @@ def _process_parts(pending, writer, adapter: EncoderAdapter, manifest, by_id: di
     return stats
 
 
-def _prefetch(jobs: list, load, pool: ThreadPoolExecutor):
-    """Yield ``load(job)`` for each job in order, computing the next one in ``pool`` meanwhile."""
-    fut = pool.submit(load, jobs[0]) if jobs else None
-    for k in range(len(jobs)):
-        result = fut.result()
-        if k + 1 < len(jobs):
-            fut = pool.submit(load, jobs[k + 1])
-        yield result
-
-
 def _failure_handler(on_error: str, failures: dict[str, str]):
     def fail(utt_id: str, reason: str) -> None:
         if on_error == "fail":
@@ -480,12 +523,19 @@ def _failure_handler(on_error: str, failures: dict[str, str]):
     return fail
 
 
-def _write(writer, part, features: dict, skipped: list[dict], delay: float, rank: int) -> None:
-    writer.write_part(part, features, skipped)
-    log.debug("rank %d: part %d written (%d utterances, %d skipped)", rank, part.index, len(features),
-              len(skipped))
+def _write(writer, part, features: dict, skipped: list[dict], delay: float,
+           rank: int) -> tuple[bool, list[str], list[dict]]:
+    """Write one part; returns ``(written, utt_ids, skipped)`` (not written: another process had completed it)."""
+    written = writer.write_part(part, features, skipped)
+    if written:
+        log.debug("rank %d: part %d written (%d utterances, %d skipped)", rank, part.index, len(features),
+                  len(skipped))
+    else:
+        log.debug("rank %d: part %d was completed by another process meanwhile; its copy is kept", rank,
+                  part.index)
     if delay > 0:
         time.sleep(delay)
+    return written, list(features), skipped
 
 
 def _load_audio(utt_ids: list[str], manifest, by_id: dict) -> dict[str, np.ndarray | str]:

@@ -224,7 +224,10 @@ def _save_checkpoint(run_dir: Path, model, optimizer, scheduler, scaler, state: 
     ckpt.mkdir(parents=True)
     _save_safetensors(trainable_state(model), ckpt / "trainable.safetensors")
     torch.save(optimizer.state_dict(), ckpt / "optimizer.pt")
-    _save_safetensors({"torch": torch.get_rng_state()}, ckpt / "rng.safetensors")
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        rng["cuda"] = torch.cuda.get_rng_state()  # dropout on a GPU draws from the GPU's generator
+    _save_safetensors(rng, ckpt / "rng.safetensors")
     np_state = np.random.get_state()
     full = {**state, "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
             "numpy_rng": [np_state[0], np_state[1].tolist(), *[float(x) if isinstance(x, float) else int(x)
@@ -253,7 +256,10 @@ def _load_checkpoint(ckpt: Path, model, optimizer, scheduler, scaler) -> dict:
     sc = state.pop("scaler")
     if scaler is not None and sc:
         scaler.load_state_dict(sc)
-    torch.set_rng_state(_load_safetensors(ckpt / "rng.safetensors")["torch"])
+    rng = _load_safetensors(ckpt / "rng.safetensors")
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state(rng["cuda"])
     kind, keys, pos, has_gauss, cached = state.pop("numpy_rng")
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), int(pos), int(has_gauss), float(cached)))
     random.setstate(ast.literal_eval(state.pop("python_rng")))
