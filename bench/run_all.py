@@ -36,8 +36,10 @@ BENCHES = [
     Bench("extract_overhead", "extract_overhead.py", "`phonecli extract` time / bare decode + forward (base HuBERT, CPU)",
           [("ratio", r"overhead ratio extract / bare = ([\d.]+)"), ("CPU ratio", r"CPU-time ratio extract / bare = ([\d.]+)")],
           ["--utterances", "20", "--repeats", "2"]),
-    Bench("cache_read", "cache_read.py", "cache minibatch read (all layers) / numpy memmap; h5py / memmap",
-          [("cache/memmap", r"ratio cache/memmap = ([\d.]+)"), ("h5py/memmap", r"h5py/memmap = ([\d.]+)")],
+    Bench("cache_read", "cache_read.py", "cache minibatch read (all layers) / numpy memmap; h5py / memmap; "
+          "int8 / float16 frames/s from disk (page cache evicted) and from RAM",
+          [("cache/memmap", r"ratio cache/memmap = ([\d.]+)"), ("h5py/memmap", r"h5py/memmap = ([\d.]+)"),
+           ("int8/float16 cold", r"cold \(disk\) ([\d.]+)x"), ("int8/float16 warm", r"warm \(page cache\) ([\d.]+)x")],
           ["--utts", "100", "--batches", "50", "--repeats", "2"]),
     Bench("probe_vs_reencode", "probe_vs_reencode.py", "probe epoch re-encoding audio / epoch from the cache",
           [("weighted, 13 layers", r"\| weighted \|[^\n]*?\| ([\d.]+)x \|"),
@@ -46,10 +48,15 @@ BENCHES = [
           [("ratio", r"sweep of 11 weights / one evaluation = ([\d.]+)"),
            ("sweep s", r"11 weights, serial:\s+([\d.]+) s"), ("evaluation s", r"1000 bootstrap\): ([\d.]+) s")],
           ["--repeats", "1"]),
-    Bench("int8_per", "int8_per.py", "bytes per stored value float16 / int8; PER (HQ) change int8 causes (sample corpus)",
-          [("float16 B/value", r"bytes per value float16 ([\d.]+)"), ("int8 B/value", r"int8 ([\d.]+);"),
-           ("PER change (points)", r"PER \(HQ\) change int8 - float16 = ([-+\d.]+)")],
+    Bench("int8_per", "int8_per.py", "bytes per stored value float16 / int8; test PER (HQ) change of ONE float16-trained "
+          "probe evaluated on the int8 cache (sample corpus)",
+          [("float16 B/value", r"float16\s+([\d.]+) bytes per stored value"),
+           ("int8 B/value", r"int8\s+([\d.]+) bytes per stored value"),
+           ("PER change (points)", r"no retraining\): test HQ ([-+\d.]+) points")],
           ["--epochs", "8"]),
+    Bench("s3_read", "s3_read.py", "minibatch read from an S3 server (moto, 127.0.0.1) / local disk; int8 / float16 on S3",
+          [("S3/local float16", r"float16: S3/local frames/s = ([\d.]+)"), ("int8/float16 on S3", r"S3 ([\d.]+)x,")],
+          ["--utts", "40", "--batches", "5", "--repeats", "1"]),
 ]
 
 
