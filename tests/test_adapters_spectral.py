@@ -345,6 +345,17 @@ def test_qwen2_audio_matches_the_tower_with_qwens_padding_mask(qwen, qwen_dir):
     assert "25 fps" in last.name and "repetition" in last.note
 
 
+def test_qwen2_audio_windows_without_a_pooled_frame(qwen):
+    """<= 320 samples give Qwen one full-rate frame and no pooled one: too short alone (num_frames 0,
+    forward refuses), and dropped as the tail of audio over 30 s (Qwen itself truncates at 30 s)."""
+    assert [qwen.num_frames(n) for n in (320, 321, 640, 641)] == [0, 2, 2, 3]
+    with pytest.raises(ExtractionError, match="too short"):
+        qwen.forward([wave(320)])
+    got = qwen.forward([wave(321), wave(480_000 + 100), wave(480_000 + 321)])
+    assert [g.shape[1] for g in got] == [2, 1500, 1502]
+    assert len(np.unique(got[0][-1], axis=0)) == 1 and len(np.unique(got[2][-1], axis=0)) == 751
+
+
 def test_qwen2_audio_batched_equals_single(qwen):
     assert_batched_equals_single(qwen, [wave(8_000, 1), wave(24_321, 2)], atol=1e-4)
 

@@ -57,7 +57,7 @@ def test_new_caches_record_the_convention_and_what_each_index_is(fbank_cache):
 
 
 @pytest.mark.parametrize("attrs, why", [
-    ({"layer_info": OLD_PRE_LN_INFO}, "an older phonecli stored its last layer before the final LayerNorm"),
+    ({"layer_info": OLD_PRE_LN_INFO}, "an older phonecli, whose last layer is the state before the final LayerNorm"),
     ({}, "an older phonecli that recorded no layer convention"),
     ({"layer_convention": "future-v9"}, "layer_convention 'future-v9', this phonecli reads 'superb-v1'"),
 ])

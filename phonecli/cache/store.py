@@ -40,8 +40,8 @@ FLOAT16_MAX = 65504.0
 SPLIT_ORDER = ("train", "dev", "test")
 
 # Keys whose difference means "another model / corpus / settings": never mix into one store.
-IDENTITY_KEYS = ("model_id", "weights_fingerprint", "corpus_id", "layers", "dim", "dtype",
-                 "frame_rate", "settings", "layer_convention")
+IDENTITY_KEYS = ("layer_convention", "model_id", "weights_fingerprint", "corpus_id", "layers", "dim", "dtype",
+                 "frame_rate", "settings")
 REQUIRED_KEYS = ("model_id", "corpus_id", "layers", "dim", "dtype", "frame_rate")
 
 
@@ -63,7 +63,7 @@ def check_layer_convention(attrs: dict, path: str) -> None:
         why = f"layer_convention {found!r}, this phonecli reads {LAYER_CONVENTION!r}"
     elif any("pre final LayerNorm" in str(li.get("name", "")) for li in attrs.get("layer_info") or []
              if isinstance(li, dict)):
-        why = "an older phonecli stored its last layer before the final LayerNorm"
+        why = "an older phonecli, whose last layer is the state before the final LayerNorm"
     else:
         why = "an older phonecli that recorded no layer convention"
     raise CacheMismatchError(f"cache {path} was written by {why}; re-extract it (`phonecli cache rm {path}`, then "

@@ -83,7 +83,7 @@ class Adapter(WindowedLogMelAdapter):
     All states at 50 frames/s; the last one is 25 frames/s content repeated x2 (module docstring).
     """
 
-    min_samples = 2 * SAMPLES_PER_FRAME + 1  # >= 2 full-rate frames: one pooled frame
+    min_samples = SAMPLES_PER_FRAME + 1  # > 320 samples: 2 full-rate frames, hence one pooled frame
 
     def __init__(self, spec: ModelSpec, source: str, *, revision: str | None = None,
                  device: str = "cpu", trust_remote_code: bool = False):
