@@ -114,6 +114,10 @@ class WindowedLogMelAdapter(EncoderAdapter):
         return whole * self.frames_in_window(self.window_samples) + (self.frames_in_window(rest) if rest else 0)
 
     def features(self, windows: list[np.ndarray]):
+        """Log-mel ``(B, mel_bins, 3000)`` float32 tensor, every window padded to 30 s (fine-tuning's input)."""
+        return self.features_and_lengths(windows)[0]
+
+    def features_and_lengths(self, windows: list[np.ndarray]):
         """``(log-mel (B, mel_bins, 3000) float32, valid mel frames (B,) int64)``, every window padded
         to 30 s; the valid counts come from the extractor's own attention mask."""
         enc = self.feature_extractor(windows, sampling_rate=SAMPLE_RATE, padding="max_length",
@@ -146,7 +150,7 @@ class WindowedLogMelAdapter(EncoderAdapter):
         per_utt: list[list[np.ndarray]] = [[] for _ in waves]
         for start in range(0, len(pieces), WINDOWS_PER_FORWARD):
             chunk = pieces[start: start + WINDOWS_PER_FORWARD]
-            feats, mel_lengths = self.features([w for _, w in chunk])
+            feats, mel_lengths = self.features_and_lengths([w for _, w in chunk])
             with torch.inference_mode():
                 hidden = self._encode(feats.to(self.device, self._input_dtype()), mel_lengths.to(self.device))
                 for b, (u, w) in enumerate(chunk):
