@@ -37,6 +37,8 @@ import pytest
 import soundfile as sf
 import torch
 
+from test_adapters_spectral import one_torch_thread  # noqa: F401  (autouse: one torch thread for tiny models)
+
 FIXTURES = Path(__file__).parent / "fixtures" / "checkpoints"
 SR = 16_000
 WINDOW = 30 * SR
@@ -52,15 +54,6 @@ SSL_ROWS = ["hubert-base", "hubert-large", "distilhubert", "wavlm-base", "wavlm-
 WHISPER_ROWS = ["whisper-tiny", "whisper-base", "whisper-small", "whisper-medium", "whisper-large-v3"]
 OTHER_ROWS = ["w2v-bert-2", "qwen2-audio", "parakeet-ctc-0.6b", "parakeet-ctc-1.1b", "speechtokenizer"]
 ROWS = SSL_ROWS + WHISPER_ROWS + OTHER_ROWS
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models on a shared 2-core machine: thread hand-offs cost more than the maths."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # ---------------------------------------------------------------------------------------------
