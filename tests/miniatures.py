@@ -141,3 +141,164 @@ def make_l2arctic(root: Path, speakers: dict[str, str] | None = None, per_speake
             expected[f"{spk}_{stem}"] = {"split": speakers[spk], "units": units,
                                          "canonical": [c for c, _, kind, _ in units if kind != "addition"]}
     return expected
+
+
+# ------------------------------------------------------------------------------------------ TIMIT
+ARPA_TO_TIMIT = {"AH0": "ax", "ER0": "axr"}
+
+
+def _timit_phones(words: list[list[str]]) -> list[list[str]]:
+    """ARPAbet (with stress) -> TIMIT 61-set labels per word, with closures before stops."""
+    out = []
+    for w in words:
+        t = []
+        for p in w:
+            lab = ARPA_TO_TIMIT.get(p, p.rstrip("012").lower())
+            if lab in ("b", "d", "g", "p", "t", "k"):
+                t.append(("bcl" if lab in "bdg" else "pcl") if lab in "bp" else (lab + "cl"))
+            t.append(lab)
+        out.append(t)
+    return out
+
+
+TIMIT_SPEAKERS = {"TRAIN": {"DR1": ["FCJF0", "MDPK0"], "DR2": ["FAEM0"]},
+                  "TEST": {"DR1": ["MDAB0", "FELC0", "FAKS0", "MRJO0"], "DR2": ["MTAS1", "FDAC1"]}}
+
+
+def make_timit(root: Path, lower: bool = False, per_speaker: int = 3) -> dict:
+    """A TIMIT miniature: SPHERE .WAV (16 kHz), .PHN/.WRD in sample offsets, .TXT, SA1 files, h#/pau/q.
+
+    Speakers: MDAB0/FELC0/MTAS1 (core test), FAKS0/FDAC1 (dev), MRJO0 (neither: unused), three train.
+    ``lower`` writes lower-case folder and file names (some copies do). Returns
+    ``{utt_id: {"split", "phn61": [...]}}`` for the utterances that should be in the manifest.
+    """
+    expected = {}
+    k = 0
+    for released, drs in TIMIT_SPEAKERS.items():
+        for dr, spks in drs.items():
+            for spk in spks:
+                for j, sent in enumerate(["SA1"] + [f"SI{100 + j}" for j in range(per_speaker - 1)]):
+                    text = SENTENCES[k % len(SENTENCES)]
+                    k += 1
+                    words = [pronounce(w) for w in text]
+                    d = root / released / dr / spk
+                    name = sent
+                    if lower:
+                        d = root / released.lower() / dr.lower() / spk.lower()
+                        name = sent.lower()
+                    wav = d / f"{name}.{'wav' if lower else 'WAV'}"
+                    x = speak(words, wav, VOICES[k % len(VOICES)], sr=16000, fmt="sph")
+                    n = len(x)
+                    labels = _timit_phones(words)
+                    flat = ["h#"] + [p for w in labels for p in w] + ["h#"]
+                    if len(labels) > 1:                     # a pause and a glottal stop between words 1 and 2
+                        i = 1 + len(labels[0])
+                        flat[i:i] = ["pau", "q"]
+                    step = n // len(flat)
+                    phn = [f"{i * step} {(i + 1) * step if i < len(flat) - 1 else n} {p}" for i, p in enumerate(flat)]
+                    wrd = []
+                    t = step
+                    for w, lab in zip(text, labels):
+                        wrd.append(f"{t} {t + step * len(lab)} {w.lower()}")
+                        t += step * len(lab)
+                    ext = (lambda e: e.lower()) if lower else (lambda e: e)
+                    (d / f"{name}.{ext('PHN')}").write_text("\n".join(phn) + "\n")
+                    (d / f"{name}.{ext('WRD')}").write_text("\n".join(wrd) + "\n")
+                    (d / f"{name}.{ext('TXT')}").write_text(f"0 {n} {' '.join(text).capitalize()}.\n")
+                    split = "train" if released == "TRAIN" else "test" if spk in ("MDAB0", "FELC0", "MTAS1") else \
+                        "dev" if spk in ("FAKS0", "FDAC1") else None
+                    if not sent.startswith("SA") and split:
+                        expected[f"{spk}_{sent}"] = {"split": split, "phn61": [p for p in flat if p != "q"]}
+    return expected
+
+
+# ------------------------------------------------------------------------------------ LibriSpeech
+def make_librispeech(root: Path, per_chapter: int = 3) -> dict:
+    """LibriSpeech miniature (FLAC + trans.txt) with two lexicon files in ``root`` (SUPERB's names).
+
+    The first lexicon gives "READ" two pronunciations (the first wins) and lacks "SHIP", which the
+    second one has; "SAILS" is in neither (an OOV word, in one dev utterance). Returns
+    ``{utt_id: {"split", "text"}}``.
+    """
+    from phonecli.data.librispeech import LEXICONS
+
+    words = sorted({w for s in SENTENCES for w in s})
+    lex1 = [f"{w}\t{' '.join(pronounce(w))}" for w in words if w not in ("SHIP", "SAILS")]
+    lex1.insert(0, "READ\tR EH1 D")       # first pronunciation of READ: the past tense
+    lex2 = [f"SHIP\t{' '.join(pronounce('SHIP'))}", "READ\tR IY1 D"]
+    base = root / "LibriSpeech"
+    base.mkdir(parents=True, exist_ok=True)
+    (base / LEXICONS[0]).write_text("\n".join(lex1) + "\n")
+    (base / LEXICONS[1]).write_text("\n".join(lex2) + "\n")
+    expected = {}
+    k = 0
+    for part, spks in (("train-clean-100", ["19", "26"]), ("dev-clean", ["84"]), ("test-clean", ["121", "237"])):
+        for spk in spks:
+            chapter = "100"
+            d = base / part / spk / chapter
+            lines = []
+            for j in range(per_chapter):
+                text = SENTENCES[k % len(SENTENCES)]
+                if part == "dev-clean" and j == per_chapter - 1:
+                    text = SENTENCES[5]                    # RED SHIP SAILS: SAILS is out of the lexicon
+                else:
+                    text = [w for w in text if w != "SAILS"] or ["WE"]
+                k += 1
+                utt = f"{spk}-{chapter}-{j:04d}"
+                speak([pronounce(w) for w in text], d / f"{utt}.flac", VOICES[k % len(VOICES)], fmt="flac")
+                lines.append(f"{utt} {' '.join(text)}")
+                expected[utt] = {"split": {"train-clean-100": "train", "dev-clean": "dev"}.get(part, "test"),
+                                 "text": text}
+            (d / f"{spk}-{chapter}.trans.txt").write_text("\n".join(lines) + "\n")
+    return expected
+
+
+# ----------------------------------------------------------------------------------------- Kaldi
+def make_kaldi(root: Path, with_dev: bool = True) -> dict:
+    """Kaldi data dirs: train uses whole files, test cuts two utterances out of one recording (segments)."""
+    words = sorted({w for s in SENTENCES for w in s})
+    (root / "lexicon.txt").parent.mkdir(parents=True, exist_ok=True)
+    (root / "lexicon.txt").write_text("\n".join(f"{w} 1.0 {' '.join(p.rstrip('012') for p in pronounce(w))}"
+                                                for w in words) + "\n")
+    expected = {}
+    audio = root / "audio"
+    k = 0
+    splits = ["train", "dev", "test"] if with_dev else ["train", "test"]
+    for split in splits:
+        d = root / "data" / split
+        d.mkdir(parents=True, exist_ok=True)
+        wav, text, u2s, seg = [], [], [], []
+        if split != "test":
+            for spk in (f"{split}a", f"{split}b"):
+                for j in range(2):
+                    t = SENTENCES[k % len(SENTENCES)]
+                    k += 1
+                    utt = f"{spk}-{j}"
+                    speak([pronounce(w) for w in t], audio / f"{utt}.wav", VOICES[k % len(VOICES)])
+                    wav.append(f"{utt} audio/{utt}.wav")
+                    text.append(f"{utt} {' '.join(t)}")
+                    u2s.append(f"{utt} {spk}")
+                    expected[utt] = {"split": split, "text": t}
+        else:   # one long recording per speaker, two segments each
+            for spk in ("testa", "testb"):
+                t1, t2 = SENTENCES[k % len(SENTENCES)], SENTENCES[(k + 1) % len(SENTENCES)]
+                k += 2
+                x1 = speak([pronounce(w) for w in t1], audio / "tmp1.wav", VOICES[k % len(VOICES)])
+                x2 = speak([pronounce(w) for w in t2], audio / "tmp2.wav", VOICES[k % len(VOICES)])
+                rec = np.concatenate([x1, np.zeros(1600, np.float32), x2])
+                sf.write(audio / f"{spk}-rec.wav", rec, 16000, subtype="PCM_16")
+                wav.append(f"{spk}-rec audio/{spk}-rec.wav")
+                s2 = (len(x1) + 1600) / 16000
+                for j, (t, a, b) in enumerate([(t1, 0.0, len(x1) / 16000), (t2, s2, s2 + len(x2) / 16000)]):
+                    utt = f"{spk}-{j}"
+                    seg.append(f"{utt} {spk}-rec {a:.4f} {b:.4f}")
+                    text.append(f"{utt} {' '.join(t)}")
+                    u2s.append(f"{utt} {spk}")
+                    expected[utt] = {"split": split, "text": t, "samples": int(round((b - a) * 16000))}
+            (audio / "tmp1.wav").unlink()
+            (audio / "tmp2.wav").unlink()
+            (d / "segments").write_text("\n".join(seg) + "\n")
+        (d / "wav.scp").write_text("\n".join(wav) + "\n")
+        (d / "text").write_text("\n".join(text) + "\n")
+        (d / "utt2spk").write_text("\n".join(u2s) + "\n")
+    return expected

@@ -6,8 +6,8 @@ Layout::
     ROOT/dev/...      (optional: without it dev is carved from train's speakers, --dev-fraction)
     ROOT/test/...
 
-``wav.scp`` lists ``<id> <audio path>`` (relative paths resolve against ROOT, Kaldi's convention
-of running from the recipe directory); piped commands (``sox ... |``) are refused with one line.
+``wav.scp`` lists ``<id> <audio path>`` (relative paths resolve against ROOT or, Kaldi's convention
+of running from the recipe directory, ROOT's parent); piped commands (``sox ... |``) are refused.
 With ``segments`` (``<utt> <recording> <start s> <end s>``) each utterance is cut out of its
 recording at prepare time and written as FLAC to ``OUT/audio/`` (no resampling), so every later
 stage reads one file per utterance. Targets are the ``text`` words through ``--lexicon`` (first
@@ -102,8 +102,15 @@ class KaldiCorpus:
         return sum(len(t["text"]) for t in self.tables.values())
 
     def _audio_path(self, rx: str) -> Path:
+        """A wav.scp path: absolute, or relative to ROOT, or to ROOT's parent (the recipe directory
+        Kaldi scripts run from, when ROOT is its ``data/``), whichever exists (ROOT when neither)."""
         p = Path(rx)
-        return p if p.is_absolute() else self.root / p
+        if p.is_absolute():
+            return p
+        for base in (self.root, self.root.parent):
+            if (base / p).exists():
+                return base / p
+        return self.root / p
 
     def records(self) -> Iterator[RawRecord]:
         for split, t in self.tables.items():

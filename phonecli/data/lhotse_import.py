@@ -80,7 +80,7 @@ class LhotseCorpus:
             else:
                 cuts = lhotse.CutSet.from_manifests(recordings=lhotse.load_manifest(files["recordings"]),
                                                     supervisions=lhotse.load_manifest(files["supervisions"]))
-            self.cuts[split] = cuts.trim_to_supervisions(keep_overlapping=False)
+            self.cuts[split] = cuts.trim_to_supervisions(keep_overlapping=False).to_eager()
         if "train" not in self.cuts or "test" not in self.cuts:
             raise CorpusError(f"{self.root}: needs a train and a test part (found: {', '.join(found) or 'none'}); "
                               "name them with --parts train=NAME,test=NAME[,dev=NAME]")
