@@ -64,9 +64,9 @@ def open_source(source: str | Path, fmt: str | None = None, options: dict | None
         return OpenSLRCorpus(path), "openslr"
     if parquet_shards(path):
         return ParquetCorpus(path), "parquet"
-    raise CorpusError(f"{source}: no known corpus layout (SpeechOcean762 OpenSLR dir or parquet shards, L2-ARCTIC, "
-                      "TIMIT, LibriSpeech, Kaldi data dirs, lhotse manifests); pass --format, or run "
-                      "`phonecli data download --to DIR`")
+    raise CorpusError(f"{source}: neither an OpenSLR corpus (resource/scores.json, train/wav.scp) nor a directory "
+                      "of *.parquet shards, nor L2-ARCTIC, TIMIT, LibriSpeech, Kaldi data dirs or lhotse manifests; "
+                      "pass --format, or for SpeechOcean762 run `phonecli data download --to DIR`")
 
 
 def _progress(total: int, desc: str, enabled: bool | None):
