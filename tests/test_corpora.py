@@ -223,7 +223,7 @@ def test_kaldi_dirs_segments_and_lexicon(kaldi, tmp_path):
 
 
 def test_lhotse_manifests_import(kaldi, tmp_path):
-    lhotse = pytest.importorskip("lhotse", reason="lhotse is an optional extra")
+    import lhotse                      # the [lhotse] extra; [dev] installs it
     from lhotse.kaldi import load_kaldi_data_dir
 
     root, expected = kaldi
