@@ -73,6 +73,8 @@ def test_l2arctic_end_to_end(tmp_path):
     assert mdd["floors"]["accept_all"]["counts"]["cd"] == 0 and mdd["floors"]["accept_all"]["recall"] == 0
     assert "## Mispronunciation detection and diagnosis (MDD)" in md and "floor: accept all" in md
     assert "f1_ci95" in mdd and row["mdd_l2_f1"] != ""
+    res = CliRunner().invoke(main, ["evaluate", str(tmp_path / "runs" / "fbank-mlp"), "--protocol", "seed"])
+    assert res.exit_code != 0 and "--protocol seed does not apply to L2-ARCTIC MDD" in res.output
 
 
 def test_timit_end_to_end_scores_on_39_phones(tmp_path):
@@ -85,6 +87,15 @@ def test_timit_end_to_end_scores_on_39_phones(tmp_path):
     assert all(set(p["ref"]) <= set(PHONES39) and set(p["hyp"]) <= set(PHONES39) for p in test)
     assert metrics["per"]["scored_on"] == "39 phones (Lee & Hon 1989)"
     assert "## Phone recognition (PER)" in md
+    # a run whose vocabulary is not the manifest's (e.g. made with the CMU-39 one) is refused, not mis-decoded
+    from phonecli.data.phones import VOCAB
+
+    info_path = tmp_path / "runs" / "fbank-mlp" / "run.json"
+    info = json.loads(info_path.read_text())
+    info["vocab"] = list(VOCAB)
+    info_path.write_text(json.dumps(info))
+    res = CliRunner().invoke(main, ["evaluate", str(info_path.parent)])
+    assert res.exit_code != 0 and "vocabulary differs from the 49-symbol vocabulary" in res.output
 
 
 def test_librispeech_end_to_end(tmp_path):
