@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
-from miniatures import make_kaldi, make_l2arctic, make_librispeech, make_timit, textgrid_text
+from miniatures import make_kaldi, make_l2arctic, make_librispeech, make_timit
 from phonecli.cli import main
 from phonecli.data.manifest import Manifest
 from phonecli.data.phones import PHONES, Vocabulary

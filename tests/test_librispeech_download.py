@@ -52,7 +52,7 @@ class _Files(BaseHTTPRequestHandler):
 def _tarball(part: str) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, payload in ((f"19/100/19-100.trans.txt", f"19-100-0000 HELLO {part}\n".encode()),
+        for name, payload in (("19/100/19-100.trans.txt", f"19-100-0000 HELLO {part}\n".encode()),
                               ("19/100/19-100-0000.flac", random.Random(part).randbytes(20000))):  # incompressible
             info = tarfile.TarInfo(f"LibriSpeech/{part}/{name}")
             info.size = len(payload)

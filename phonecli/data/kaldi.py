@@ -20,12 +20,11 @@ import io
 from pathlib import Path
 from typing import Iterator
 
-from phonecli.data.corpus import CorpusSpec, utterance_from
-from phonecli.data.lexicon import phonemize, read_lexicons
-from phonecli.data.manifest import Word
+from phonecli.data.corpus import CorpusSpec
+from phonecli.data.lexicon import lexicon_utterance, read_lexicons
 from phonecli.data.normalize import AudioFacts, Problem, RawRecord, error, inspect_audio
 from phonecli.data.openslr import read_table
-from phonecli.errors import CorpusError, UtteranceError
+from phonecli.errors import CorpusError
 
 SPLIT_DIRS = {"train": ("train",), "dev": ("dev", "valid", "validation"), "test": ("test", "eval")}
 MIN_SECONDS = 0.1
@@ -152,14 +151,7 @@ class KaldiCorpus:
         span = rec.entry["span"]
         if span is not None and not any(p.is_error for p in rec.problems):
             cut_segment(rec, span)
-        if any(p.is_error for p in rec.problems):
-            return utterance_from(rec, text="", phones=[], realized=[]), []   # raises the first error
-        per_word = phonemize(rec.utt_id, rec.entry["words"], self.lexicon, ", ".join(self.lexicon_paths))
-        flat = [p for w in per_word for p in w]
-        if not flat:
-            raise UtteranceError(rec.utt_id, "empty transcript; remove the utterance or use --on-error skip")
-        words = [Word(text=w, phones=ph, phone_accuracy=[]) for w, ph in zip(rec.entry["words"].split(), per_word)]
-        return utterance_from(rec, text=rec.entry["words"], phones=None, realized=flat, words=words), []
+        return lexicon_utterance(rec, rec.entry["words"], self.lexicon, ", ".join(self.lexicon_paths)), []
 
 
 def cut_segment(rec: RawRecord, span: tuple[float, float]) -> None:

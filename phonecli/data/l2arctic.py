@@ -41,7 +41,7 @@ from typing import Iterator
 
 from phonecli.data.corpus import CorpusSpec, check_phone_set, utterance_from
 from phonecli.data.manifest import AnnotatedPhone, Word
-from phonecli.data.normalize import Problem, RawRecord, error, inspect_audio
+from phonecli.data.normalize import Problem, RawRecord, inspect_audio
 from phonecli.data.phones import PHONES
 from phonecli.data.textgrid import read_textgrid
 from phonecli.errors import CorpusError, UtteranceError

@@ -55,3 +55,25 @@ def phonemize(utt_id: str, text: str, lexicon: dict[str, list[str]], where: str)
                                          "or drop the utterance with --on-error skip")
         out.append(list(phones))
     return out
+
+
+def lexicon_utterance(rec, text: str, lexicon: dict[str, list[str]], where: str, phone_set=None):
+    """The manifest row of an utterance whose targets are ``text`` through ``lexicon`` (words keep their phones).
+
+    ``phone_set``: when given, every phone must be in it. Raises :class:`~phonecli.errors.UtteranceError`
+    (OOV word, empty transcript, phone outside the set, or the record's own first error).
+    """
+    from phonecli.data.corpus import check_phone_set, utterance_from
+    from phonecli.data.manifest import Word
+    from phonecli.errors import UtteranceError
+
+    if any(p.is_error for p in rec.problems):
+        return utterance_from(rec, text="", phones=[], realized=[])     # raises the first error
+    per_word = phonemize(rec.utt_id, text, lexicon, where)
+    flat = [p for w in per_word for p in w]
+    if not flat:
+        raise UtteranceError(rec.utt_id, "empty transcript; remove the utterance or use --on-error skip")
+    if phone_set is not None:
+        check_phone_set(rec.utt_id, flat, phone_set, where)
+    words = [Word(text=w, phones=ph, phone_accuracy=[]) for w, ph in zip(text.split(), per_word)]
+    return utterance_from(rec, text=text, phones=None, realized=flat, words=words)

@@ -20,11 +20,9 @@ from pathlib import Path
 from typing import Iterator
 
 from phonecli.data.kaldi import encode_flac, lexicon_spec
-from phonecli.data.lexicon import phonemize, read_lexicons
-from phonecli.data.manifest import Word
+from phonecli.data.lexicon import lexicon_utterance, read_lexicons
 from phonecli.data.normalize import AudioFacts, Problem, RawRecord, error
-from phonecli.data.corpus import utterance_from
-from phonecli.errors import CorpusError, UtteranceError
+from phonecli.errors import CorpusError
 
 _MANIFEST = re.compile(r"^(?:.*_)?(cuts|recordings|supervisions)_(.+)\.jsonl(?:\.gz)?$")
 _SPLIT_OF = (("train", "train"), ("dev", "dev"), ("valid", "dev"), ("test", "test"), ("eval", "test"))
@@ -132,14 +130,7 @@ class LhotseCorpus:
         cut = rec.entry["cut"]
         if not any(p.is_error for p in rec.problems):
             _attach_audio(rec, cut)
-        if any(p.is_error for p in rec.problems):
-            return utterance_from(rec, text="", phones=[], realized=[]), []   # raises the first error
-        per_word = phonemize(rec.utt_id, rec.entry["words"], self.lexicon, ", ".join(self.lexicon_paths))
-        flat = [p for w in per_word for p in w]
-        if not flat:
-            raise UtteranceError(rec.utt_id, "empty transcript")
-        words = [Word(text=w, phones=ph, phone_accuracy=[]) for w, ph in zip(rec.entry["words"].split(), per_word)]
-        return utterance_from(rec, text=rec.entry["words"], phones=None, realized=flat, words=words), []
+        return lexicon_utterance(rec, rec.entry["words"], self.lexicon, ", ".join(self.lexicon_paths)), []
 
 
 def _attach_audio(rec: RawRecord, cut) -> None:

@@ -26,9 +26,8 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from phonecli.data.corpus import CorpusSpec, check_phone_set, utterance_from
-from phonecli.data.lexicon import phonemize, read_lexicons
-from phonecli.data.manifest import Word
+from phonecli.data.corpus import CorpusSpec
+from phonecli.data.lexicon import lexicon_utterance, read_lexicons
 from phonecli.data.normalize import Problem, RawRecord, error, inspect_audio
 from phonecli.data.phones import PHONES, VOWELS
 from phonecli.errors import CorpusError, DownloadError
@@ -137,13 +136,8 @@ class LibriSpeechCorpus:
     def build(self, rec: RawRecord, mappings: list[dict]):
         if not rec.entry.strip():
             rec.problems.append(error(rec.utt_id, f"empty transcript for {rec.audio}"))
-        if any(p.is_error for p in rec.problems):
-            return utterance_from(rec, text="", phones=[], realized=[]), []   # raises the first error
-        per_word = phonemize(rec.utt_id, rec.entry, self.lexicon, ", ".join(Path(p).name for p in self.lexicon_paths))
-        flat = [p for w in per_word for p in w]
-        check_phone_set(rec.utt_id, flat, SUPERB_PHONES, "lexicon")
-        words = [Word(text=w, phones=ph, phone_accuracy=[]) for w, ph in zip(rec.entry.split(), per_word)]
-        return utterance_from(rec, text=rec.entry, phones=None, realized=flat, words=words), []
+        where = ", ".join(Path(p).name for p in self.lexicon_paths)
+        return lexicon_utterance(rec, rec.entry, self.lexicon, where, phone_set=SUPERB_PHONES), []
 
 
 # ------------------------------------------------------------------------------------ download
