@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Iterator
 
 from phonecli.data.corpus import CorpusSpec
-from phonecli.data.lexicon import lexicon_utterance, read_lexicons
+from phonecli.data.lexicon import lexicon_utterance, required_lexicon
 from phonecli.data.normalize import AudioFacts, Problem, RawRecord, error, inspect_audio
 from phonecli.data.openslr import read_table
 from phonecli.errors import CorpusError
@@ -66,11 +66,7 @@ class KaldiCorpus:
 
     def __init__(self, root: str | Path, lexicon: list[str] | tuple[str, ...] | str | None = None):
         self.root = Path(root).resolve()
-        if lexicon is None:
-            raise CorpusError(f"{self.root}: a Kaldi data dir needs --lexicon PATH (WORD PH1 PH2 ... per line) "
-                              "for its phone targets")
-        paths = [str(Path(p).resolve()) for p in ([lexicon] if isinstance(lexicon, (str, Path)) else lexicon)]
-        self.lexicon = read_lexicons(paths)
+        paths, self.lexicon = required_lexicon(self.root, lexicon, "a Kaldi data dir")
         self.problems: list[Problem] = []
         self.dirs = {s: _split_dir(self.root, s) for s in SPLIT_DIRS}
         if self.dirs["train"] is None or self.dirs["test"] is None:

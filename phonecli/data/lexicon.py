@@ -41,6 +41,14 @@ def read_lexicons(paths) -> dict[str, list[str]]:
     return lex
 
 
+def required_lexicon(root: Path, lexicon, what: str) -> tuple[list[str], dict[str, list[str]]]:
+    """``(absolute paths, lexicon)`` of a ``--lexicon`` option (a path or paths) that ``what`` cannot do without."""
+    if lexicon is None:
+        raise CorpusError(f"{root}: {what} needs --lexicon PATH (WORD PH1 PH2 ... per line) for its phone targets")
+    paths = [str(Path(p).resolve()) for p in ([lexicon] if isinstance(lexicon, (str, Path)) else lexicon)]
+    return paths, read_lexicons(paths)
+
+
 def phonemize(utt_id: str, text: str, lexicon: dict[str, list[str]], where: str) -> list[list[str]]:
     """Per word of ``text`` its lexicon phones; :class:`~phonecli.errors.UtteranceError` at the first OOV word."""
     from phonecli.errors import UtteranceError

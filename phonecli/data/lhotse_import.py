@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Iterator
 
 from phonecli.data.kaldi import encode_flac, lexicon_spec
-from phonecli.data.lexicon import lexicon_utterance, read_lexicons
+from phonecli.data.lexicon import lexicon_utterance, required_lexicon
 from phonecli.data.normalize import AudioFacts, Problem, RawRecord, error
 from phonecli.errors import CorpusError
 
@@ -61,11 +61,7 @@ class LhotseCorpus:
                  parts: str | None = None):
         lhotse = _require_lhotse()
         self.root = Path(root).resolve()
-        if lexicon is None:
-            raise CorpusError(f"{self.root}: lhotse manifests need --lexicon PATH (WORD PH1 PH2 ... per line) "
-                              "for their phone targets")
-        paths = [str(Path(p).resolve()) for p in ([lexicon] if isinstance(lexicon, (str, Path)) else lexicon)]
-        self.lexicon = read_lexicons(paths)
+        paths, self.lexicon = required_lexicon(self.root, lexicon, "an import of lhotse manifests")
         self.lexicon_paths = paths
         self.problems: list[Problem] = []
         found = _manifests(self.root)
