@@ -117,7 +117,7 @@ def make_l2arctic(root: Path, speakers: dict[str, str] | None = None, per_speake
             n = sum(len(w) for w in labels) + len(labels) - 1
             step = (dur - 0.2) / n
             t = 0.1
-            phone_ivs = [(0, 0.1, "sil")]
+            phone_ivs = [(0, 0.1, "sil" if k % 2 else "spn")]
             word_ivs = [(0, 0.1, "")]
             for wi, (w, wl) in enumerate(zip(text, labels)):
                 start = t

@@ -121,11 +121,13 @@ def test_l2arctic_known_broken_files_are_left_out_and_the_typos_mapped(tmp_path)
         src = next((root / "YDCK" / d).iterdir())
         shutil.copy(src, src.with_name("arctic_a0209" + src.suffix))
     tg = root / "NJS" / "annotation" / "arctic_a0002.TextGrid"
-    tg.write_text(tg.read_text().replace('text = "IH0"', 'text = "AH)"', 1))   # a corpus typo
+    # the leading silence becomes the corpus typo "AH)" (first 'text = "sil"' is the phones tier's)
+    tg.write_text(tg.read_text().replace('text = "sil"', 'text = "AH)"', 1))
     m = prepare_corpus(root, tmp_path / "m")
     assert m.skipped == [{"utt_id": "YDCK_arctic_a0209", "reason": "known broken annotation, left out as in "
                                                                   "the L2-ARCTIC MDD recipe"}]
     assert "YDCK_arctic_a0209" not in m
+    assert m["NJS_arctic_a0002"].canonical_phones[0] == "AH"
 
 
 # ------------------------------------------------------------------------------------------ TIMIT
