@@ -89,12 +89,11 @@ def main() -> None:
         per = {k: (m["seed"]["task_a"]["per_hq"], m["seed"]["task_a"]["per_all"]) for k, m in
                (("float16", m16), ("int8", m8))}
         dev = {}
-        from phonecli.data.phones import encode
         from phonecli.probe.decode import greedy_ids, phone_error_rate
 
         man = run16.manifest()
         dev_ids = caches["float16"].utterance_ids("dev")
-        refs = [encode(man[u].canonical_phones) for u in dev_ids]
+        refs = [man.vocab.encode(man[u].canonical_phones) for u in dev_ids]
         for k, r in (("float16", run16), ("int8", run8)):
             post = r.read_posteriors("dev")
             dev[k] = phone_error_rate(refs, [greedy_ids(post[u]) for u in dev_ids])

@@ -326,8 +326,9 @@ def test_hubert_layers_equal_direct_forward_batched_and_one_by_one(tiny_corpus, 
     for u in m.split("dev") + m.split("test"):
         wav, _ = sf.read(m.audio_path(u), dtype="float32")
         with torch.inference_mode():
-            hs = model(torch.from_numpy(wav)[None].to(device), output_hidden_states=True).hidden_states
-        ref = np.stack([hs[0][0].cpu().numpy(), hs[2][0].cpu().numpy()])
+            out = model(torch.from_numpy(wav)[None].to(device), output_hidden_states=True)
+        # layer 2 = N: the encoder output after its final LayerNorm (pre-LN model), as in transformers 4.x
+        ref = np.stack([out.hidden_states[0][0].cpu().numpy(), out.last_hidden_state[0].cpu().numpy()])
         expected_frames = int(model._get_feat_extract_output_lengths(torch.tensor(len(wav))))
         assert a.read(u.utt_id).shape == (2, expected_frames, 32) == ref.shape
         np.testing.assert_allclose(a.read(u.utt_id).astype(np.float32), ref, rtol=2e-3, atol=2e-3)
@@ -367,7 +368,9 @@ def test_half_precision_extraction_is_autocast_and_agrees_with_float32(tiny_corp
         assert (err < bound).all() and (err > 0).all(), err
         wav, _ = sf.read(m.audio_path(u), dtype="float32")
         with torch.inference_mode(), torch.autocast(device_type=device, dtype=getattr(torch, precision)):
-            hs = model(torch.from_numpy(wav)[None].to(device), output_hidden_states=True).hidden_states
+            out = model(torch.from_numpy(wav)[None].to(device), output_hidden_states=True)
+        # the last layer is the encoder output after its final LayerNorm (pre-LN model)
+        hs = [*out.hidden_states[:-1], out.last_hidden_state]
         direct = np.stack([h[0].float().cpu().numpy() for h in hs])
         # batching (padding + mask) moves half-precision roundings a little: 10x closer than to float32
         assert (rel_rms(x, direct) < err / 10).all(), (rel_rms(x, direct), err)

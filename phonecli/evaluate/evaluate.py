@@ -2,9 +2,11 @@
 
 Files written into RUN (JSON: NaN/undefined values are ``null``):
 
-- ``metrics.json``: ``{"format": "phonecli-metrics", "version": 1, "run", "seed": {...},
-  "phone": {...}, "bootstrap": {...}, "counts": {...}}``; see the protocol modules for the
-  definitions. Evaluating one protocol keeps the other's block from an earlier evaluation.
+- ``metrics.json``: ``{"format": "phonecli-metrics", "version": 1, "run", "benchmark": {...},
+  "seed": {...}, "phone": {...} | "per": {...}, "mdd": {...}, "bootstrap": {...}, "counts": {...}}``;
+  see the protocol modules for the definitions. The protocols that apply come from the manifest
+  (``corpus.protocols``; :mod:`.protocols`). Evaluating one protocol keeps the other's block
+  from an earlier evaluation.
 - ``predictions.jsonl``: one line per dev/test utterance with posteriors:
   ``{"utt_id", "split", "speaker", "hyp": [phones], "ref": [phones], "accuracy"}``.
 - ``phone_scores.jsonl``: one line per canonical phone of dev/test:
@@ -21,12 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from phonecli.evaluate import phone_protocol, seed_protocol
+from phonecli.evaluate import phone_protocol, protocols, seed_protocol
 from phonecli.evaluate.bootstrap import speaker_bootstrap
 from phonecli.evaluate.decode import greedy_decode
 from phonecli.errors import EvaluateError  # noqa: F401  (re-exported)
 
-PROTOCOLS = ("seed", "phone", "all")
+PROTOCOLS = ("seed", "phone", "per", "mdd", "all")   # which apply: the manifest's corpus.protocols
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.jsonl"
 PHONE_SCORES_FILE = "phone_scores.jsonl"
@@ -76,9 +78,11 @@ def _load(run_dir):
         raise EvaluateError(f"{run.path}/run.json points at data {run.info.get('data')!r}: {e}") from e
     from phonecli.data.phones import VOCAB
 
-    if run.info.get("vocab") not in (None, list(VOCAB)):
-        raise EvaluateError(f"{run.path}/run.json: vocabulary differs from phonecli's 40-symbol VOCAB "
-                            f"(blank + 39 phones in phonecli.data.phones order); re-map the posteriors first")
+    vocab = list(manifest.vocab.symbols)
+    # a run.json without "vocab" predates other corpora: it was made with SpeechOcean762's VOCAB
+    if (run.info.get("vocab") or list(VOCAB)) != vocab:
+        raise EvaluateError(f"{run.path}/run.json: vocabulary differs from the {len(vocab)}-symbol vocabulary of "
+                            f"{run.info.get('data')} (blank + its phone_set in order); re-map the posteriors first")
     want = run.info.get("corpus_id")
     if want and manifest.corpus_id != want:
         raise EvaluateError(
@@ -88,9 +92,9 @@ def _load(run_dir):
 
 
 def _posteriors(run, manifest, split: str, required: bool) -> dict[str, np.ndarray] | None:
-    from phonecli.data.phones import VOCAB
     from phonecli.runs import RunError
 
+    n_vocab = len(manifest.vocab)
     if not run.posteriors_path(split).exists():
         if required:
             raise EvaluateError(
@@ -108,9 +112,9 @@ def _posteriors(run, manifest, split: str, required: bool) -> dict[str, np.ndarr
         if manifest[u].split != split:
             raise EvaluateError(f"{run.posteriors_path(split)}: utterance {u} is in split "
                                 f"{manifest[u].split!r} of the manifest, not {split!r}")
-        if lp.ndim != 2 or lp.shape[1] != len(VOCAB):
+        if lp.ndim != 2 or lp.shape[1] != n_vocab:
             raise EvaluateError(f"{run.posteriors_path(split)}: utterance {u} has posteriors of shape "
-                                f"{lp.shape}, expected (frames, {len(VOCAB)})")
+                                f"{lp.shape}, expected (frames, {n_vocab})")
         if np.isnan(lp).any() or np.isposinf(lp).any():
             raise EvaluateError(f"{run.posteriors_path(split)}: utterance {u} has NaN/+inf log-posteriors; "
                                 f"the producing stage diverged, re-run it")
@@ -123,7 +127,8 @@ def _predictions(manifest, split: str, post: dict[str, np.ndarray]) -> list[dict
     for u in manifest.split(split):
         if u.utt_id in post:
             rows.append({"utt_id": u.utt_id, "split": split, "speaker": u.speaker,
-                         "hyp": greedy_decode(post[u.utt_id]), "ref": u.canonical_phones, "accuracy": u.accuracy})
+                         "hyp": greedy_decode(post[u.utt_id], manifest.vocab.symbols), "ref": u.canonical_phones,
+                         "accuracy": u.accuracy})
     return rows
 
 
@@ -140,14 +145,19 @@ def evaluate_run(run_dir: str | Path, protocol: str = "all", ci: bool = True, n_
     if progress is None:
         progress = sys.stderr.isatty()
     run, manifest = _load(run_dir)
+    applicable = tuple(manifest.corpus.protocols)
+    if protocol != "all" and protocol not in applicable:
+        raise EvaluateError(f"--protocol {protocol} does not apply to {manifest.corpus.benchmark} "
+                            f"({run.info.get('data')}); its protocols: {', '.join(applicable)}")
+    selected = applicable if protocol == "all" else (protocol,)
     post = {s: _posteriors(run, manifest, s, required=True) for s in ("dev", "test")}
     missing = {s: [u.utt_id for u in manifest.split(s) if u.utt_id not in post[s]] for s in ("dev", "test")}
     if any(missing.values()):
         print(f"warning: {run.path}: {len(missing['test'])} test and {len(missing['dev'])} dev utterances "
               f"have no posteriors (skipped upstream); they are listed in metrics.json", file=sys.stderr)
 
-    do_seed = protocol in ("seed", "all")
-    do_phone = protocol in ("phone", "all")
+    do_seed = "seed" in selected
+    do_phone = "phone" in selected
     unit_speakers: dict[str, np.ndarray] = {}
     scorers = []
     result: dict = {}
@@ -187,6 +197,13 @@ def evaluate_run(run_dir: str | Path, protocol: str = "all", ci: bool = True, n_
         scorers.append(lambda ix: phone_protocol.score(test_p, test_scores, test_uscores, phone_fit,
                                                        ix["phone"], ix["putt"]))
 
+    extra = [protocols.build(name, manifest, post) for name in protocols.EXTRA_PROTOCOLS if name in selected]
+    for proto in extra:
+        unit_speakers.update(proto.unit_speakers)
+        scorers.append(proto.score)
+    if extra and not do_seed:
+        _write_jsonl(run.path / PREDICTIONS_FILE, extra[0].rows)
+
     cis: dict = {}
     undefined: dict = {}
     if ci:
@@ -199,6 +216,8 @@ def evaluate_run(run_dir: str | Path, protocol: str = "all", ci: bool = True, n_
         result["seed"]["counts"]["n_dev_missing_posteriors"] = len(missing["dev"])
     if do_phone:
         result["phone"] = phone_protocol.to_metrics(phone_flat, test_p, tables, phone_fit, cis)
+    for proto in extra:
+        result[proto.name] = proto.to_metrics(proto.score(), cis)
 
     metrics_path = run.path / METRICS_FILE
     old = {}
@@ -209,11 +228,13 @@ def evaluate_run(run_dir: str | Path, protocol: str = "all", ci: bool = True, n_
             old = {}
     stamp = _posteriors_stamp(run)
     # keep the other protocol's block only if it was computed from these very posteriors
-    out = {k: v for k, v in old.items() if k in ("seed", "phone") and old.get("posteriors") == stamp}
+    out = {k: v for k, v in old.items() if k in PROTOCOLS and old.get("posteriors") == stamp}
     out.update(result)
     out = {
         "format": "phonecli-metrics", "version": 1, "run": run.name, "kind": run.kind,
         "evaluated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "benchmark": {"corpus": manifest.corpus.name, "name": manifest.corpus.benchmark,
+                      "standard": manifest.corpus.standard, "scored_on": manifest.corpus.scored_on},
         **out,
         "bootstrap": {"n": n_bootstrap if ci else 0, "seed": seed, "unit": "test speaker", "level": 0.95,
                       "method": "percentile", "undefined_replicates": {k: v for k, v in undefined.items() if v}},

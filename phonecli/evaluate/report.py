@@ -22,6 +22,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from phonecli.evaluate import benchmarks
 from phonecli.evaluate.describe import describe
 from phonecli.evaluate.evaluate import METRICS_FILE, EvaluateError, evaluate_run
 from phonecli.errors import ReportError  # noqa: F401  (re-exported)
@@ -212,6 +213,7 @@ def write_csv(results: list[RunResult], path: Path) -> None:
         if k not in NO_CI:
             fields += [f"{k}_ci_lo", f"{k}_ci_hi"]
     fields += ["n_test", "n_test_phones", "n_unaligned_test_phones", "regressor_fit_on"]
+    fields += benchmarks.csv_fields()
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
@@ -232,6 +234,7 @@ def write_csv(results: list[RunResult], path: Path) -> None:
             if row["n_unaligned_test_phones"] is None:
                 row["n_unaligned_test_phones"] = ""
             row["regressor_fit_on"] = _get(r.metrics, ("phone", "regressor", "fit_on")) or ""
+            row.update(benchmarks.csv_row(r.metrics))
             w.writerow(row)
 
 
@@ -257,8 +260,34 @@ def write_report(run_dirs, out_dir: str | Path, evaluate_missing: bool = True, p
         from phonecli.evaluate import plots as P
 
         plot_paths = P.write_plots(results, out)
-    md = [
-        "# Results",
+    seed_results = [r for r in results if r.metrics.get("seed") or r.metrics.get("phone")]
+    md = ["# Results", ""] + benchmarks.sections(results)
+    if seed_results:
+        md += _seed_sections(seed_results)
+    md += [
+        "## Counts and choices",
+        "",
+        counts_table(results),
+        "",
+    ]
+    if skipped:
+        md += ["## Skipped runs", ""] + [f"- `{d}`: {reason}" for d, reason in skipped] + [""]
+    if plot_paths:
+        md += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plot_paths] + [""]
+    md_path = out / "results.md"
+    md_path.write_text("\n".join(md))
+    csv_path = out / "results.csv"
+    write_csv(results, csv_path)
+    summary = summary_table(seed_results) if seed_results else (benchmarks.per_table(results) or "")
+    return {"results_md": md_path, "results_csv": csv_path, "plots": plot_paths, "runs": [r.name for r in results],
+            "summary": summary, "skipped": skipped}
+
+
+def _seed_sections(results: list[RunResult]) -> list[str]:
+    """The SpeechOcean762 sections (seed and phone protocols), labelled with their benchmark."""
+    labels = sorted({benchmarks.benchmark(r.metrics) for r in results})
+    return [
+        f"## {' / '.join(labels)}: seed and phone protocols",
         "",
         "Seed protocol (utterance level, test split). Task A: corpus PER (%) of greedy CTC output vs",
         "canonical phones on utterances with accuracy >= 8; Task B: Pearson of 1 - PER_utt with utterance",
@@ -275,18 +304,4 @@ def write_report(run_dirs, out_dir: str | Path, evaluate_missing: bool = True, p
         "",
         full_table(results),
         "",
-        "## Counts and choices",
-        "",
-        counts_table(results),
-        "",
     ]
-    if skipped:
-        md += ["## Skipped runs", ""] + [f"- `{d}`: {reason}" for d, reason in skipped] + [""]
-    if plot_paths:
-        md += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plot_paths] + [""]
-    md_path = out / "results.md"
-    md_path.write_text("\n".join(md))
-    csv_path = out / "results.csv"
-    write_csv(results, csv_path)
-    return {"results_md": md_path, "results_csv": csv_path, "plots": plot_paths, "runs": [r.name for r in results],
-            "summary": summary_table(results), "skipped": skipped}
