@@ -339,4 +339,7 @@ def test_int8_probe_on_device_equals_the_dequantised_features(int8_and_float16, 
     on_float32 = recompute_posteriors(run.path, "test", FeatureSource([deq]), device=device)
     assert list(on_int8) == list(on_float32) == fc.utterance_ids("test")
     for u in on_int8:
-        np.testing.assert_array_equal(on_int8[u], on_float32[u])
+        if device == "cpu":
+            np.testing.assert_array_equal(on_int8[u], on_float32[u])
+        else:  # same inputs; cuBLAS may still pick another reduction order between two calls
+            np.testing.assert_allclose(on_int8[u], on_float32[u], rtol=0, atol=1e-5)
