@@ -300,6 +300,7 @@ def run_extraction(model: str, data: str | Path, cache_root: str | Path | None =
             path = cache_location(cache_root, manifest.corpus_id, name, layers=sel, all_layers=all_idx,
                                   dtype=dtype, splits=chosen_splits, all_splits=all_splits)
         metadata = build_metadata(adapter, sel, infos, dtype, manifest.corpus_id, chosen_splits)
+        materialize_model_parametrizations(adapter)  # after the fingerprint: same features for any --threads
 
         bytes_per_frame = len(sel) * adapter.hidden_size * (1 if dtype == "int8" else np.dtype(dtype).itemsize)
         items = [(u.utt_id, u.split, max(1, adapter.num_frames(_samples_16k(u)))) for u in utts]
@@ -344,6 +345,18 @@ def run_extraction(model: str, data: str | Path, cache_root: str | Path | None =
                                 skipped=stats["skipped"], nbytes=nbytes)
     finally:
         ctx.close()
+
+
+def materialize_model_parametrizations(adapter: EncoderAdapter) -> None:
+    """Weight-norm etc. computed once (see :func:`phonecli.threads.materialize_parametrizations`) in every
+    torch module the adapter holds (adapters name their model attribute differently)."""
+    import torch
+
+    from phonecli.threads import materialize_parametrizations
+
+    for value in list(vars(adapter).values()):
+        if isinstance(value, torch.nn.Module):
+            materialize_parametrizations(value)
 
 
 def build_metadata(adapter: EncoderAdapter, sel: list[int], infos: list[LayerInfo], dtype: str,
@@ -398,11 +411,20 @@ def _process_parts(pending, writer, adapter: EncoderAdapter, manifest, by_id: di
                    progress: bool | None) -> dict:
     """Extract and write ``pending`` parts.
 
-    Batches are formed per part from the manifest's lengths; the audio of the next batch
-    decodes, and the previous part writes, in background threads while the model runs
-    (soundfile, torchaudio and the Zarr codecs release the GIL). Decoding one batch ahead,
-    never a whole part, bounds RAM even for fbank parts holding hours of audio.
+    Batches are formed per part from the manifest's lengths. Audio decodes in a background thread
+    (``_load_audio``: lengths and content hashes checked against the manifest), forwards run in
+    :func:`forward_workers` threads, and the previous part writes in another thread (soundfile,
+    torch and the Zarr codecs release the GIL). At most ``workers + 1`` batches are in flight,
+    never a whole part's audio, which bounds RAM even for fbank parts holding hours of audio.
+
+    On the CPU each forward runs with ONE intra-op thread and ``--threads`` batches run side by
+    side: torch's multi-threaded kernels give results that differ in the last bits with the thread
+    count (GELU's vectorised tail, weight norm, reductions: measured on HuBERT), one thread per batch
+    does not, so the cache is the same whatever ``--threads`` is.
     """
+    from collections import Counter, deque
+
+    import torch
     from tqdm.auto import tqdm
 
     from phonecli.extract.batching import make_batches
@@ -419,23 +441,42 @@ def _process_parts(pending, writer, adapter: EncoderAdapter, manifest, by_id: di
                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}, {rate_fmt}]")
     delay = float(os.environ.get(PART_DELAY_ENV, "0") or 0)
     stats = {"utterances": 0, "seconds": 0.0, "skipped": []}
+    workers = forward_workers(adapter)
     loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="phonecli-audio")
+    forward_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="phonecli-forward")
     writer_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="phonecli-write")
+    intra_op = torch.get_num_threads()
+    if _on_cpu(adapter):
+        torch.set_num_threads(1)
+
+    def forward(batch: list[str], audio: Future) -> tuple[dict, dict]:
+        features: dict[str, np.ndarray] = {}
+        failures: dict[str, str] = {}
+        _run_batch(batch, audio.result(), adapter, positions, sel, dtype, features,
+                   _failure_handler(on_error, failures))
+        return features, failures
+
     in_flight: Future | None = None
+    window: deque = deque()     # (batch, forward future), in job order
+    batches_of = Counter(k for k, _ in jobs)
+    next_job = 0
     try:
-        audio_batches = _prefetch([b for _, b in jobs], lambda ids: _load_audio(ids, manifest, by_id), loader)
-        j = 0
         for k, part in enumerate(pending):
-            features: dict[str, np.ndarray] = {}
-            failures: dict[str, str] = {}
-            fail = _failure_handler(on_error, failures)
-            while j < len(jobs) and jobs[j][0] == k:
-                batch = jobs[j][1]
-                j += 1
-                _run_batch(batch, next(audio_batches), adapter, positions, sel, dtype, features, fail)
+            part_feats: dict[str, np.ndarray] = {}
+            part_fail: dict[str, str] = {}
+            for _ in range(batches_of[k]):
+                while next_job < len(jobs) and len(window) < workers + 1:
+                    batch = jobs[next_job][1]
+                    next_job += 1
+                    audio = loader.submit(_load_audio, batch, manifest, by_id)
+                    window.append((batch, forward_pool.submit(forward, batch, audio)))
+                batch, fut = window.popleft()
+                feats, fails = fut.result()
+                part_feats.update(feats)
+                part_fail.update(fails)
                 bar.update(sum(_seconds(by_id[u]) for u in batch))
-            skipped = [{"utt_id": u, "reason": failures[u]} for u in part.utt_ids if u in failures]
-            features = {u: features[u] for u in part.utt_ids if u in features}  # manifest order
+            skipped = [{"utt_id": u, "reason": part_fail[u]} for u in part.utt_ids if u in part_fail]
+            features = {u: part_feats[u] for u in part.utt_ids if u in part_feats}  # manifest order
             if in_flight is not None:
                 in_flight.result()  # at most one finished part waits in memory to be written
             in_flight = writer_pool.submit(_write, writer, part, features, skipped, delay, rank)
@@ -445,6 +486,8 @@ def _process_parts(pending, writer, adapter: EncoderAdapter, manifest, by_id: di
         if in_flight is not None:
             in_flight.result()
     except BaseException:
+        for _, fut in window:
+            fut.cancel()
         # keep what is complete: let the part already handed to the writer finish
         if in_flight is not None:
             try:
@@ -454,19 +497,22 @@ def _process_parts(pending, writer, adapter: EncoderAdapter, manifest, by_id: di
         raise
     finally:
         loader.shutdown(wait=True, cancel_futures=True)
+        forward_pool.shutdown(wait=True, cancel_futures=True)
         writer_pool.shutdown(wait=True)
+        torch.set_num_threads(intra_op)
         bar.close()
     return stats
 
 
-def _prefetch(jobs: list, load, pool: ThreadPoolExecutor):
-    """Yield ``load(job)`` for each job in order, computing the next one in ``pool`` meanwhile."""
-    fut = pool.submit(load, jobs[0]) if jobs else None
-    for k in range(len(jobs)):
-        result = fut.result()
-        if k + 1 < len(jobs):
-            fut = pool.submit(load, jobs[k + 1])
-        yield result
+def _on_cpu(adapter: EncoderAdapter) -> bool:
+    return not str(getattr(adapter, "device", "cpu")).startswith("cuda")
+
+
+def forward_workers(adapter: EncoderAdapter) -> int:
+    """Batches forwarded side by side: ``--threads`` on the CPU (one intra-op thread each), 1 on a GPU."""
+    from phonecli.threads import current
+
+    return max(1, current().threads) if _on_cpu(adapter) else 1
 
 
 def _failure_handler(on_error: str, failures: dict[str, str]):

@@ -81,9 +81,10 @@ def feature_stats(source: FeatureSource, utt_ids: list[str], batch_frames: int) 
 
 def gate_stats(values: torch.Tensor) -> dict:
     """Summary of per-frame gate values in [0, 1] (1 = only the first cache)."""
-    v = values.float()
-    return {"mean": float(v.mean()), "std": float(v.std(unbiased=False)),
-            "near_0": float((v < GATE_NEAR).float().mean()), "near_1": float((v > 1 - GATE_NEAR).float().mean())}
+    # numpy float64: torch's whole-tensor mean splits the sum by CPU thread (last bits differ with the count)
+    v = values.detach().cpu().double().numpy().reshape(-1)
+    return {"mean": float(v.mean()), "std": float(v.std()),
+            "near_0": float((v < GATE_NEAR).mean()), "near_1": float((v > 1 - GATE_NEAR).mean())}
 
 
 def collapsed_side(stats: dict) -> int | None:
