@@ -53,6 +53,7 @@ class Run:
                overwrite: bool = True) -> "Run":
         from phonecli import __version__
         from phonecli.data.phones import VOCAB
+        from phonecli.threads import record as threads_record
 
         if kind not in KINDS:
             raise RunError(f"unknown run kind {kind!r}; expected one of {', '.join(KINDS)}")
@@ -73,6 +74,8 @@ class Run:
             "frame_rate": float(frame_rate),
             "config": config,
             "sources": sources or [],
+            # probe/fusion results do not depend on it; fine-tuning's CPU backward does (docs/sections/finetune.md)
+            "threads": threads_record(),
         }
         run = cls(path, info)
         run.save_info()
@@ -141,12 +144,15 @@ class Run:
         from safetensors.numpy import save_file
 
         from phonecli.data.phones import VOCAB
+        from phonecli.finite import check_posteriors
 
         ids = list(log_probs)
         arrays = [np.asarray(log_probs[u], dtype=np.float32) for u in ids]
         for u, a in zip(ids, arrays):
             if a.ndim != 2 or a.shape[1] != len(VOCAB):
                 raise RunError(f"{u}: log-posteriors must be (frames, {len(VOCAB)}), got {a.shape}")
+        check_posteriors(dict(zip(ids, arrays)), file=self.posteriors_path(split), run=self,
+                         fix="the stage diverged or read non-finite inputs: lower --lr, check the inputs and re-run it")
         offsets = np.zeros(len(ids) + 1, dtype=np.int64)
         offsets[1:] = np.cumsum([a.shape[0] for a in arrays])
         flat = np.concatenate(arrays, axis=0) if arrays else np.zeros((0, len(VOCAB)), np.float32)

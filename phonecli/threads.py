@@ -157,3 +157,37 @@ def materialize_parametrizations(module) -> int:
     finally:
         torch.set_num_threads(prev)
     return done
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else ``platform.processor()`` or the machine type."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict:
+    """What a measured number ran on: CPU model, cores (total / usable), load averages, threads."""
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        load = []
+    s = current()
+    return {"cpu": cpu_model(), "cpus": os.cpu_count(), "usable_cores": affinity_cores(),
+            "cgroup_quota": cgroup_quota(), "load_average": load, "threads": s.threads, "threads_source": s.source}
+
+
+def machine_line(setting: ThreadSetting | None = None) -> str:
+    """One line for benchmark output: ``threads N (source); CPU; cores; load 1/5/15 min``."""
+    m = machine()
+    s = setting or current()
+    load = "/".join(f"{x:.2f}" for x in m["load_average"]) or "unknown"
+    quota = f", cgroup quota {m['cgroup_quota']:g}" if m["cgroup_quota"] else ""
+    return (f"threads {s.threads} ({s.source}); {m['cpu']}, {m['cpus']} CPUs ({m['usable_cores']} usable{quota}); "
+            f"load average {load} (1/5/15 min)")

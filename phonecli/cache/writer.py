@@ -14,11 +14,11 @@ Typical use by the extraction runner (every torchrun rank runs the same code)::
 from __future__ import annotations
 
 import datetime as _dt
-import zlib
 from pathlib import Path
 
 import numpy as np
 
+from phonecli.cache.checksum import crc32
 from phonecli.cache.plan import Part
 from phonecli.cache.store import (
     DTYPES, FLOAT16_MAX, FORMAT, IDENTITY_KEYS, REQUIRED_KEYS, VERSION, CacheError,
@@ -41,10 +41,6 @@ def quantize_int8(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     safe = np.where(scales > 0, scales, np.float32(1.0))
     q = np.clip(np.rint(x / safe[:, None, :]), -INT8_MAX, INT8_MAX).astype(np.int8)
     return q, scales
-
-
-def _crc32(a: np.ndarray) -> int:
-    return zlib.crc32(np.ascontiguousarray(a).view(np.uint8).reshape(-1)) & 0xFFFFFFFF
 
 
 def _create_single_chunk_array(store, key: str, data: np.ndarray):
@@ -214,8 +210,8 @@ class CacheWriter:
             "splits": [part.splits[part.utt_ids.index(u)] for u in stored],
             "offsets": offsets, "frames": frames, "skipped": jsonable(skipped),
             "shape": [L, total, D], "dtype": self.dtype,
-            "crc32": _crc32(data) if data is not None else 0,
-            "scales_crc32": _crc32(scales) if scales is not None else None,
+            "crc32": crc32(data) if data is not None else 0,
+            "scales_crc32": crc32(scales) if scales is not None else None,
         }
         self._write(part.index, data, scales, marker)
 

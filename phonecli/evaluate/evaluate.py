@@ -25,6 +25,7 @@ from phonecli.evaluate import phone_protocol, seed_protocol
 from phonecli.evaluate.bootstrap import speaker_bootstrap
 from phonecli.evaluate.decode import greedy_decode
 from phonecli.errors import EvaluateError  # noqa: F401  (re-exported)
+from phonecli.finite import check_posteriors, refuse_failed
 
 PROTOCOLS = ("seed", "phone", "all")
 METRICS_FILE = "metrics.json"
@@ -70,6 +71,7 @@ def _load(run_dir):
         run = Run.open(run_dir)
     except RunError as e:
         raise EvaluateError(str(e)) from e
+    refuse_failed(run, EvaluateError)
     try:
         manifest = run.manifest()
     except (FileNotFoundError, ValueError) as e:
@@ -111,9 +113,8 @@ def _posteriors(run, manifest, split: str, required: bool) -> dict[str, np.ndarr
         if lp.ndim != 2 or lp.shape[1] != len(VOCAB):
             raise EvaluateError(f"{run.posteriors_path(split)}: utterance {u} has posteriors of shape "
                                 f"{lp.shape}, expected (frames, {len(VOCAB)})")
-        if np.isnan(lp).any() or np.isposinf(lp).any():
-            raise EvaluateError(f"{run.posteriors_path(split)}: utterance {u} has NaN/+inf log-posteriors; "
-                                f"the producing stage diverged, re-run it")
+    check_posteriors(post, file=run.posteriors_path(split), error=EvaluateError,
+                     fix=f"the stage that made {run.path} diverged; re-run it (e.g. with a lower --lr)")
     # log(0) = -inf is legal in a posterior but would make GOP means -inf: floor at LOG_FLOOR
     return {u: np.maximum(lp, LOG_FLOOR) for u, lp in post.items()}
 

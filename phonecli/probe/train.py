@@ -21,6 +21,7 @@ import torch
 from torch.nn import functional as F
 
 from phonecli.data.phones import VOCAB, encode
+from phonecli.finite import check_loss
 from phonecli.probe.decode import ctc_min_frames, greedy_ids, phone_error_rate
 from phonecli.probe.features import FeatureSource, available_memory, length_batches, open_source
 from phonecli.probe.heads import HEADS, ProbeHead
@@ -373,6 +374,7 @@ def train_probe(features, data, out, *, head: str = "linear", layers=None, targe
             loss = F.ctc_loss(lp.transpose(0, 1), torch.tensor([p for t in tg for p in t], dtype=torch.long),
                               lengths.cpu(), torch.tensor([len(t) for t in tg], dtype=torch.long),
                               blank=0, reduction="mean", zero_infinity=True)
+            check_loss(loss, lp, lengths, ids_b, source=src_name, run=run, fix=f"lower --lr (now {lr:g})")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
