@@ -12,9 +12,18 @@ On disk: ``DIR/manifest.json``::
 
 ``audio`` is an absolute path (OpenSLR source) or a path relative to the manifest directory
 (audio decoded out of parquet shards into ``DIR/audio/``). ``corpus_id`` is a content
-fingerprint of ids, splits, texts, scores, phones and audio sample counts: the two readers
-(OpenSLR directory, HF parquet) give the same ``corpus_id`` for the same data, whatever the
-audio location.
+fingerprint of ids, splits, texts, scores, phones, audio sample counts and the audio content
+(``audio_sha256``: SHA-256 of each file's bytes, computed once by ``data prepare``): re-levelled
+or re-encoded audio gives a new ``corpus_id``, so caches of the old audio are never reused; the
+two readers (OpenSLR directory, HF parquet, whose audio bytes are written unchanged) give the
+same ``corpus_id`` for the same data, whatever the audio location.
+
+``source`` names the corpus: ``kind`` (openslr / parquet / sample), ``path``, ``corpus`` (e.g.
+``speechocean762``) and ``synthetic`` (True for the bundled sample and ``data synth`` output);
+reports print it and show literature anchors only for a real SpeechOcean762.
+
+Manifests written before audio hashes existed (no ``audio_sha256``) still load (format v1);
+``extract`` refuses them with "re-run `phonecli data prepare`" (:meth:`Manifest.require_audio_hashes`).
 """
 
 from __future__ import annotations
@@ -73,6 +82,7 @@ class Utterance:
     realized_phones: list[str]        # canonical with substitutions/deletions applied
     gender: str = ""
     age: int | None = None
+    audio_sha256: str = ""            # SHA-256 of the audio file's bytes ("" in manifests of phonecli < 0.2)
 
     @property
     def canonical_phones(self) -> list[str]:
@@ -168,6 +178,17 @@ class Manifest:
 
     def splits(self) -> list[str]:
         return [s for s in SPLITS if any(u.split == s for u in self.utterances)]
+
+    def require_audio_hashes(self, data: str | Path | None = None) -> None:
+        """Raise :class:`~phonecli.errors.DataError` unless every utterance has its audio content hash."""
+        from phonecli.errors import DataError
+
+        missing = [u.utt_id for u in self.utterances if not u.audio_sha256]
+        if missing:
+            where = data or self.root or "the manifest"
+            raise DataError(f"{where}: manifest written by an older phonecli without audio content hashes "
+                            f"({len(missing)} utterances, e.g. {missing[0]}); re-run `phonecli data prepare` so "
+                            "the corpus_id covers the audio (caches made from it are then re-extracted)")
 
     def audio_path(self, utt: Utterance | str) -> Path:
         u = self[utt] if isinstance(utt, str) else utt

@@ -47,6 +47,19 @@ def open_source(source: str | Path) -> tuple[OpenSLRCorpus | ParquetCorpus, str]
                       "directory of *.parquet shards; for the real corpus run `phonecli data download --to DIR`")
 
 
+def describe_source(root: Path, kind: str) -> dict:
+    """The manifest's ``source``: reader kind, path, corpus name and whether the audio is synthetic.
+
+    The bundled sample and every ``phonecli data synth`` output carry ``synth-info.json``; any other
+    OpenSLR-layout or parquet corpus read here is taken as SpeechOcean762 (the layout these readers
+    implement). Reports print this and show literature anchors only for a real SpeechOcean762.
+    """
+    synthetic = kind == "sample" or (Path(root) / "synth-info.json").exists()
+    corpus = ("phonecli sample (synthetic)" if kind == "sample" else
+              "phonecli data synth (synthetic)" if synthetic else "speechocean762")
+    return {"kind": kind, "path": str(root), "corpus": corpus, "synthetic": synthetic}
+
+
 def _progress(total: int, desc: str, enabled: bool | None):
     from tqdm import tqdm
 
@@ -120,7 +133,7 @@ def prepare_corpus(source: str | Path, out: str | Path, dev_fraction: float = 0.
     dev_speakers = assign_dev(utterances, dev_fraction, seed)
     manifest = Manifest(
         utterances=utterances,
-        source={"kind": kind, "path": str(corpus.root)},
+        source=describe_source(corpus.root, kind),
         dev={"fraction": dev_fraction, "seed": seed, "speakers": dev_speakers},
         phone_mappings=mappings,
         skipped=skipped,

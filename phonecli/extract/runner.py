@@ -278,6 +278,7 @@ def run_extraction(model: str, data: str | Path, cache_root: str | Path | None =
         raise ExtractionError("give a cache root (--cache ROOT) or an explicit store path (--out)")
 
     manifest = Manifest.load(data)
+    manifest.require_audio_hashes(data)
     all_splits = manifest.splits()
     chosen_splits = parse_splits(splits, all_splits)
     utts = [u for u in manifest if u.split in chosen_splits]
@@ -323,6 +324,8 @@ def run_extraction(model: str, data: str | Path, cache_root: str | Path | None =
             writer = CacheWriter.create_or_open(str(path), metadata, plan)
 
         pending = writer.pending(ctx.rank, ctx.world_size)
+        if ctx.rank == 0:
+            check_completed_audio(writer, plan, pending if not ctx.active else writer.pending(0, 1), manifest)
         remaining = len(writer.pending(0, 1)) if ctx.active else len(pending)
         if ctx.rank == 0 and 0 < remaining < len(plan):
             log.info("resuming %s: %d of %d parts already complete, %d to do", path,
@@ -345,6 +348,20 @@ def run_extraction(model: str, data: str | Path, cache_root: str | Path | None =
                                 skipped=stats["skipped"], nbytes=nbytes)
     finally:
         ctx.close()
+
+
+def check_completed_audio(writer, plan, pending, manifest) -> None:
+    """Re-hash the audio of the parts a previous run already wrote (the rest is checked as it decodes):
+    a file changed since ``data prepare`` stops with one line instead of reusing its old features."""
+    from phonecli.data.audio import check_unchanged
+
+    todo = {p.index for p in pending}
+    for part in plan:
+        if part.index in todo:
+            continue
+        for utt_id in part.utt_ids:
+            u = manifest[utt_id]
+            check_unchanged(manifest.audio_path(u), utt_id, u.audio_sha256)
 
 
 def materialize_model_parametrizations(adapter: EncoderAdapter) -> None:
@@ -536,14 +553,18 @@ def _write(writer, part, features: dict, skipped: list[dict], delay: float, rank
 
 def _load_audio(utt_ids: list[str], manifest, by_id: dict) -> dict[str, np.ndarray | str]:
     """utt_id -> float32 waveform at 16 kHz, or the error line for that utterance."""
-    from phonecli.data.audio import AudioError, load_audio
+    from phonecli.data.audio import AudioChangedError, AudioError, load_audio
 
     out: dict[str, np.ndarray | str] = {}
     for utt_id in utt_ids:
+        u = by_id[utt_id]
         try:
-            out[utt_id] = load_audio(manifest.audio_path(by_id[utt_id]))
+            # a changed file (content hash / sample count) raises AudioChangedError: never skipped
+            out[utt_id] = load_audio(manifest.audio_path(u), expected=(utt_id, u.num_samples, u.audio_sha256))
         except AudioError as e:
             out[utt_id] = str(e)
+        except AudioChangedError:
+            raise
         except Exception as e:  # decoder/resampler failures not foreseen by load_audio
             out[utt_id] = f"{manifest.audio_path(by_id[utt_id])}: {type(e).__name__}: {e}"
     return out
