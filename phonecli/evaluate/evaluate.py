@@ -2,9 +2,12 @@
 
 Files written into RUN (JSON: NaN/undefined values are ``null``):
 
-- ``metrics.json``: ``{"format": "phonecli-metrics", "version": 1, "run", "seed": {...},
+- ``metrics.json``: ``{"format": "phonecli-metrics", "version": 1, "run", "corpus": {...}, "seed": {...},
   "phone": {...}, "bootstrap": {...}, "counts": {...}}``; see the protocol modules for the
-  definitions. Evaluating one protocol keeps the other's block from an earlier evaluation.
+  definitions. Each protocol block also holds ``floors`` (what predictors that see no audio score,
+  :mod:`phonecli.evaluate.floors`) and ``margins`` (each headline number's margin over its floor).
+  ``corpus`` names what the numbers were computed on (:func:`corpus_summary`). Evaluating one
+  protocol keeps the other's block from an earlier evaluation.
 - ``predictions.jsonl``: one line per dev/test utterance with posteriors:
   ``{"utt_id", "split", "speaker", "hyp": [phones], "ref": [phones], "accuracy"}``.
 - ``phone_scores.jsonl``: one line per canonical phone of dev/test:
@@ -21,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from phonecli.evaluate import phone_protocol, seed_protocol
+from phonecli.evaluate import floors, phone_protocol, seed_protocol
 from phonecli.evaluate.bootstrap import speaker_bootstrap
 from phonecli.evaluate.decode import greedy_decode
+from phonecli.evaluate.describe import corpus_summary
 from phonecli.errors import EvaluateError  # noqa: F401  (re-exported)
 from phonecli.finite import check_posteriors, refuse_failed
 
@@ -198,8 +202,11 @@ def evaluate_run(run_dir: str | Path, protocol: str = "all", ci: bool = True, n_
         result["seed"] = seed_protocol.to_metrics(seed_flat, test_t, seed_fit, cis)
         result["seed"]["counts"]["n_test_missing_posteriors"] = len(missing["test"])
         result["seed"]["counts"]["n_dev_missing_posteriors"] = len(missing["dev"])
+        floors.attach(result["seed"], seed_flat, floors.seed_floors(manifest, dev_t, test_t, seed), floors.SEED_MARGINS)
     if do_phone:
         result["phone"] = phone_protocol.to_metrics(phone_flat, test_p, tables, phone_fit, cis)
+        floors.attach(result["phone"], phone_flat, floors.phone_floors(manifest, tables, phone_fit.fit_on, seed),
+                      floors.PHONE_MARGINS)
 
     metrics_path = run.path / METRICS_FILE
     old = {}
@@ -215,6 +222,7 @@ def evaluate_run(run_dir: str | Path, protocol: str = "all", ci: bool = True, n_
     out = {
         "format": "phonecli-metrics", "version": 1, "run": run.name, "kind": run.kind,
         "evaluated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "corpus": corpus_summary(manifest),
         **out,
         "bootstrap": {"n": n_bootstrap if ci else 0, "seed": seed, "unit": "test speaker", "level": 0.95,
                       "method": "percentile", "undefined_replicates": {k: v for k, v in undefined.items() if v}},
