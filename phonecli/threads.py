@@ -13,6 +13,9 @@ once per process and before any inter-op work: it is set when torch is already i
 still allows it; phonecli submits no inter-op work (no ``torch.jit.fork``), so that pool never
 runs a phonecli computation either way.
 
+Idle OpenMP threads sleep rather than spin: ``phonecli/__init__.py`` sets ``OMP_WAIT_POLICY=PASSIVE``
+unless the user set a policy (spinning threads made a probe 6x slower on a loaded 2-core machine).
+
 Results do not depend on the count (tested: probes trained with 1 and 2 threads have identical
 weights, the quickstart identical metrics): the ops whose CPU reduction order follows the
 thread count are avoided (see :class:`phonecli.probe.heads.ThreadStableLayerNorm` and
