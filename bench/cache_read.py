@@ -60,7 +60,8 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--workdir", default=None, help="default: a temporary directory (deleted)")
-    ap.add_argument("--threads", type=int, default=1, help="CPU threads (pinned: default 1)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="CPU threads (default: phonecli's default, i.e. OMP_NUM_THREADS when set)")
     args = ap.parse_args()
 
     import h5py

@@ -31,7 +31,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--utterances", type=int, default=5000)
     ap.add_argument("--seconds", type=float, default=0.25, help="shortest utterance (s); 4 = the release's volume")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=None, help="default: phonecli's (OMP_NUM_THREADS when set)")
     args = ap.parse_args()
     from phonecli.threads import configure, machine_line
 
