@@ -20,7 +20,8 @@ Format ``phonecli-run`` v1::
       metrics.json             written by `phonecli evaluate`
 
 ``kind`` is one of ``probe``, ``early-fusion``, ``gated-fusion``, ``late-fusion``, ``finetune``.
-Vocabulary index 0 is the CTC blank (``phonecli.data.phones.VOCAB``).
+Vocabulary index 0 is the CTC blank; ``vocab`` is the manifest's (``Manifest.vocab.symbols``;
+SpeechOcean762: ``phonecli.data.phones.VOCAB``).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class Run:
     @classmethod
     def create(cls, path: str | Path, kind: str, *, config: dict, corpus_id: str, data: str | Path,
                frame_rate: float, sources: list[dict] | None = None, name: str | None = None,
-               overwrite: bool = True) -> "Run":
+               overwrite: bool = True, vocab=None) -> "Run":
         from phonecli import __version__
         from phonecli.data.phones import VOCAB
         from phonecli.threads import record as threads_record
@@ -70,7 +71,7 @@ class Run:
             "phonecli_version": __version__,
             "corpus_id": corpus_id,
             "data": str(Path(data).resolve()) if "://" not in str(data) else str(data),
-            "vocab": list(VOCAB),
+            "vocab": list(vocab) if vocab is not None else list(VOCAB),   # the manifest's (Manifest.vocab)
             "frame_rate": float(frame_rate),
             "config": config,
             "sources": sources or [],
@@ -146,22 +147,28 @@ class Run:
         from phonecli.data.phones import VOCAB
         from phonecli.finite import check_posteriors
 
+        vocab = list(self.info.get("vocab") or VOCAB)
         ids = list(log_probs)
         arrays = [np.asarray(log_probs[u], dtype=np.float32) for u in ids]
         for u, a in zip(ids, arrays):
+<<<<<<< HEAD
             if a.ndim != 2 or a.shape[1] != len(VOCAB):
                 raise RunError(f"{u}: log-posteriors must be (frames, {len(VOCAB)}), got {a.shape}")
         check_posteriors(dict(zip(ids, arrays)), file=self.posteriors_path(split), run=self,
                          fix="the stage diverged or read non-finite inputs: lower --lr, check the inputs and re-run it")
+=======
+            if a.ndim != 2 or a.shape[1] != len(vocab):
+                raise RunError(f"{u}: log-posteriors must be (frames, {len(vocab)}), got {a.shape}")
+>>>>>>> main
         offsets = np.zeros(len(ids) + 1, dtype=np.int64)
         offsets[1:] = np.cumsum([a.shape[0] for a in arrays])
-        flat = np.concatenate(arrays, axis=0) if arrays else np.zeros((0, len(VOCAB)), np.float32)
+        flat = np.concatenate(arrays, axis=0) if arrays else np.zeros((0, len(vocab)), np.float32)
         out = self.posteriors_path(split)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(".tmp")
         save_file({"log_probs": np.ascontiguousarray(flat), "offsets": offsets}, str(tmp), metadata={
             "format": POSTERIORS_FORMAT, "version": "1", "split": split,
-            "utt_ids": json.dumps(ids), "frame_rate": str(self.frame_rate), "vocab": json.dumps(list(VOCAB)),
+            "utt_ids": json.dumps(ids), "frame_rate": str(self.frame_rate), "vocab": json.dumps(vocab),
         })
         tmp.replace(out)
         return out

@@ -7,8 +7,10 @@ import click
 
 @click.command("evaluate")
 @click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False))
-@click.option("--protocol", type=click.Choice(["seed", "phone", "all"]), default="all", show_default=True,
-              help="seed = utterance-level Tasks A/B/C; phone = forced-alignment GOP protocol.")
+@click.option("--protocol", type=click.Choice(["seed", "phone", "per", "mdd", "all"]), default="all", show_default=True,
+              help="all = every protocol of the run's corpus; seed = utterance-level Tasks A/B/C; phone = "
+                   "forced-alignment GOP protocol (SpeechOcean762); per = phone error rate after the corpus' "
+                   "folding; mdd = mispronunciation detection and diagnosis (L2-ARCTIC).")
 @click.option("--no-ci", "no_ci", is_flag=True, help="Skip the speaker-bootstrap 95% confidence intervals.")
 @click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Bootstrap replicates (test speakers resampled with replacement).")
@@ -54,6 +56,16 @@ def _summary(run: str, m: dict) -> str:
         parts.append(f"phone PCC gop {_fmt(p['pcc_gop'], '.4f')} reg {_fmt(p['pcc_regressor'], '.4f')}"
                      f"  MDD AUC {_fmt(p['mdd_auc'], '.4f')} F1 {_fmt(p['mdd_f1'], '.4f')}"
                      f"  utt PCC {_fmt(p['utt_pcc'], '.4f')}  unaligned {p['counts']['n_unaligned_test_phones']}")
+    if m.get("per"):
+        p = m["per"]
+        parts.append(f"{p['benchmark']}: PER {_fmt(p['per_test'], '.2f')}% (dev {_fmt(p['per_dev'], '.2f')}%), "
+                     f"scored on {p['scored_on']}")
+    if m.get("mdd"):
+        d = m["mdd"]
+        floor = (d.get("floors") or {}).get("text_prior") or {}
+        parts.append(f"MDD P {_fmt(d['precision'], '.4f')} R {_fmt(d['recall'], '.4f')} F1 {_fmt(d['f1'], '.4f')}"
+                     f"  diagnosis acc. {_fmt(d['diagnosis_accuracy'], '.4f')}  (floor F1: accept-all 0, "
+                     f"text prior {_fmt(floor.get('f1'), '.4f')})")
     return "\n  ".join(parts)
 
 

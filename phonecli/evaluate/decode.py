@@ -24,6 +24,8 @@ def greedy_ids(log_probs: np.ndarray, blank: int = 0) -> list[int]:
     return [int(i) for i in best[keep] if i != blank]
 
 
-def greedy_decode(log_probs: np.ndarray) -> list[str]:
-    """``(frames, 40)`` log-posteriors -> phones (``VOCAB`` order, index 0 = blank)."""
-    return [VOCAB[i] for i in greedy_ids(log_probs)]
+def greedy_decode(log_probs: np.ndarray, vocab=None) -> list[str]:
+    """``(frames, len(vocab))`` log-posteriors -> phones (``vocab`` symbols, index 0 = blank;
+    default: SpeechOcean762's ``VOCAB``)."""
+    symbols = VOCAB if vocab is None else vocab
+    return [symbols[i] for i in greedy_ids(log_probs)]

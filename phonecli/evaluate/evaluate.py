@@ -2,12 +2,14 @@
 
 Files written into RUN (JSON: NaN/undefined values are ``null``):
 
-- ``metrics.json``: ``{"format": "phonecli-metrics", "version": 1, "run", "corpus": {...}, "seed": {...},
-  "phone": {...}, "bootstrap": {...}, "counts": {...}}``; see the protocol modules for the
-  definitions. Each protocol block also holds ``floors`` (what predictors that see no audio score,
-  :mod:`phonecli.evaluate.floors`) and ``margins`` (each headline number's margin over its floor).
-  ``corpus`` names what the numbers were computed on (:func:`corpus_summary`). Evaluating one
-  protocol keeps the other's block from an earlier evaluation.
+- ``metrics.json``: ``{"format": "phonecli-metrics", "version": 1, "run", "benchmark": {...},
+  "corpus": {...}, "seed": {...}, "phone": {...} | "per": {...}, "mdd": {...}, "bootstrap": {...},
+  "counts": {...}}``; see the protocol modules for the definitions. The protocols that apply come
+  from the manifest (``corpus.protocols``; :mod:`.protocols`). The seed and phone blocks also hold
+  ``floors`` (what predictors that see no audio score, :mod:`phonecli.evaluate.floors`) and
+  ``margins`` (each headline number's margin over its floor). ``corpus`` names what the numbers
+  were computed on (:func:`~phonecli.evaluate.describe.corpus_summary`). Evaluating one protocol
+  keeps the other's block from an earlier evaluation.
 - ``predictions.jsonl``: one line per dev/test utterance with posteriors:
   ``{"utt_id", "split", "speaker", "hyp": [phones], "ref": [phones], "accuracy"}``.
 - ``phone_scores.jsonl``: one line per canonical phone of dev/test:
@@ -24,14 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-from phonecli.evaluate import floors, phone_protocol, seed_protocol
+from phonecli.evaluate import floors, phone_protocol, protocols, seed_protocol
 from phonecli.evaluate.bootstrap import speaker_bootstrap
 from phonecli.evaluate.decode import greedy_decode
 from phonecli.evaluate.describe import corpus_summary
 from phonecli.errors import EvaluateError  # noqa: F401  (re-exported)
 from phonecli.finite import check_posteriors, refuse_failed
 
-PROTOCOLS = ("seed", "phone", "all")
+PROTOCOLS = ("seed", "phone", "per", "mdd", "all")   # which apply: the manifest's corpus.protocols
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.jsonl"
 PHONE_SCORES_FILE = "phone_scores.jsonl"
@@ -82,9 +84,11 @@ def _load(run_dir):
         raise EvaluateError(f"{run.path}/run.json points at data {run.info.get('data')!r}: {e}") from e
     from phonecli.data.phones import VOCAB
 
-    if run.info.get("vocab") not in (None, list(VOCAB)):
-        raise EvaluateError(f"{run.path}/run.json: vocabulary differs from phonecli's 40-symbol VOCAB "
-                            f"(blank + 39 phones in phonecli.data.phones order); re-map the posteriors first")
+    vocab = list(manifest.vocab.symbols)
+    # a run.json without "vocab" predates other corpora: it was made with SpeechOcean762's VOCAB
+    if (run.info.get("vocab") or list(VOCAB)) != vocab:
+        raise EvaluateError(f"{run.path}/run.json: vocabulary differs from the {len(vocab)}-symbol vocabulary of "
+                            f"{run.info.get('data')} (blank + its phone_set in order); re-map the posteriors first")
     want = run.info.get("corpus_id")
     if want and manifest.corpus_id != want:
         raise EvaluateError(
@@ -94,9 +98,9 @@ def _load(run_dir):
 
 
 def _posteriors(run, manifest, split: str, required: bool) -> dict[str, np.ndarray] | None:
-    from phonecli.data.phones import VOCAB
     from phonecli.runs import RunError
 
+    n_vocab = len(manifest.vocab)
     if not run.posteriors_path(split).exists():
         if required:
             raise EvaluateError(
@@ -114,9 +118,9 @@ def _posteriors(run, manifest, split: str, required: bool) -> dict[str, np.ndarr
         if manifest[u].split != split:
             raise EvaluateError(f"{run.posteriors_path(split)}: utterance {u} is in split "
                                 f"{manifest[u].split!r} of the manifest, not {split!r}")
-        if lp.ndim != 2 or lp.shape[1] != len(VOCAB):
+        if lp.ndim != 2 or lp.shape[1] != n_vocab:
             raise EvaluateError(f"{run.posteriors_path(split)}: utterance {u} has posteriors of shape "
-                                f"{lp.shape}, expected (frames, {len(VOCAB)})")
+                                f"{lp.shape}, expected (frames, {n_vocab})")
     check_posteriors(post, file=run.posteriors_path(split), error=EvaluateError,
                      fix=f"the stage that made {run.path} diverged; re-run it (e.g. with a lower --lr)")
     # log(0) = -inf is legal in a posterior but would make GOP means -inf: floor at LOG_FLOOR
@@ -128,7 +132,8 @@ def _predictions(manifest, split: str, post: dict[str, np.ndarray]) -> list[dict
     for u in manifest.split(split):
         if u.utt_id in post:
             rows.append({"utt_id": u.utt_id, "split": split, "speaker": u.speaker,
-                         "hyp": greedy_decode(post[u.utt_id]), "ref": u.canonical_phones, "accuracy": u.accuracy})
+                         "hyp": greedy_decode(post[u.utt_id], manifest.vocab.symbols), "ref": u.canonical_phones,
+                         "accuracy": u.accuracy})
     return rows
 
 
@@ -145,14 +150,19 @@ def evaluate_run(run_dir: str | Path, protocol: str = "all", ci: bool = True, n_
     if progress is None:
         progress = sys.stderr.isatty()
     run, manifest = _load(run_dir)
+    applicable = tuple(manifest.corpus.protocols)
+    if protocol != "all" and protocol not in applicable:
+        raise EvaluateError(f"--protocol {protocol} does not apply to {manifest.corpus.benchmark} "
+                            f"({run.info.get('data')}); its protocols: {', '.join(applicable)}")
+    selected = applicable if protocol == "all" else (protocol,)
     post = {s: _posteriors(run, manifest, s, required=True) for s in ("dev", "test")}
     missing = {s: [u.utt_id for u in manifest.split(s) if u.utt_id not in post[s]] for s in ("dev", "test")}
     if any(missing.values()):
         print(f"warning: {run.path}: {len(missing['test'])} test and {len(missing['dev'])} dev utterances "
               f"have no posteriors (skipped upstream); they are listed in metrics.json", file=sys.stderr)
 
-    do_seed = protocol in ("seed", "all")
-    do_phone = protocol in ("phone", "all")
+    do_seed = "seed" in selected
+    do_phone = "phone" in selected
     unit_speakers: dict[str, np.ndarray] = {}
     scorers = []
     result: dict = {}
@@ -192,6 +202,13 @@ def evaluate_run(run_dir: str | Path, protocol: str = "all", ci: bool = True, n_
         scorers.append(lambda ix: phone_protocol.score(test_p, test_scores, test_uscores, phone_fit,
                                                        ix["phone"], ix["putt"]))
 
+    extra = [protocols.build(name, manifest, post) for name in protocols.EXTRA_PROTOCOLS if name in selected]
+    for proto in extra:
+        unit_speakers.update(proto.unit_speakers)
+        scorers.append(proto.score)
+    if extra and not do_seed:
+        _write_jsonl(run.path / PREDICTIONS_FILE, extra[0].rows)
+
     cis: dict = {}
     undefined: dict = {}
     if ci:
@@ -207,6 +224,8 @@ def evaluate_run(run_dir: str | Path, protocol: str = "all", ci: bool = True, n_
         result["phone"] = phone_protocol.to_metrics(phone_flat, test_p, tables, phone_fit, cis)
         floors.attach(result["phone"], phone_flat, floors.phone_floors(manifest, tables, phone_fit.fit_on, seed),
                       floors.PHONE_MARGINS)
+    for proto in extra:
+        result[proto.name] = proto.to_metrics(proto.score(), cis)
 
     metrics_path = run.path / METRICS_FILE
     old = {}
@@ -217,11 +236,13 @@ def evaluate_run(run_dir: str | Path, protocol: str = "all", ci: bool = True, n_
             old = {}
     stamp = _posteriors_stamp(run)
     # keep the other protocol's block only if it was computed from these very posteriors
-    out = {k: v for k, v in old.items() if k in ("seed", "phone") and old.get("posteriors") == stamp}
+    out = {k: v for k, v in old.items() if k in PROTOCOLS and old.get("posteriors") == stamp}
     out.update(result)
     out = {
         "format": "phonecli-metrics", "version": 1, "run": run.name, "kind": run.kind,
         "evaluated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "benchmark": {"corpus": manifest.corpus.name, "name": manifest.corpus.benchmark,
+                      "standard": manifest.corpus.standard, "scored_on": manifest.corpus.scored_on},
         "corpus": corpus_summary(manifest),
         **out,
         "bootstrap": {"n": n_bootstrap if ci else 0, "seed": seed, "unit": "test speaker", "level": 0.95,

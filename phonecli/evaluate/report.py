@@ -27,6 +27,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from phonecli.evaluate import benchmarks
 from phonecli.evaluate.describe import corpus_summary, describe, has_literature_anchors
 from phonecli.evaluate.evaluate import METRICS_FILE, EvaluateError, evaluate_run
 from phonecli.errors import ReportError  # noqa: F401  (re-exported)
@@ -252,7 +253,8 @@ def corpus_header(results: list[RunResult]) -> list[str]:
     for c in corpora.values():
         kind = {True: "synthetic audio: these numbers say nothing about real learners' speech",
                 False: "real recordings"}.get(c.get("synthetic"), "synthetic or real: not recorded by this manifest")
-        lines.append(f"- Corpus: **{c.get('corpus', '?')}** ({kind}); source `{c.get('source', '?')}` "
+        bench = f", benchmark {c['benchmark']}" if c.get("benchmark") else ""
+        lines.append(f"- Corpus: **{c.get('corpus', '?')}** ({kind}{bench}); source `{c.get('source', '?')}` "
                      f"{('`' + str(c['path']) + '`') if c.get('path') else ''}; corpus_id `{c.get('corpus_id')}`")
         splits = c.get("splits") or {}
         if splits:
@@ -291,6 +293,7 @@ def write_csv(results: list[RunResult], path: Path) -> None:
     fields += [f"{k}_{x}" for k in MARGIN_KEYS for x in ("floor", "margin")]
     fields += ["n_test", "n_test_phones", "n_unaligned_test_phones", "regressor_fit_on", "corpus", "corpus_id",
                "synthetic"]
+    fields += benchmarks.csv_fields()
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
@@ -318,6 +321,7 @@ def write_csv(results: list[RunResult], path: Path) -> None:
             c = r.metrics.get("corpus") or {}
             row.update(corpus=c.get("corpus", ""), corpus_id=c.get("corpus_id", r.info.get("corpus_id", "")),
                        synthetic="" if c.get("synthetic") is None else c.get("synthetic"))
+            row.update(benchmarks.csv_row(r.metrics))
             w.writerow(row)
 
 
@@ -343,11 +347,36 @@ def write_report(run_dirs, out_dir: str | Path, evaluate_missing: bool = True, p
         from phonecli.evaluate import plots as P
 
         plot_paths = P.write_plots(results, out)
-    anchors = all(has_literature_anchors(r.metrics.get("corpus")) for r in results)
-    md = [
-        "# Results",
+    seed_results = [r for r in results if r.metrics.get("seed") or r.metrics.get("phone")]
+    md = ["# Results", "", *corpus_header(results), ""] + benchmarks.sections(results)
+    if seed_results:
+        md += _seed_sections(seed_results)
+    md += [
+        "## Counts and choices",
         "",
-        *corpus_header(results),
+        counts_table(results),
+        "",
+    ]
+    if skipped:
+        md += ["## Skipped runs", ""] + [f"- `{d}`: {reason}" for d, reason in skipped] + [""]
+    if plot_paths:
+        md += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plot_paths] + [""]
+    md_path = out / "results.md"
+    md_path.write_text("\n".join(md))
+    csv_path = out / "results.csv"
+    write_csv(results, csv_path)
+    summary = summary_table(seed_results) if seed_results else (benchmarks.per_table(results) or "")
+    return {"results_md": md_path, "results_csv": csv_path, "plots": plot_paths, "runs": [r.name for r in results],
+            "summary": summary, "skipped": skipped}
+
+
+def _seed_sections(results: list[RunResult]) -> list[str]:
+    """The SpeechOcean762-style sections (seed and phone protocols, with floors and margins), labelled
+    with their benchmark; literature anchors only when every run is on the real SpeechOcean762."""
+    labels = sorted({benchmarks.benchmark(r.metrics) for r in results})
+    anchors = all(has_literature_anchors(r.metrics.get("corpus")) for r in results)
+    return [
+        f"## {' / '.join(labels)}: seed and phone protocols",
         "",
         "Seed protocol (utterance level, test split). Task A: corpus PER (%) of greedy CTC output vs",
         "canonical phones on utterances with accuracy >= 8; Task B: Pearson of 1 - PER_utt with utterance",
@@ -378,18 +407,4 @@ def write_report(run_dirs, out_dir: str | Path, evaluate_missing: bool = True, p
         "",
         full_table(results),
         "",
-        "## Counts and choices",
-        "",
-        counts_table(results),
-        "",
     ]
-    if skipped:
-        md += ["## Skipped runs", ""] + [f"- `{d}`: {reason}" for d, reason in skipped] + [""]
-    if plot_paths:
-        md += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plot_paths] + [""]
-    md_path = out / "results.md"
-    md_path.write_text("\n".join(md))
-    csv_path = out / "results.csv"
-    write_csv(results, csv_path)
-    return {"results_md": md_path, "results_csv": csv_path, "plots": plot_paths, "runs": [r.name for r in results],
-            "summary": summary_table(results), "skipped": skipped}

@@ -439,7 +439,7 @@ def _run(cfg: FinetuneConfig, mode, manifest, device: str, ctx) -> FinetuneResul
     compute_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
     lora = LoraSettings(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout)
     model = build_model(adapter, mode, lora=lora, gradient_checkpointing=cfg.gradient_checkpointing,
-                        compute_dtype=compute_dtype, device=device, seed=cfg.seed)
+                        compute_dtype=compute_dtype, device=device, seed=cfg.seed, vocab_size=len(manifest.vocab))
     if mode.lora:
         resolved["lora"] = lora_config_dict(model.encoder)
     if mode.name == "qlora":
@@ -466,6 +466,7 @@ def _run(cfg: FinetuneConfig, mode, manifest, device: str, ctx) -> FinetuneResul
             run = Run.open(run_dir)
         else:
             run = Run.create(run_dir, "finetune", config=resolved, corpus_id=manifest.corpus_id, data=cfg.data,
+                             vocab=manifest.vocab.symbols,
                              frame_rate=adapter.frame_rate, sources=[{
                                  "model": adapter.spec.name, "model_id": adapter.model_id,
                                  "revision": adapter.revision, "fingerprint": base_fingerprint}])

@@ -324,7 +324,7 @@ def _utt_table(per_utt: dict[str, np.ndarray], refs: dict[str, dict]):
     from phonecli.evaluate.decode import greedy_decode
     from phonecli.evaluate.seed_protocol import UttTable
 
-    rows = [{"utt_id": u, "speaker": refs[u]["speaker"], "hyp": greedy_decode(lp), "ref": refs[u]["ref"],
+    rows = [{"utt_id": u, "speaker": refs[u]["speaker"], "hyp": greedy_decode(lp, refs[u]["vocab"]), "ref": refs[u]["ref"],
              "accuracy": refs[u]["accuracy"]} for u, lp in per_utt.items() if u in refs]
     return UttTable.build(rows)
 
@@ -411,8 +411,6 @@ def late_fusion(runs: Sequence[str | Path | Run], out: str | Path, alphas: str |
     """
     from joblib import Parallel, delayed
 
-    from phonecli.data.phones import encode
-
     t0 = time.time()
     if rule not in RULES:
         raise FusionError(f"--rule {rule!r}: choose {' or '.join(RULES)}")
@@ -444,9 +442,10 @@ def late_fusion(runs: Sequence[str | Path | Run], out: str | Path, alphas: str |
         if missing:
             raise FusionError(f"utterance {missing[0]} of the {s} posteriors is not in the manifest "
                               f"{runs[0].info.get('data')}; the runs were made from another corpus")
-    refs = {u.utt_id: {"speaker": u.speaker, "ref": u.canonical_phones, "accuracy": u.accuracy}
+    refs = {u.utt_id: {"speaker": u.speaker, "ref": u.canonical_phones, "accuracy": u.accuracy,
+                       "vocab": manifest.vocab.symbols}
             for s in ("dev", "test") for u in manifest.split(s)}
-    targets = {u: encode(refs[u]["ref"]) for u in data["dev"].utt_ids}
+    targets = {u: manifest.vocab.encode(refs[u]["ref"]) for u in data["dev"].utt_ids}
 
     # ---- the sweep: every grid point on dev (and test, reported only) in parallel ----
     show = sys.stderr.isatty() if progress is None else progress
@@ -484,7 +483,8 @@ def late_fusion(runs: Sequence[str | Path | Run], out: str | Path, alphas: str |
         else:
             p.unlink(missing_ok=True)
     run = Run.create(out, "late-fusion", config=config, corpus_id=runs[0].info["corpus_id"],
-                     data=runs[0].info["data"], frame_rate=fast, sources=sources, name=name)
+                     data=runs[0].info["data"], frame_rate=fast, sources=sources, name=name,
+                     vocab=runs[0].info.get("vocab"))
     for s, sd in data.items():
         run.write_posteriors(s, sd.per_utt(fuse_logprobs(sd.flats, weights, rule)))
     if train is not None:

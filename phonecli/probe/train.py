@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from phonecli.data.phones import VOCAB, encode
 from phonecli.finite import check_loss
 from phonecli.probe.decode import ctc_min_frames, greedy_ids, phone_error_rate
 from phonecli.probe.features import FeatureSource, available_memory, length_batches, open_source
@@ -168,7 +167,7 @@ def _targets(manifest, utt_ids: list[str], kind: str, source_name: str) -> dict[
             raise ProbeError(f"{source_name}: utterance {u} is not in the manifest {manifest.root}; "
                              "pass the --data directory the cache was extracted from")
         utt = manifest[u]
-        out[u] = encode(utt.canonical_phones if kind == "canonical" else utt.realized_phones)
+        out[u] = manifest.vocab.encode(utt.canonical_phones if kind == "canonical" else utt.realized_phones)
     return out
 
 
@@ -331,7 +330,7 @@ def train_probe(features, data, out, *, head: str = "linear", layers=None, targe
         context = _default_context(source, head)
     head_config = {"head": head, "shapes": [list(s) for s in source.shapes],
                    "weighted": [s.selection.weighted or head == "weighted" for s in source.streams],
-                   "layer_norm": layer_norm, "context": int(context), "vocab": len(VOCAB), "dropout": dropout}
+                   "layer_norm": layer_norm, "context": int(context), "vocab": len(manifest.vocab), "dropout": dropout}
     model = ProbeHead(head_config)
     # blank share of the train frames under CTC's alignment: frames not spent on one phone each
     n_phones = sum(len(tgt[u]) for u in train_ids)
@@ -354,7 +353,8 @@ def train_probe(features, data, out, *, head: str = "linear", layers=None, targe
         p = out / stale
         shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
     run = Run.create(out, kind, config=config, corpus_id=source.corpus_id, data=data,
-                     frame_rate=source.frame_rate, sources=source.describe(), name=name)
+                     frame_rate=source.frame_rate, sources=source.describe(), name=name,
+                     vocab=manifest.vocab.symbols)
 
     # ---- train: one epoch over length-bucketed train batches, then dev ----
     show = sys.stderr.isatty() if progress is None else progress
