@@ -151,15 +151,10 @@ class Run:
         ids = list(log_probs)
         arrays = [np.asarray(log_probs[u], dtype=np.float32) for u in ids]
         for u, a in zip(ids, arrays):
-<<<<<<< HEAD
-            if a.ndim != 2 or a.shape[1] != len(VOCAB):
-                raise RunError(f"{u}: log-posteriors must be (frames, {len(VOCAB)}), got {a.shape}")
-        check_posteriors(dict(zip(ids, arrays)), file=self.posteriors_path(split), run=self,
-                         fix="the stage diverged or read non-finite inputs: lower --lr, check the inputs and re-run it")
-=======
             if a.ndim != 2 or a.shape[1] != len(vocab):
                 raise RunError(f"{u}: log-posteriors must be (frames, {len(vocab)}), got {a.shape}")
->>>>>>> main
+        check_posteriors(dict(zip(ids, arrays)), file=self.posteriors_path(split), run=self,
+                         fix="the stage diverged or read non-finite inputs: lower --lr, check the inputs and re-run it")
         offsets = np.zeros(len(ids) + 1, dtype=np.int64)
         offsets[1:] = np.cumsum([a.shape[0] for a in arrays])
         flat = np.concatenate(arrays, axis=0) if arrays else np.zeros((0, len(vocab)), np.float32)
