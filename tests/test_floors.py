@@ -99,22 +99,22 @@ def test_phone_floor_catches_what_phone_identity_explains(corpus, tmp_path):
     assert math.isfinite(na["mdd_auc"])
 
 
-@pytest.mark.parametrize("source, anchors, words", [
-    ({"kind": "openslr", "path": "/c/so762", "corpus": "speechocean762", "synthetic": False}, True, "real recordings"),
-    ({"kind": "sample", "path": "/pkg/sample_corpus", "corpus": "phonecli sample (synthetic)", "synthetic": True},
-     False, "synthetic audio"),
-    ({"kind": "openslr", "path": "/c/old"}, False, "synthetic or real: not recorded"),   # an older manifest
+@pytest.mark.parametrize("source, name, anchors, words", [
+    ({"kind": "openslr", "path": "/c/so762", "synthetic": False}, "speechocean762", True, "real recordings"),
+    ({"kind": "sample", "path": "/pkg/sample_corpus", "synthetic": True}, "sample", False, "synthetic audio"),
+    ({"kind": "openslr", "path": "/c/old"}, "speechocean762", False, "synthetic or real: not recorded"),  # older
 ])
-def test_report_names_the_corpus_and_gates_literature_anchors(tmp_path, source, anchors, words):
+def test_report_names_the_corpus_and_gates_literature_anchors(tmp_path, source, name, anchors, words):
+    from phonecli.data.corpus import spec_for_v1
     from phonecli.evaluate.report import write_report
 
     m = make_tiny_corpus(tmp_path / "data", n_train=6, n_dev=6, n_test=6, seed=4)
-    m.source = source
+    m.source, m.corpus = source, spec_for_v1(source["kind"])
     m.save(tmp_path / "data")
     run = make_run(tmp_path / "run", Manifest.load(tmp_path / "data"))
     out = write_report([run.path], tmp_path / "out", plots=False, n_bootstrap=20)
     md = out["results_md"].read_text().splitlines()
-    assert md[2].startswith(f"- Corpus: **{source.get('corpus', source['kind'])}** ({words}")
+    assert md[2].startswith(f"- Corpus: **{name}** ({words}")
     assert f"corpus_id `{m.corpus_id}`" in md[2] and f"`{source['path']}`" in md[2]
     assert md[3] == "- Splits: train 6 utterances / 2 speakers; dev 6 utterances / 2 speakers; test 6 utterances / 2 speakers"
     assert ("GOPT 0.612" in "\n".join(md)) is anchors

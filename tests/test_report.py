@@ -90,7 +90,8 @@ def test_report_cli_writes_tables_csv_and_plots(runs, tmp_path):
         ma["floors"]["most_frequent_phone"]["per_hq"] - ma["task_a"]["per_hq"])
     # the report opens with the corpus; this hand-made corpus does not say it is real: no anchors
     corpus = metrics["fbank-linear"]["corpus"]
-    assert md.splitlines()[2].startswith(f"- Corpus: **tiny-test**") and corpus["corpus_id"] in md.splitlines()[2]
+    assert md.splitlines()[2].startswith("- Corpus: **speechocean762** (synthetic or real: not recorded")
+    assert "source `tiny-test`" in md.splitlines()[2] and corpus["corpus_id"] in md.splitlines()[2]
     assert f"train {corpus['splits']['train']['utterances']} utterances / " in md
     assert "GOPT 0.612" not in md and "Literature anchors (SpeechOcean762) are not shown" in md
     floors = {r[0]: r for r in _md_table(md, "| Runs |")[1:]}   # one row per run: late fusion fits on dev

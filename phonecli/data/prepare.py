@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from phonecli.data.audio import content_hash, file_hash
 from phonecli.data.manifest import Manifest, Utterance
 from phonecli.data.normalize import CorpusError, Problem, RawRecord, UtteranceError, build_utterance
 from phonecli.data.openslr import OpenSLRCorpus, is_openslr
@@ -160,6 +161,9 @@ def prepare_corpus(source: str | Path, out: str | Path, dev_fraction: float = 0.
                 continue
             if rec.payload is not None:
                 _write_payload(out, rec)
+            if not utt.audio_sha256:  # readers that do not go through inspect_audio (segments, lhotse cuts)
+                utt.audio_sha256 = (content_hash(rec.payload) if rec.payload is not None
+                                    else file_hash(utt.audio_path(out)))
             found += warns
             utterances.append(utt)
     if not utterances:
