@@ -34,13 +34,10 @@ SECTIONS = ("results", "heads", "benchmarks")
 
 
 def _first_table(md: str) -> str:
-    lines, table = md.splitlines(), []
-    for line in lines:
-        if line.startswith("|"):
-            table.append(line)
-        elif table:
-            break
-    return "\n".join(table)
+    """The first Markdown table in ``md`` (the quickstart's own helper)."""
+    from phonecli.pipeline.quickstart import _summary_table
+
+    return _summary_table(md)
 
 
 def _table_after(md: str, heading: str) -> str:
