@@ -184,3 +184,23 @@ def attach(block: dict, flat: dict, floors: dict, spec) -> dict:
     block["floors"] = floors
     block["margins"] = margins(flat, floors, spec)
     return block
+
+
+# ------------------------------------------------------------------------------ per protocol (other corpora)
+PER_MARGINS = (("per_test", "most_frequent_phone", True),)
+
+
+def per_floors(test_refs: list[list[str]], train_refs: list[list[str]]) -> dict:
+    """PER protocol floors on the (folded) test references: the empty output and the train split's most
+    frequent (folded) reference phone once per reference phone, through the same edit distance."""
+    from phonecli.evaluate.per import edit_distance
+
+    total = sum(len(r) for r in test_refs)
+    counts = Counter(p for r in train_refs for p in r) or Counter(p for r in test_refs for p in r)
+    mfp = min(counts, key=lambda p: (-counts[p], p)) if counts else ""
+    mfp_edits = sum(edit_distance(r, [mfp] * len(r)) for r in test_refs)
+    nan = float("nan")
+    return {"all_blank": {"description": "empty output for every utterance", "per_test": 100.0 if total else nan},
+            "most_frequent_phone": {"description": f"the train split's most frequent phone ({mfp}) once per "
+                                                   "reference phone", "phone": mfp,
+                                    "per_test": 100.0 * mfp_edits / total if total else nan}}
