@@ -101,7 +101,8 @@ def benchmarks(work: Path, threads: int) -> str:
         raise SystemExit(f"bench/run_all.py failed ({proc.returncode}): {proc.stderr[-2000:]}")
     out = proc.stdout.strip().splitlines()
     measured = next(line for line in out if line.startswith("Measured"))
-    return "\n".join([measured.replace("; full outputs in", " (`python bench/readme_numbers.py`; logs in"), "",
+    measured = re.sub(r"; full outputs in .*$", " (`python bench/readme_numbers.py`).", measured)
+    return "\n".join([measured, "",
                       _first_table(proc.stdout)])
 
 
