@@ -18,6 +18,11 @@ kernel's ``Cached`` figure (/proc/meminfo) must fall by about the stores' size, 
 sequential read of the float16 chunk files must be slower cold than warm. Warm passes follow a
 full read. Cold and warm passes alternate and the best of --repeats is kept for each.
 
+Verified reads (every part crc32- and finite-checked once per process): the same minibatches
+through a cache opened with ``verify=False`` run side by side, in steady state (parts already
+checked) and as the first pass of a fresh process (the one-time check included; the process-wide
+registry is cleared before each repeat). Target: verified / unverified >= 0.9.
+
     /work/venv/bin/python bench/cache_read.py [--utts 400 --layers 13 --dim 768 --batches 200]
         [--workdir DIR on a disk]   (default: a temporary directory under the current directory)
 """
@@ -68,7 +73,14 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--workdir", default=None, help="default: a temporary directory (deleted)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="CPU threads (default: phonecli's default, i.e. OMP_NUM_THREADS when set)")
     args = ap.parse_args()
+
+    from phonecli.threads import configure, machine_line
+
+    setting = configure(args.threads)
+    print(machine_line(setting))
 
     N, L, D = args.utts, args.layers, args.dim
     # default under the current directory, not /tmp: /tmp may be a tmpfs, whose pages cannot be evicted
@@ -95,6 +107,7 @@ def compare_formats(work: Path, ids: list[str], lengths: list[int], L: int, D: i
     import h5py
 
     from phonecli.cache import CacheWriter, FeatureCache, plan_parts
+    from phonecli.cache.checksum import VERIFIED
 
     N = len(ids)
     total_frames = sum(lengths)
@@ -150,6 +163,21 @@ def compare_formats(work: Path, ids: list[str], lengths: list[int], L: int, D: i
         for b in batch_ids:
             c16.read_many(b)
 
+    c16_unverified = FeatureCache.open(work / "float16.zarr", verify=False)
+
+    def r_cache_unverified():
+        for b in batch_ids:
+            c16_unverified.read_many(b)
+
+    def first_pass(verify: bool):
+        """A fresh process's first pass: new cache object, nothing checked yet."""
+        VERIFIED.clear()
+        c = FeatureCache.open(work / "float16.zarr", verify=verify)
+        t0 = time.perf_counter()
+        for b in batch_ids:
+            c.read_many(b)
+        return time.perf_counter() - t0
+
     # the remote code path (batched byte-range reads through zarr's FsspecStore), on local files
     c_remote = FeatureCache.open(f"file://{work / 'float16.zarr'}")
     c_remote._local = False
@@ -168,7 +196,8 @@ def compare_formats(work: Path, ids: list[str], lengths: list[int], L: int, D: i
 
     os.sync()                                   # no writeback of the freshly written files while timing
     readers = [("memmap (.npy per utt)", r_memmap), ("h5py (dataset per utt)", r_h5),
-               ("phonecli cache float16", r_cache), ("phonecli cache int8 (->float32)", r_cache_int8),
+               ("phonecli cache float16", r_cache), ("phonecli float16, unverified", r_cache_unverified),
+               ("phonecli cache int8 (->float32)", r_cache_int8),
                ("phonecli cache int8 (raw+scales)", r_cache_int8_raw),
                ("phonecli float16, fsspec ranged", r_cache_ranged)]
     for _, fn in readers:                       # warm the page cache
@@ -186,12 +215,26 @@ def compare_formats(work: Path, ids: list[str], lengths: list[int], L: int, D: i
           f"(best of {args.repeats}, warm page cache)")
     print(f"{'reader':<34} {'write s':>8} {'frames/s':>11} {'GB/s (fp16 eq.)':>16} {'vs memmap':>10}")
     writes = {"memmap (.npy per utt)": t["npy"], "h5py (dataset per utt)": t["h5py"],
-              "phonecli cache float16": t["float16"], "phonecli cache int8 (->float32)": t["int8"],
+              "phonecli cache float16": t["float16"], "phonecli float16, unverified": t["float16"],
+              "phonecli cache int8 (->float32)": t["int8"],
               "phonecli cache int8 (raw+scales)": t["int8"], "phonecli float16, fsspec ranged": float("nan")}
     for name, sec in res.items():
         w = "-" if writes[name] != writes[name] else f"{writes[name]:.1f}"
         print(f"{name:<34} {w:>8} {frames_read / sec:>11.0f} {bytes_read / sec / 1e9:>16.2f} "
               f"{base / sec:>10.2f}")
+
+    first = {True: [], False: []}
+    for _ in range(args.repeats):
+        for verify in (False, True):
+            first[verify].append(first_pass(verify))
+    steady = res["phonecli float16, unverified"] / res["phonecli cache float16"]
+    first_ratio = min(first[False]) / min(first[True])
+    cache_bytes = du(work / "float16.zarr")
+    check_s = max(min(first[True]) - min(first[False]), 0.0)
+    print(f"\nverified reads: steady state verified/unverified = {steady:.3f}; first pass of a fresh process "
+          f"(check of {cache_bytes / 1e9:.2f} GB included) {min(first[True]):.3f} s vs {min(first[False]):.3f} s "
+          f"unverified: ratio = {first_ratio:.3f} (target >= 0.9); one-time check ~{check_s:.3f} s "
+          f"({cache_bytes / max(check_s, 1e-9) / 1e9:.1f} GB/s)")
 
     # one layer of the whole split into RAM
     mid = L // 2
@@ -268,7 +311,9 @@ def int8_vs_float16(work: Path, ids: list[str], lengths: list[int], L: int, D: i
     warm_seq = min(sequential_read(files["float16"]) for _ in range(2))
 
     def one_epoch(dtype: str) -> float:
-        c = FeatureCache.open(stores[dtype])          # fresh memmaps: nothing of the previous pass is mapped
+        # fresh memmaps: nothing of the previous pass is mapped; verify=False: the one-time crc check
+        # reads whole parts (warming the page cache), which would spoil the cold pass
+        c = FeatureCache.open(stores[dtype], verify=False)
         read = c.read_many_int8 if dtype == "int8" else c.read_many
         t0 = time.perf_counter()
         for b in epoch:
@@ -304,5 +349,4 @@ def int8_vs_float16(work: Path, ids: list[str], lengths: list[int], L: int, D: i
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     main()

@@ -6,6 +6,11 @@ is kept in --log-dir; the headline number is parsed from its last lines and put 
 table (docs/sections/benchmarks.md holds the measured table and the machine it ran on).
 
     MPLBACKEND=Agg /work/venv/bin/python bench/run_all.py [--quick] [--only NAME ...] [--log-dir DIR] [--from-logs]
+                                                          [--threads N]
+
+Every script runs with the same pinned thread count (``OMP_NUM_THREADS`` in its environment, which
+phonecli's thread default and torch / BLAS honour); the table header prints it with the machine
+(CPU model, cores, load).
 """
 
 from __future__ import annotations
@@ -36,9 +41,11 @@ BENCHES = [
     Bench("extract_overhead", "extract_overhead.py", "`phonecli extract` time / bare decode + forward (base HuBERT, CPU)",
           [("ratio", r"overhead ratio extract / bare = ([\d.]+)"), ("CPU ratio", r"CPU-time ratio extract / bare = ([\d.]+)")],
           ["--utterances", "20", "--repeats", "2"]),
-    Bench("cache_read", "cache_read.py", "cache minibatch read (all layers) / numpy memmap; h5py / memmap; "
-          "int8 / float16 frames/s from disk (page cache evicted) and from RAM",
+    Bench("cache_read", "cache_read.py", "cache minibatch read (all layers) / numpy memmap; h5py / memmap; crc-verified / "
+          "unverified; int8 / float16 frames/s from disk (page cache evicted) and from RAM",
           [("cache/memmap", r"ratio cache/memmap = ([\d.]+)"), ("h5py/memmap", r"h5py/memmap = ([\d.]+)"),
+           ("verified/unverified", r"steady state verified/unverified = ([\d.]+)"),
+           ("first pass incl. check", r"unverified: ratio = ([\d.]+)"),
            ("int8/float16 cold", r"cold \(disk\) ([\d.]+)x"), ("int8/float16 warm", r"warm \(page cache\) ([\d.]+)x")],
           ["--utts", "100", "--batches", "50", "--repeats", "2"]),
     Bench("probe_vs_reencode", "probe_vs_reencode.py", "probe epoch re-encoding audio / epoch from the cache",
@@ -68,9 +75,9 @@ def parse(b: Bench, stdout: str) -> dict[str, str]:
     return found
 
 
-def run_one(b: Bench, quick: bool, log_dir: Path) -> tuple[dict[str, str], float, int]:
+def run_one(b: Bench, quick: bool, log_dir: Path, threads: int) -> tuple[dict[str, str], float, int]:
     cmd = [sys.executable, str(HERE / b.script)] + (b.quick_args if quick else [])
-    env = {**os.environ, "MPLBACKEND": "Agg"}
+    env = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     t0 = time.time()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     seconds = time.time() - t0
@@ -94,7 +101,11 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", default=None, help=f"subset of: {', '.join(b.name for b in BENCHES)}")
     ap.add_argument("--log-dir", default="bench-logs")
     ap.add_argument("--from-logs", action="store_true", help="rebuild the table from the logs in --log-dir")
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads for every script (default: phonecli's)")
     args = ap.parse_args()
+    from phonecli.threads import configure, machine_line
+
+    setting = configure(args.threads)
     log_dir = Path(args.log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     chosen = [b for b in BENCHES if args.only is None or b.name in args.only]
@@ -108,18 +119,13 @@ def main() -> None:
             rows.append((b, *from_log(b, log_dir)))
             continue
         print(f"running {b.script} ...", file=sys.stderr, flush=True)
-        found, seconds, rc = run_one(b, args.quick, log_dir)
+        found, seconds, rc = run_one(b, args.quick, log_dir, setting.threads)
         rows.append((b, found, seconds, rc))
         print(f"  {b.script}: {'; '.join(f'{k} {v}' for k, v in found.items())} ({seconds:.0f} s, exit {rc})",
               file=sys.stderr, flush=True)
 
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        load = float("nan")
     when = "logs re-read" if args.from_logs else time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())
-    print(f"Measured {when} on {platform.machine()}, "
-          f"{os.cpu_count()} CPU(s), Python {platform.python_version()}, load average {load:.1f} at the end"
+    print(f"Measured {when}, Python {platform.python_version()}; {machine_line(setting)} at the end"
           f"{' (--quick inputs)' if args.quick else ''}; full outputs in {log_dir}/.\n")
     print("| Benchmark | What is compared | Result | Script |")
     print("|---|---|---|---|")

@@ -68,6 +68,30 @@ def main() -> None:
     """
 
 
+def _apply_threads(ctx: click.Context, param: click.Parameter, value: int | None) -> None:
+    """``--threads`` callback: size torch / BLAS / OpenMP pools before the command body runs."""
+    from phonecli.threads import configure
+
+    configure(value)
+
+
+def _threads_option() -> click.Option:
+    return click.Option(["--threads"], type=click.IntRange(min=1), default=None, expose_value=False,
+                        callback=_apply_threads, metavar="N",
+                        help="CPU threads for torch and BLAS (default: the cores this process may use: "
+                             "affinity mask, cgroup quota, or OMP_NUM_THREADS when set). Results do not "
+                             "depend on it.")
+
+
+def _add_threads(cmd: click.Command) -> None:
+    """Every leaf command gets ``--threads`` here, at registration, so command modules need not declare it."""
+    if isinstance(cmd, click.Group):
+        for sub in cmd.commands.values():
+            _add_threads(sub)
+    elif not any(p.name == "threads" for p in cmd.params):
+        cmd.params.append(_threads_option())
+
+
 def _register() -> None:
     groups: dict[str, click.Group] = {}
     for module_name, attr, parent in _COMMANDS:
@@ -77,6 +101,7 @@ def _register() -> None:
         target.add_command(cmd)
         if isinstance(cmd, click.Group):
             groups[attr] = cmd
+    _add_threads(main)
 
 
 _register()

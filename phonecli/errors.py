@@ -61,6 +61,11 @@ class AudioError(DataError):
     """An audio file cannot be read or is unusable."""
 
 
+class AudioChangedError(DataError):
+    """An audio file no longer matches its manifest entry (content hash or sample count changed
+    since ``data prepare``): never skipped, the manifest (and so the corpus_id) is stale."""
+
+
 class UnknownPhoneError(DataError):
     """A phone symbol outside the 39-phone set (and not a known expansion)."""
 

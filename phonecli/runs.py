@@ -54,6 +54,7 @@ class Run:
                overwrite: bool = True, vocab=None) -> "Run":
         from phonecli import __version__
         from phonecli.data.phones import VOCAB
+        from phonecli.threads import record as threads_record
 
         if kind not in KINDS:
             raise RunError(f"unknown run kind {kind!r}; expected one of {', '.join(KINDS)}")
@@ -74,6 +75,8 @@ class Run:
             "frame_rate": float(frame_rate),
             "config": config,
             "sources": sources or [],
+            # probe/fusion results do not depend on it; fine-tuning's CPU backward does (docs/sections/finetune.md)
+            "threads": threads_record(),
         }
         run = cls(path, info)
         run.save_info()
@@ -142,6 +145,7 @@ class Run:
         from safetensors.numpy import save_file
 
         from phonecli.data.phones import VOCAB
+        from phonecli.finite import check_posteriors
 
         vocab = list(self.info.get("vocab") or VOCAB)
         ids = list(log_probs)
@@ -149,6 +153,8 @@ class Run:
         for u, a in zip(ids, arrays):
             if a.ndim != 2 or a.shape[1] != len(vocab):
                 raise RunError(f"{u}: log-posteriors must be (frames, {len(vocab)}), got {a.shape}")
+        check_posteriors(dict(zip(ids, arrays)), file=self.posteriors_path(split), run=self,
+                         fix="the stage diverged or read non-finite inputs: lower --lr, check the inputs and re-run it")
         offsets = np.zeros(len(ids) + 1, dtype=np.int64)
         offsets[1:] = np.cumsum([a.shape[0] for a in arrays])
         flat = np.concatenate(arrays, axis=0) if arrays else np.zeros((0, len(vocab)), np.float32)

@@ -1,14 +1,32 @@
 """Shared fixtures: a tiny synthetic manifest (built directly, no espeak) for fast stage tests, and the
 ``device`` parametrisation (torchaudio style): a test taking ``device`` runs on ``"cpu"`` and, on a
-machine where torch sees a GPU, on ``"cuda"``; tests marked ``cuda`` are skipped without one."""
+machine where torch sees a GPU, on ``"cuda"``; tests marked ``cuda`` are skipped without one.
+
+CPU threads are pinned to 1 for the whole session (torch, BLAS, OpenMP and child processes):
+results do not depend on the count, but on a busy 2-core machine spinning OpenMP threads made
+suites several times slower. A test that changes the count (``--threads 2``) gets it reset.
+"""
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from phonecli import threads
+
+threads.configure(1)
+
+
+@pytest.fixture(autouse=True)
+def _pinned_threads():
+    yield
+    if threads.current().threads != 1 or os.environ.get("OMP_NUM_THREADS") != "1":
+        threads.configure(1)
+
 
 NO_CUDA = "no CUDA device visible to torch: the cuda variant runs on a GPU machine (see docs/sections/cluster.md)"
 
@@ -40,6 +58,7 @@ def make_tiny_corpus(root: Path, n_train: int = 12, n_dev: int = 6, n_test: int 
     """
     import soundfile as sf
 
+    from phonecli.data.audio import file_hash
     from phonecli.data.manifest import Manifest, Mispronunciation, Utterance, Word, realize
     from phonecli.data.phones import PHONES
 
@@ -73,6 +92,7 @@ def make_tiny_corpus(root: Path, n_train: int = 12, n_dev: int = 6, n_test: int 
                 duration=len(wav) / sample_rate, num_samples=len(wav), sample_rate=sample_rate,
                 text=" ".join(w.text for w in words), accuracy=accuracy, completeness=10.0,
                 fluency=8.0, prosodic=8.0, total=accuracy, words=words, realized_phones=realize(words),
+                audio_sha256=file_hash(path),
             ))
     m = Manifest(utterances=utts, source={"kind": "tiny-test"})
     m.save(root)

@@ -55,7 +55,7 @@ def write_wav(path: Path, seconds: float, sr: int = 16000, channels: int = 1, se
 
 
 def make_openslr(root: Path, n_train_speakers: int = 10, n_test_speakers: int = 3, per_speaker: int = 2,
-                 absolute: bool = False, phones_as_string: bool = False) -> dict:
+                 absolute: bool = False, phones_as_string: bool = False, base_seconds: float = 0.25) -> dict:
     """Write ROOT in the OpenSLR layout. Returns ``{utt_id: {"split", "speaker", "samples", "entry"}}``.
 
     Speakers alternate m/f and child (age 8) / adult (age 30). One extra WAVE file is not
@@ -75,7 +75,7 @@ def make_openslr(root: Path, n_train_speakers: int = 10, n_test_speakers: int = 
             for j in range(per_speaker):
                 utt = f"{spk}{j:05d}"
                 rel = f"WAVE/SPEAKER{spk}/{utt}.WAV"
-                seconds = 0.25 + 0.05 * (k % 4)
+                seconds = base_seconds + 0.05 * (k % 4)
                 write_wav(root / rel, seconds, seed=k)
                 e = entry_for(k)
                 if phones_as_string:

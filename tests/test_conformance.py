@@ -83,6 +83,8 @@ def corpus(speech, tmp_path_factory) -> tuple[Path, dict[str, np.ndarray]]:
 
     root = tmp_path_factory.mktemp("conformance_corpus")
     (root / "audio").mkdir()
+    from phonecli.data.audio import file_hash
+
     voiced = speech[np.argmax(np.abs(speech) > 0.02):]  # start at the first voiced sample
     gap = np.zeros(SR // 5, np.float32)
     long = np.concatenate([np.concatenate([voiced, gap])] * (LENGTHS["u3_long"] // (len(voiced) + len(gap)) + 1))
@@ -95,7 +97,7 @@ def corpus(speech, tmp_path_factory) -> tuple[Path, dict[str, np.ndarray]]:
         utts.append(Utterance(utt_id=utt_id, speaker=f"S{k}", split="test", audio=f"audio/{utt_id}.wav",
                               duration=n / SR, num_samples=n, sample_rate=SR, text="x", accuracy=8.0,
                               completeness=10.0, fluency=8.0, prosodic=8.0, total=8.0, words=[],
-                              realized_phones=[]))
+                              realized_phones=[], audio_sha256=file_hash(path)))
     Manifest(utterances=utts, source={"kind": "conformance-test"}).save(root)
     return root, waves
 

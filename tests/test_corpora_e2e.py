@@ -56,6 +56,14 @@ def _check_per(m, metrics, preds, md, row):
     assert f"| fbank-mlp | {m.corpus.benchmark} | {metrics['per']['per_test']:.2f}" in md
     assert row["benchmark"] == m.corpus.benchmark and float(row["per_test"]) == pytest.approx(expected)
     assert "seed" not in metrics and "phone" not in metrics
+    # floors: the empty output and the train split's most frequent phone (torchaudio's edit distance)
+    fl = metrics["per"]["floors"]
+    assert fl["all_blank"]["per_test"] == 100.0
+    mfp = fl["most_frequent_phone"]["phone"]
+    want = 100.0 * sum(edit_distance(p["ref"], [mfp] * len(p["ref"])) for p in test) / sum(len(p["ref"]) for p in test)
+    assert fl["most_frequent_phone"]["per_test"] == pytest.approx(want)
+    assert metrics["per"]["margins"]["per_test"]["margin"] == pytest.approx(want - expected)
+    assert "fbank-mlp — floor: most frequent phone" in md
     return test
 
 

@@ -72,7 +72,10 @@ def test_openslr_values_match_the_files(corpus, tmp_path):
                     realized.append(q.rstrip("*").rstrip("012"))
         assert u.realized_phones == realized
     assert any(u.realized_phones != u.canonical_phones for u in m)
-    assert m.source == {"kind": "openslr", "path": str(root.resolve())}
+    assert m.source == {"kind": "openslr", "path": str(root.resolve()), "synthetic": False}
+    # the audio content hash is the SHA-256 of each file's bytes (hashlib directly)
+    import hashlib
+    assert all(u.audio_sha256 == hashlib.sha256(Path(u.audio).read_bytes()).hexdigest() for u in m)
     again = load_manifest(tmp_path / "m")
     assert again.corpus_id == m.corpus_id and _rows(again) == _rows(m)
 

@@ -22,6 +22,7 @@ from conftest import make_tiny_corpus
 from phonecli.cli import main
 from phonecli.data.manifest import Manifest
 from phonecli.data.phones import PHONE_TO_ID, VOCAB
+from phonecli.errors import NonFiniteError
 from phonecli.evaluate import EvaluateError, evaluate_run
 from phonecli.runs import Run
 
@@ -213,9 +214,10 @@ def test_bad_inputs_give_one_clear_error(corpus, tmp_path):
         evaluate_run(run.path)
     run = make_run(tmp_path / "nan", corpus, splits=("dev",))
     u = corpus.split("test")[0].utt_id
-    run.write_posteriors("test", {u: np.full((5, 40), np.nan)})
-    with pytest.raises(EvaluateError, match=f"{u} has NaN"):
-        evaluate_run(run.path)
+    with pytest.raises(NonFiniteError, match=f"utterance {u}: NaN/\\+inf log-posteriors"):
+        run.write_posteriors("test", {u: np.full((5, 40), np.nan)})   # a run never writes them...
+    with pytest.raises(EvaluateError, match="this run failed"):
+        evaluate_run(run.path)                                        # ...and is marked failed
     with pytest.raises(EvaluateError, match="unknown protocol"):
         evaluate_run(run.path, protocol="gop")
 

@@ -213,8 +213,19 @@ def bad_corpus(tmp_path):
     nan = mono[ids[7]].copy()
     nan[100] = np.nan
     sf.write(m.audio_path(ids[7]), nan, 16000, subtype="FLOAT")
+    # the manifest describes the files as they now are (as `data prepare` would), except the missing one
+    _reprepare(m, [ids[i] for i in (0, 1, 5, 7)])
     m.save(root)
     return root, ids, mono, hi
+
+
+def _reprepare(m: Manifest, utt_ids: list[str]) -> None:
+    """What `data prepare` records for these files now: content hash and sample count."""
+    from phonecli.data.audio import file_hash
+
+    for u in utt_ids:
+        m[u].audio_sha256 = file_hash(m.audio_path(u))
+        m[u].num_samples = sf.info(str(m.audio_path(u))).frames
 
 
 def test_bad_inputs_skip_records_reasons_and_fixes_the_rest(bad_corpus, tmp_path, monkeypatch):
@@ -251,8 +262,10 @@ def test_bad_input_fail_names_utterance_and_keeps_complete_parts(bad_corpus, tmp
     root, ids, mono, hi = bad_corpus
     m = Manifest.load(root)
     bad = {4, 5, 7} - {which}
-    for i in bad:  # leave only the utterance under test broken
+    for i in bad:  # leave only the utterance under test broken (and re-prepare the restored files)
         sf.write(m.audio_path(ids[i]), mono[ids[i]], 16000)
+    _reprepare(m, [ids[i] for i in bad])
+    m.save(root)
     monkeypatch.setenv("PHONECLI_EXTRACT_PART_BYTES", "1")
     args = ["--model", "fbank", "--data", str(root), "--cache", str(tmp_path), "--device", "cpu"]
     res = run_cli(args)
@@ -260,11 +273,16 @@ def test_bad_input_fail_names_utterance_and_keeps_complete_parts(bad_corpus, tmp
     msg = res.stderr.strip().splitlines()[-1]
     assert msg.startswith(f"Error: utterance {ids[which]}: ") and expected in msg and "rerun" in msg
     assert str(m.audio_path(ids[which])) in msg
-    # the user fixes the file; the rerun only does the parts that were not complete
+    # the user restores the file
     sf.write(m.audio_path(ids[which]), mono[ids[which]], 16000)
     again = run_cli(args)
-    assert again.exit_code == 0, again.output
-    assert "resuming" in again.stderr and "parts already complete" in again.stderr
+    if which == 4:   # the file the manifest was made from is back: the rerun only does the missing parts
+        assert again.exit_code == 0, again.output
+        assert "resuming" in again.stderr and "parts already complete" in again.stderr
+    else:            # new content: refused until `data prepare` runs again (then a new corpus_id, a new cache)
+        assert again.exit_code != 0
+        line = again.stderr.strip().splitlines()[-1]
+        assert str(m.audio_path(ids[which])) in line and "re-run `phonecli data prepare`" in line
 
 
 def test_too_short_for_the_model_is_one_line(tmp_path):
@@ -274,7 +292,7 @@ def test_too_short_for_the_model_is_one_line(tmp_path):
     m = make_tiny_corpus(root, n_train=3, n_dev=0, n_test=0, seed=2)
     u = m.utterances[0]
     sf.write(m.audio_path(u), np.full(1700, 0.01, np.float32), 16000)  # > load_audio's 0.1 s
-    u.num_samples = 1700
+    _reprepare(m, [u.utt_id])
     m.save(root)
     from phonecli.extract.runner import UtteranceError, extract_features
 
@@ -284,6 +302,8 @@ def test_too_short_for_the_model_is_one_line(tmp_path):
 
     assert FeatureCache.open(path).num_frames(u.utt_id) == snip_edges_frames(1700)
     sf.write(m.audio_path(u), np.full(1500, 0.01, np.float32), 16000)  # < 0.1 s
+    _reprepare(m, [u.utt_id])
+    m.save(root)
     with pytest.raises(UtteranceError, match=rf"utterance {u.utt_id}: .*too short"):
         extract_features("fbank", root, tmp_path / "d", device="cpu")
 

@@ -540,11 +540,15 @@ def test_make_examples_realized_targets(tiny_corpus):
 
 
 def test_non_finite_loss_stops_naming_step_and_utterances(hubert_dir, tiny_corpus, tmp_path):
-    with pytest.raises(FinetuneError) as e:
+    from phonecli.errors import NonFiniteError
+    from phonecli.runs import Run
+
+    with pytest.raises(NonFiniteError) as e:
         finetune(_cfg(hubert_dir, tiny_corpus, tmp_path / "run", "full", epochs=3, lr=1e9))
     msg = str(e.value)
-    assert "non-finite CTC loss" in msg and "at step " in msg and "utterances 0000000" in msg and "\n" not in msg
-    assert "Lower --lr" in msg
+    assert "non-finite CTC loss at step " in msg and msg.startswith("utterance 0000000") and "\n" not in msg
+    assert "lower --lr" in msg and f"{tiny_corpus}/audio/" in msg          # names the utterance's audio file
+    assert Run.open(tmp_path / "run").info["status"] == "failed"
     # the stopped run is not an encoder yet: extract says so in one line
     from click.testing import CliRunner
 
@@ -556,12 +560,15 @@ def test_non_finite_loss_stops_naming_step_and_utterances(hubert_dir, tiny_corpu
 
 
 def test_unreadable_audio_stops_with_one_line_naming_the_utterance(hubert_dir, tiny_corpus, tmp_path):
+    from phonecli.data.audio import file_hash
+
     m = Manifest.load(tiny_corpus)
     for u in m:
         u.audio = str(m.audio_path(u))
     broken = tmp_path / "broken.wav"
     broken.write_bytes(b"RIFF not really a wav")
     m.split("train")[3].audio = str(broken)
+    m.split("train")[3].audio_sha256 = file_hash(broken)     # as `data prepare` would record it
     Manifest(utterances=m.utterances, source={"kind": "tiny-test"}).save(tmp_path / "data")
     with pytest.raises(FinetuneError) as e:
         finetune(_cfg(hubert_dir, tmp_path / "data", tmp_path / "run", "top:1", epochs=1))

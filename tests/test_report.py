@@ -72,19 +72,38 @@ def test_report_cli_writes_tables_csv_and_plots(runs, tmp_path):
     assert summary[0] == ["Model", "Input", "Task A PER (HQ)", "Task B Pearson", "Task C AUC", "Note"]
     rows = summary[1:]
     assert len(rows) == 3
-    assert rows[0][0] == "hubert-large (weighted)" and rows[0][2] == "**0.00**"     # sorted by PER, best in bold
+    def margin(m, metric, fmt):            # the report's " (+x)": margin over the floor
+        v = m["margins"][metric]["margin"]
+        return "" if v is None else f" ({'+' if v >= 0 else '−'}{fmt.format(abs(v))})"
+
+    mh = metrics["hubert-w"]["seed"]
+    assert rows[0][0] == "hubert-large (weighted)"                                 # sorted by PER, best in bold
+    assert rows[0][2] == "**0.00**" + margin(mh, "per_hq", "{:.2f}")
     by_model = {r[0]: r for r in rows}
     fb = by_model["fbank (linear)"]
     ma = metrics["fbank-linear"]["seed"]
-    assert fb[2] == f"{ma['task_a']['per_hq']:.2f}"
-    assert fb[3].strip("*") == f"{ma['task_b']['pearson']:.4f}"
-    assert fb[4].strip("*") == f"{ma['task_c']['auc']:.4f}"
+    assert fb[2] == f"{ma['task_a']['per_hq']:.2f}" + margin(ma, "per_hq", "{:.2f}")
+    assert fb[3].replace("*", "") == f"{ma['task_b']['pearson']:.4f}" + margin(ma, "pearson", "{:.4f}")
+    assert fb[4].replace("*", "") == f"{ma['task_c']['auc']:.4f}" + margin(ma, "auc", "{:.4f}")
+    # margins are value vs floor (PER: floor - value)
+    assert ma["margins"]["per_hq"]["margin"] == pytest.approx(
+        ma["floors"]["most_frequent_phone"]["per_hq"] - ma["task_a"]["per_hq"])
+    # the report opens with the corpus; this hand-made corpus does not say it is real: no anchors
+    corpus = metrics["fbank-linear"]["corpus"]
+    assert md.splitlines()[2].startswith("- Corpus: **speechocean762** (synthetic or real: not recorded")
+    assert "source `tiny-test`" in md.splitlines()[2] and corpus["corpus_id"] in md.splitlines()[2]
+    assert f"train {corpus['splits']['train']['utterances']} utterances / " in md
+    assert "GOPT 0.612" not in md and "Literature anchors (SpeechOcean762) are not shown" in md
+    floors = {r[0]: r for r in _md_table(md, "| Runs |")[1:]}   # one row per run: late fusion fits on dev
+    assert floors["fbank-linear"][2] == f"{ma['floors']['most_frequent_phone']['per_hq']:.2f}"
+    assert floors["late"][1:6] == floors["fbank-linear"][1:6]       # seed floors: same test utterances
+    assert metrics["late"]["phone"]["floors"]["no_audio"]["fit_on"] == "dev-crossfit"
     assert fb[5] == "probe, head linear"
     full = _md_table(md, "| Run |")
     assert "PCC GOP" in full[0] and "MDD F1" in full[0]
     fl = {r[0]: r for r in full[1:]}["fbank-linear"]
     lo, hi = ma["task_a"]["per_hq_ci95"]
-    assert fl[1] == f"{ma['task_a']['per_hq']:.2f} [{lo:.2f}, {hi:.2f}]"
+    assert fl[1] == f"{ma['task_a']['per_hq']:.2f} [{lo:.2f}, {hi:.2f}]" + margin(ma, "per_hq", "{:.2f}")
     with open(out / "results.csv") as f:
         table = {r["run"]: r for r in csv.DictReader(f)}
     assert set(table) == {"fbank-linear", "hubert-w", "late"}
@@ -92,6 +111,8 @@ def test_report_cli_writes_tables_csv_and_plots(runs, tmp_path):
         assert float(table[name]["per_hq"]) == pytest.approx(m["seed"]["task_a"]["per_hq"])
         assert float(table[name]["mdd_auc"]) == pytest.approx(m["phone"]["mdd_auc"])
         assert float(table[name]["pcc_gop_ci_lo"]) == pytest.approx(m["phone"]["pcc_gop_ci95"][0])
+        assert float(table[name]["mdd_auc_margin"]) == pytest.approx(m["phone"]["margins"]["mdd_auc"]["margin"])
+        assert table[name]["corpus_id"] == m["corpus"]["corpus_id"]
     assert table["late"]["regressor_fit_on"] == "dev-crossfit"
     for png in ("roc_utterance.png", "roc_phone.png", "layer_weights.png", "per_phone_error.png",
                 "confusion_fbank-linear.png", "confusion_hubert-w.png", "confusion_late.png"):

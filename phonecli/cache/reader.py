@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +56,8 @@ class FeatureCache:
     Thread-safe for reads.
     """
 
-    def __init__(self, path: str, store, attrs: dict, markers: list[dict], index: dict | None):
+    def __init__(self, path: str, store, attrs: dict, markers: list[dict], index: dict | None,
+                 verify: bool = True):
         self.path = path
         self.store = store
         self.metadata = {k: v for k, v in attrs.items() if k != "plan"}
@@ -81,20 +83,24 @@ class FeatureCache:
         self._mmaps: dict[int, np.ndarray] = {}
         self._scales: dict[int, np.ndarray] = {}
         self._local = local_file(store, "") is not None
+        self._verify_reads = verify       # crc32 + finite check of each part, once per process
+        self._checked: set[int] = set()   # parts this instance already passed through the check
 
     # ------------------------------------------------------------------ opening
     def __getstate__(self) -> dict:
         # DataLoader workers get a copy: drop memmaps/scales (re-opened lazily), never pickle data.
         state = dict(self.__dict__)
-        state["_mmaps"], state["_scales"] = {}, {}
+        state["_mmaps"], state["_scales"], state["_checked"] = {}, {}, set()
         return state
 
     @classmethod
-    def open(cls, path: str | Path, require_complete: bool = False) -> FeatureCache:
+    def open(cls, path: str | Path, require_complete: bool = False, verify: bool = True) -> FeatureCache:
         """Open a cache at a local path or fsspec URL (``file://``, ``memory://``, ``s3://`` ...).
 
         An unfinished cache opens with the utterances of its completed parts (``is_complete``
         False) unless ``require_complete=True``, which raises :class:`CacheError` instead.
+        ``verify`` (default): the first read of each part in this process checks its crc32 and
+        that its values are finite (:mod:`phonecli.cache.checksum`); ``False`` is for benchmarks.
         """
         p = normalize_path(path)
         if not p or (not ("://" in p) and not Path(p).exists()):
@@ -117,7 +123,7 @@ class FeatureCache:
             m = read_attrs(store, f"done/{name}")
             if m is not None and "index" in m:
                 markers.append(m)
-        cache = cls(p, store, attrs, markers, index)
+        cache = cls(p, store, attrs, markers, index, verify=verify)
         if require_complete and not cache.is_complete:
             raise CacheError(f"cache {p} is incomplete ({len(markers)}/{len(cache.plan)} parts written): "
                              "re-run the same `phonecli extract` command to finish it")
@@ -187,8 +193,9 @@ class FeatureCache:
         return out
 
     # ------------------------------------------------------------------ raw access
-    def _mmap(self, part: int) -> np.ndarray:
-        """The part's chunk file as a read-only ``(layers, part_frames, dim)`` memmap (local stores)."""
+    def _mmap(self, part: int, verify: bool = True) -> np.ndarray:
+        """The part's chunk file as a read-only ``(layers, part_frames, dim)`` memmap (local stores),
+        verified on first use (``verify=False``: the checker's own access)."""
         mm = self._mmaps.get(part)
         if mm is None:
             path = local_file(self.store, f"{data_key(part)}/{CHUNK}")
@@ -201,7 +208,28 @@ class FeatureCache:
                                  "run `phonecli cache verify` and re-run the extraction")
             mm = np.memmap(path, dtype=self._np_dtype, mode="r", shape=shape)
             self._mmaps[part] = mm
+        if verify:
+            self._verify_part(part)
         return mm
+
+    def _verify_part(self, part: int) -> None:
+        """crc32 + finite values of ``part``, once per process (see :mod:`phonecli.cache.checksum`)."""
+        if self._verify_reads and part not in self._checked:
+            from phonecli.cache.checksum import VERIFIED
+
+            VERIFIED.check(self, part)
+            self._checked.add(part)
+
+    def _verify_parts(self, parts: set[int]) -> None:
+        """Check the not-yet-checked ``parts`` of one request side by side (zlib releases the GIL)."""
+        todo = sorted(p for p in parts if p not in self._checked) if self._verify_reads else []
+        if len(todo) > 1:
+            from phonecli.threads import current
+
+            with ThreadPoolExecutor(max_workers=min(len(todo), current().threads)) as pool:
+                list(pool.map(self._verify_part, todo))
+        for p in todo:
+            self._verify_part(p)
 
     def _part_scales(self, part: int) -> np.ndarray:
         s = self._scales.get(part)
@@ -215,6 +243,7 @@ class FeatureCache:
     def _fetch(self, requests: list[tuple[int, list[int], int, int]]) -> list[np.ndarray]:
         """``(part, layer positions, frame start, frame end)`` -> arrays ``(len(pos), end-start, dim)``
         in the stored dtype. Local: memmap copies. Remote: one batched ranged read for all."""
+        self._verify_parts({r[0] for r in requests})
         if self._local:
             out = []
             for part, pos, a, b in requests:

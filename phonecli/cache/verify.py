@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import sys
-import zlib
 
 import numpy as np
 
+from phonecli.cache.checksum import crc32
 from phonecli.cache.plan import Part
 from phonecli.cache.store import (
     DTYPES, REQUIRED_KEYS, CacheError, data_key, done_key, local_file, open_store, part_name,
@@ -164,7 +164,7 @@ def _verify_part(cache, part: Part, L: int, D: int, dtype: str, itemsize: int, m
     if err:
         problems.append(f"{p}: part {name}: data chunk {err}: {fix}")
         return
-    if zlib.crc32(raw) & 0xFFFFFFFF != m.get("crc32"):
+    if crc32(raw) != m.get("crc32"):
         problems.append(f"{p}: part {name}: data checksum mismatch (corrupted or torn write): {fix}")
     arr = np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<")).reshape(shape)
     if dtype != "int8":
@@ -186,7 +186,7 @@ def _verify_part(cache, part: Part, L: int, D: int, dtype: str, itemsize: int, m
         if err:
             problems.append(f"{p}: part {name}: int8 scales {err}: {fix}")
             return
-        if zlib.crc32(sraw) & 0xFFFFFFFF != m.get("scales_crc32"):
+        if crc32(sraw) != m.get("scales_crc32"):
             problems.append(f"{p}: part {name}: scales checksum mismatch: {fix}")
         s = np.frombuffer(sraw, dtype="<f4")
         if not (np.isfinite(s).all() and (s >= 0).all()):

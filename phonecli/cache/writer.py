@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-import zlib
 from pathlib import Path
 
 import numpy as np
 
+from phonecli.cache.checksum import crc32
 from phonecli.cache.int8 import quantize_int8
 from phonecli.cache.plan import Part
 from phonecli.cache.store import (
@@ -29,10 +29,6 @@ from phonecli.cache.store import (
 )
 
 log = logging.getLogger("phonecli.cache")
-
-
-def _crc32(a: np.ndarray) -> int:
-    return zlib.crc32(np.ascontiguousarray(a).view(np.uint8).reshape(-1)) & 0xFFFFFFFF
 
 
 def _create_single_chunk_array(store, key: str, data: np.ndarray):
@@ -229,8 +225,8 @@ class CacheWriter:
             "splits": [part.splits[part.utt_ids.index(u)] for u in stored],
             "offsets": offsets, "frames": frames, "skipped": jsonable(skipped),
             "shape": [L, total, D], "dtype": self.dtype,
-            "crc32": _crc32(data) if data is not None else 0,
-            "scales_crc32": _crc32(scales) if scales is not None else None,
+            "crc32": crc32(data) if data is not None else 0,
+            "scales_crc32": crc32(scales) if scales is not None else None,
         }
         return self._write(part.index, data, scales, marker)
 

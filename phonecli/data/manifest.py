@@ -13,9 +13,17 @@ On disk: ``DIR/manifest.json``::
 
 ``audio`` is an absolute path (OpenSLR source) or a path relative to the manifest directory
 (audio decoded out of parquet shards into ``DIR/audio/``). ``corpus_id`` is a content
-fingerprint of ids, splits, texts, scores, phones and audio sample counts: the two readers
-(OpenSLR directory, HF parquet) give the same ``corpus_id`` for the same data, whatever the
-audio location.
+fingerprint of ids, splits, texts, scores, phones, audio sample counts and the audio content
+(``audio_sha256``: SHA-256 of each file's bytes, computed once by ``data prepare``): re-levelled
+or re-encoded audio gives a new ``corpus_id``, so caches of the old audio are never reused; the
+two readers (OpenSLR directory, HF parquet, whose audio bytes are written unchanged) give the
+same ``corpus_id`` for the same data, whatever the audio location.
+
+``source`` says where the corpus came from: ``kind`` (reader), ``path`` and ``synthetic`` (True
+for the bundled sample and every ``data synth`` output); with ``corpus`` (below) reports say what
+the numbers were computed on and print literature anchors only beside the real SpeechOcean762.
+Manifests written before audio hashes existed (no ``audio_sha256``) still load; ``extract``
+refuses them with "re-run `phonecli data prepare`" (:meth:`Manifest.require_audio_hashes`).
 
 Version 2 added ``corpus`` (other corpora bring their own phone set, scoring folding and
 protocols, see :mod:`phonecli.data.corpus`) and two optional utterance fields, ``phones`` (the
@@ -103,6 +111,7 @@ class Utterance:
     age: int | None = None
     phones: list[str] | None = None                     # v2: canonical phones when not word-grouped
     annotation: list[AnnotatedPhone] | None = None      # v2: phone-level error annotation (MDD)
+    audio_sha256: str = ""            # SHA-256 of the audio file's bytes ("" in manifests made before hashes)
 
     @property
     def canonical_phones(self) -> list[str]:
@@ -214,6 +223,17 @@ class Manifest:
 
     def splits(self) -> list[str]:
         return [s for s in SPLITS if any(u.split == s for u in self.utterances)]
+
+    def require_audio_hashes(self, data: str | Path | None = None) -> None:
+        """Raise :class:`~phonecli.errors.DataError` unless every utterance has its audio content hash."""
+        from phonecli.errors import DataError
+
+        missing = [u.utt_id for u in self.utterances if not u.audio_sha256]
+        if missing:
+            where = data or self.root or "the manifest"
+            raise DataError(f"{where}: manifest written by an older phonecli without audio content hashes "
+                            f"({len(missing)} utterances, e.g. {missing[0]}); re-run `phonecli data prepare` so "
+                            "the corpus_id covers the audio (caches made from it are then re-extracted)")
 
     def audio_path(self, utt: Utterance | str) -> Path:
         u = self[utt] if isinstance(utt, str) else utt

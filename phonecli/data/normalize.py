@@ -58,6 +58,7 @@ class AudioFacts:
     num_samples: int
     sample_rate: int
     channels: int
+    sha256: str = ""                # content hash of the file's bytes (the manifest's audio_sha256)
 
     @property
     def duration(self) -> float:
@@ -94,16 +95,23 @@ def inspect_audio(utt_id: str, source: Any, label: str) -> tuple[AudioFacts | No
     Errors: missing, unreadable, empty, shorter than ``MIN_SECONDS``. Warnings: sample rate
     other than 16 kHz (extraction resamples), more than one channel (extraction downmixes).
     """
+    import io
+
     import soundfile as sf
+
+    from phonecli.data.audio import content_hash
 
     if isinstance(source, (str, Path)) and not Path(source).exists():
         return None, [error(utt_id, f"audio file not found: {label}; check wav.scp or restore the file")]
+    # the bytes are read once: hashed (corpus_id covers the audio content) and parsed from memory
+    data = Path(source).read_bytes() if isinstance(source, (str, Path)) else source.getvalue()
     try:
-        info = sf.info(source if not isinstance(source, Path) else str(source))
+        info = sf.info(io.BytesIO(data))
     except Exception as e:  # libsndfile raises LibsndfileError/RuntimeError with its own text
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         return None, [error(utt_id, f"unreadable audio {label} ({msg}); re-encode it as WAV/FLAC or remove the utterance")]
-    facts = AudioFacts(num_samples=int(info.frames), sample_rate=int(info.samplerate), channels=int(info.channels))
+    facts = AudioFacts(num_samples=int(info.frames), sample_rate=int(info.samplerate), channels=int(info.channels),
+                       sha256=content_hash(data))
     problems: list[Problem] = []
     if facts.num_samples <= 0:
         problems.append(error(utt_id, f"empty audio {label} (0 samples); remove the utterance or use --on-error skip"))
@@ -308,6 +316,7 @@ def build_utterance(rec: RawRecord, mappings: list[dict]) -> tuple[Utterance, li
         accuracy=float(e["accuracy"]), completeness=float(e["completeness"]), fluency=float(e["fluency"]),
         prosodic=float(e["prosodic"]), total=float(e["total"]),
         words=words, realized_phones=realize(words), gender=rec.gender or "", age=rec.age,
+        audio_sha256=facts.sha256,
     )
     mappings.extend(local)
     return utt, [p for p in problems if not p.is_error]

@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from phonecli.data.audio import content_hash, file_hash
 from phonecli.data.manifest import Manifest, Utterance
 from phonecli.data.normalize import CorpusError, Problem, RawRecord, UtteranceError, build_utterance
 from phonecli.data.openslr import OpenSLRCorpus, is_openslr
@@ -67,6 +68,26 @@ def open_source(source: str | Path, fmt: str | None = None, options: dict | None
     raise CorpusError(f"{source}: neither an OpenSLR corpus (resource/scores.json, train/wav.scp) nor a directory "
                       "of *.parquet shards, nor L2-ARCTIC, TIMIT, LibriSpeech, Kaldi data dirs or lhotse manifests; "
                       "pass --format, or for SpeechOcean762 run `phonecli data download --to DIR`")
+
+
+def describe_source(root: Path, kind: str) -> dict:
+    """The manifest's ``source``: reader kind, path and whether the audio is synthetic.
+
+    The bundled sample and every ``phonecli data synth`` output carry ``synth-info.json``.
+    Reports print this and show literature anchors only for the real SpeechOcean762.
+    """
+    synthetic = kind == "sample" or (Path(root) / "synth-info.json").exists()
+    return {"kind": kind, "path": str(root), "synthetic": synthetic}
+
+
+def synthetic_spec(root: Path, kind: str):
+    """A ``data synth`` corpus in the OpenSLR layout is not SpeechOcean762: its own corpus spec (not a
+    standard benchmark); None otherwise (the manifest then takes the layout's default spec)."""
+    from phonecli.data.corpus import CorpusSpec
+
+    if kind != "sample" and (Path(root) / "synth-info.json").exists():
+        return CorpusSpec(name="synthetic", benchmark="synthetic corpus (phonecli data synth)", standard=False)
+    return None
 
 
 def _progress(total: int, desc: str, enabled: bool | None):
@@ -140,6 +161,9 @@ def prepare_corpus(source: str | Path, out: str | Path, dev_fraction: float = 0.
                 continue
             if rec.payload is not None:
                 _write_payload(out, rec)
+            if not utt.audio_sha256:  # readers that do not go through inspect_audio (segments, lhotse cuts)
+                utt.audio_sha256 = (content_hash(rec.payload) if rec.payload is not None
+                                    else file_hash(utt.audio_path(out)))
             found += warns
             utterances.append(utt)
     if not utterances:
@@ -150,8 +174,8 @@ def prepare_corpus(source: str | Path, out: str | Path, dev_fraction: float = 0.
         dev = {"fraction": dev_fraction, "seed": seed, "speakers": assign_dev(utterances, dev_fraction, seed)}
     manifest = Manifest(
         utterances=utterances,
-        source={"kind": kind, "path": str(corpus.root)},
-        corpus=spec,
+        source=describe_source(corpus.root, kind),
+        corpus=spec if spec is not None else synthetic_spec(corpus.root, kind),
         dev=dev,
         phone_mappings=mappings,
         skipped=skipped,

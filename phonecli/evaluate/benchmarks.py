@@ -16,10 +16,11 @@ CSV_KEYS = {
     "mdd_l2_precision": ("mdd", "precision"), "mdd_l2_recall": ("mdd", "recall"), "mdd_l2_f1": ("mdd", "f1"),
     "mdd_l2_diagnosis_accuracy": ("mdd", "diagnosis_accuracy"), "mdd_l2_frr": ("mdd", "frr"),
     "mdd_l2_far": ("mdd", "far"),
+    "per_floor_most_frequent_phone": ("per", "floors", "most_frequent_phone", "per_test"),
     "mdd_l2_floor_accept_all_f1": ("mdd", "floors", "accept_all", "f1"),
     "mdd_l2_floor_text_prior_f1": ("mdd", "floors", "text_prior", "f1"),
 }
-NO_CI = {"per_dev", "mdd_l2_floor_accept_all_f1", "mdd_l2_floor_text_prior_f1"}
+NO_CI = {"per_dev", "per_floor_most_frequent_phone", "mdd_l2_floor_accept_all_f1", "mdd_l2_floor_text_prior_f1"}
 
 
 def benchmark(metrics: dict) -> str:
@@ -65,6 +66,11 @@ def per_table(results) -> str | None:
         rows.append([r.name, benchmark(r.metrics), _cell(p, "per_test", "{:.2f}"), _cell(p, "substitutions", "{:.2f}"),
                      _cell(p, "deletions", "{:.2f}"), _cell(p, "insertions", "{:.2f}"), _cell(p, "per_dev", "{:.2f}"),
                      str(p.get("scored_on", "?")), str(c.get("n_test", "—"))])
+        for name, label in (("all_blank", "floor: empty output"), ("most_frequent_phone", "floor: most frequent phone")):
+            f = (p.get("floors") or {}).get(name)
+            if f:   # no audio: every PER above must be below these to mean anything
+                rows.append([f"{r.name} — {label}", benchmark(r.metrics), _cell(f, "per_test", "{:.2f}"), "—", "—",
+                             "—", "—", str(p.get("scored_on", "?")), str(c.get("n_test", "—"))])
     if not rows:
         return None
     return _table(["Run", "Benchmark", "PER % (test)", "Sub %", "Del %", "Ins %", "PER % (dev)", "Scored on",

@@ -141,3 +141,33 @@ def describe(info: dict) -> tuple[str, str, str]:
     if isinstance(sel, dict) and sel.get("metric"):
         note_bits.append(f"selected on {sel['metric']}")
     return model, " + ".join(inputs), ", ".join(str(b) for b in note_bits)
+
+
+#: The corpus literature anchors (GOPT, MuFFIN, Kaldi GOP) were computed on; reports print them only beside it.
+ANCHOR_CORPUS = "speechocean762"
+
+
+def corpus_summary(manifest) -> dict:
+    """What a run was evaluated on, for metrics.json and the report header.
+
+    ``{"corpus", "benchmark", "standard", "source", "path", "corpus_id", "synthetic",
+    "splits": {split: {"utterances", "speakers"}}}``. ``synthetic`` is None when an older manifest
+    does not say (only the bundled sample is known synthetic then); literature anchors need
+    ``synthetic is False``, a standard copy and ``corpus == "speechocean762"``.
+    """
+    src = dict(manifest.source or {})
+    spec = manifest.corpus
+    kind = src.get("kind", "?")
+    synthetic = src.get("synthetic", True if "sample" in (kind, spec.name) else None)
+    splits = {}
+    for s in manifest.splits():
+        us = manifest.split(s)
+        splits[s] = {"utterances": len(us), "speakers": len({u.speaker for u in us})}
+    return {"corpus": spec.name, "benchmark": spec.benchmark, "standard": spec.standard, "source": kind,
+            "path": src.get("path", ""), "corpus_id": manifest.corpus_id, "synthetic": synthetic, "splits": splits}
+
+
+def has_literature_anchors(corpus: dict | None) -> bool:
+    """True only for numbers computed on the real, complete SpeechOcean762 (not synthetic, not a subset)."""
+    return (bool(corpus) and corpus.get("synthetic") is False and corpus.get("corpus") == ANCHOR_CORPUS
+            and corpus.get("standard", True) is not False)

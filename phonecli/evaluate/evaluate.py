@@ -3,10 +3,13 @@
 Files written into RUN (JSON: NaN/undefined values are ``null``):
 
 - ``metrics.json``: ``{"format": "phonecli-metrics", "version": 1, "run", "benchmark": {...},
-  "seed": {...}, "phone": {...} | "per": {...}, "mdd": {...}, "bootstrap": {...}, "counts": {...}}``;
-  see the protocol modules for the definitions. The protocols that apply come from the manifest
-  (``corpus.protocols``; :mod:`.protocols`). Evaluating one protocol keeps the other's block
-  from an earlier evaluation.
+  "corpus": {...}, "seed": {...}, "phone": {...} | "per": {...}, "mdd": {...}, "bootstrap": {...},
+  "counts": {...}}``; see the protocol modules for the definitions. The protocols that apply come
+  from the manifest (``corpus.protocols``; :mod:`.protocols`). The seed and phone blocks also hold
+  ``floors`` (what predictors that see no audio score, :mod:`phonecli.evaluate.floors`) and
+  ``margins`` (each headline number's margin over its floor). ``corpus`` names what the numbers
+  were computed on (:func:`~phonecli.evaluate.describe.corpus_summary`). Evaluating one protocol
+  keeps the other's block from an earlier evaluation.
 - ``predictions.jsonl``: one line per dev/test utterance with posteriors:
   ``{"utt_id", "split", "speaker", "hyp": [phones], "ref": [phones], "accuracy"}``.
 - ``phone_scores.jsonl``: one line per canonical phone of dev/test:
@@ -23,10 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-from phonecli.evaluate import phone_protocol, protocols, seed_protocol
+from phonecli.evaluate import floors, phone_protocol, protocols, seed_protocol
 from phonecli.evaluate.bootstrap import speaker_bootstrap
 from phonecli.evaluate.decode import greedy_decode
+from phonecli.evaluate.describe import corpus_summary
 from phonecli.errors import EvaluateError  # noqa: F401  (re-exported)
+from phonecli.finite import check_posteriors, refuse_failed
 
 PROTOCOLS = ("seed", "phone", "per", "mdd", "all")   # which apply: the manifest's corpus.protocols
 METRICS_FILE = "metrics.json"
@@ -72,6 +77,7 @@ def _load(run_dir):
         run = Run.open(run_dir)
     except RunError as e:
         raise EvaluateError(str(e)) from e
+    refuse_failed(run, EvaluateError)
     try:
         manifest = run.manifest()
     except (FileNotFoundError, ValueError) as e:
@@ -115,9 +121,8 @@ def _posteriors(run, manifest, split: str, required: bool) -> dict[str, np.ndarr
         if lp.ndim != 2 or lp.shape[1] != n_vocab:
             raise EvaluateError(f"{run.posteriors_path(split)}: utterance {u} has posteriors of shape "
                                 f"{lp.shape}, expected (frames, {n_vocab})")
-        if np.isnan(lp).any() or np.isposinf(lp).any():
-            raise EvaluateError(f"{run.posteriors_path(split)}: utterance {u} has NaN/+inf log-posteriors; "
-                                f"the producing stage diverged, re-run it")
+    check_posteriors(post, file=run.posteriors_path(split), error=EvaluateError,
+                     fix=f"the stage that made {run.path} diverged; re-run it (e.g. with a lower --lr)")
     # log(0) = -inf is legal in a posterior but would make GOP means -inf: floor at LOG_FLOOR
     return {u: np.maximum(lp, LOG_FLOOR) for u, lp in post.items()}
 
@@ -214,8 +219,11 @@ def evaluate_run(run_dir: str | Path, protocol: str = "all", ci: bool = True, n_
         result["seed"] = seed_protocol.to_metrics(seed_flat, test_t, seed_fit, cis)
         result["seed"]["counts"]["n_test_missing_posteriors"] = len(missing["test"])
         result["seed"]["counts"]["n_dev_missing_posteriors"] = len(missing["dev"])
+        floors.attach(result["seed"], seed_flat, floors.seed_floors(manifest, dev_t, test_t, seed), floors.SEED_MARGINS)
     if do_phone:
         result["phone"] = phone_protocol.to_metrics(phone_flat, test_p, tables, phone_fit, cis)
+        floors.attach(result["phone"], phone_flat, floors.phone_floors(manifest, tables, phone_fit.fit_on, seed),
+                      floors.PHONE_MARGINS)
     for proto in extra:
         result[proto.name] = proto.to_metrics(proto.score(), cis)
 
@@ -235,6 +243,7 @@ def evaluate_run(run_dir: str | Path, protocol: str = "all", ci: bool = True, n_
         "evaluated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "benchmark": {"corpus": manifest.corpus.name, "name": manifest.corpus.benchmark,
                       "standard": manifest.corpus.standard, "scored_on": manifest.corpus.scored_on},
+        "corpus": corpus_summary(manifest),
         **out,
         "bootstrap": {"n": n_bootstrap if ci else 0, "seed": seed, "unit": "test speaker", "level": 0.95,
                       "method": "percentile", "undefined_replicates": {k: v for k, v in undefined.items() if v}},

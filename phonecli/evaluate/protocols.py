@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from phonecli.evaluate import floors
 from phonecli.evaluate import mdd as MDD
 from phonecli.evaluate.decode import greedy_decode
 from phonecli.evaluate.per import edit_counts
@@ -79,6 +80,8 @@ class PerProtocol:
                              np.asarray(spk, dtype=object))
         if not len(tables["test"][1]):
             raise EvaluateError("no test utterance has posteriors; nothing to evaluate")
+        self.floors = floors.per_floors([r["ref"] for r in self.rows if r["split"] == "test"],
+                                        [spec.fold(reference_phones(u)) for u in manifest.split("train")])
         self.edits, self.ref_len, speakers = tables["test"]
         dev_edits, dev_len, _ = tables["dev"]
         self.per_dev = 100.0 * dev_edits.sum() / dev_len.sum() if dev_len.sum() else float("nan")
@@ -98,6 +101,7 @@ class PerProtocol:
                "reference": "perceived (annotated) phones" if self.spec.name == "l2arctic" else "canonical phones"}
         out.update(_block(flat, cis, "per", ("per_test", "substitutions", "deletions", "insertions")))
         out["per_dev"] = self.per_dev
+        floors.attach(out, {"per_test": flat["per:per_test"]}, self.floors, floors.PER_MARGINS)
         out["counts"] = {"n_test": int(len(self.ref_len)), "n_ref_phones": int(self.ref_len.sum()),
                          "n_edits": int(self.edits.sum()), "n_test_speakers": len(set(self.unit_speakers["per_utt"]))}
         return out

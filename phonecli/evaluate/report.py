@@ -2,10 +2,15 @@
 
 Files in OUT:
 
-- ``results.md``: the seed's summary table (Model | Input | Task A PER (HQ) | Task B Pearson |
-  Task C AUC | Note; best value per column in bold), the full table of both protocols with
-  95% speaker-bootstrap CIs, and a counts table.
-- ``results.csv``: one row per run; every metric with ``_ci_lo``/``_ci_hi`` columns.
+- ``results.md``: opens with the corpus the numbers were computed on (name, source, corpus_id,
+  utterances and speakers per split, synthetic or real), then the seed's summary table (Model |
+  Input | Task A PER (HQ) | Task B Pearson | Task C AUC | Note; best value per column in bold;
+  each number followed by its margin over the floor), the floors (what predictors that see no
+  audio score), the full table of both protocols with 95% speaker-bootstrap CIs and margins,
+  and a counts table. Literature anchors (SpeechOcean762) are printed only when every run was
+  evaluated on the real SpeechOcean762.
+- ``results.csv``: one row per run; every metric with ``_ci_lo``/``_ci_hi`` columns, and
+  ``_floor``/``_margin`` for the headline metrics.
 - ``roc_utterance.png`` (Task C, all runs), ``roc_phone.png`` (phone MDD, all runs),
   ``layer_weights.png`` (runs with ``layer_weights.json``), ``per_phone_error.png`` (test
   error rate of each canonical phone: substitutions + deletions / occurrences, per run),
@@ -23,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from phonecli.evaluate import benchmarks
-from phonecli.evaluate.describe import describe
+from phonecli.evaluate.describe import corpus_summary, describe, has_literature_anchors
 from phonecli.evaluate.evaluate import METRICS_FILE, EvaluateError, evaluate_run
 from phonecli.errors import ReportError  # noqa: F401  (re-exported)
 
@@ -60,6 +65,9 @@ CSV_KEYS = {
     "mdd_threshold": ("phone", "mdd_threshold"), "utt_pcc": ("phone", "utt_pcc"),
 }
 NO_CI = {"n_hq", "threshold", "mdd_threshold"}
+#: CSV keys whose floor and margin get their own columns (see phonecli.evaluate.floors)
+MARGIN_KEYS = ("per_hq", "per_all", "pearson", "spearman", "auc", "f1", "pcc_gop", "pcc_regressor", "mdd_auc",
+               "mdd_auc_gop", "mdd_f1", "utt_pcc")
 
 
 @dataclass
@@ -71,6 +79,11 @@ class RunResult:
     model: str
     input: str
     note: str
+
+    def run_manifest(self):
+        from phonecli.data.manifest import Manifest
+
+        return Manifest.load(self.info["data"])
 
 
 def _get(d: dict, path: tuple[str, ...]):
@@ -91,6 +104,18 @@ def _num(v) -> bool:
 
 def _fmt(v, fmt: str) -> str:
     return fmt.format(v) if _num(v) else "—"
+
+
+def _margin_path(path: tuple[str, ...]) -> tuple[str, ...]:
+    return (path[0], "margins", path[-1])
+
+
+def _margin(d: dict, path: tuple[str, ...], fmt: str) -> str:
+    """`` (+12.3)``: the number's margin over its floor (positive = better than the floor), or ''."""
+    m = _get(d, _margin_path(path))
+    if not isinstance(m, dict) or not _num(m.get("margin")):
+        return ""
+    return f" ({'+' if m['margin'] >= 0 else '−'}{fmt.format(abs(m['margin']))})"
 
 
 def load_results(run_dirs, evaluate_missing: bool = True, n_bootstrap: int = 1000, seed: int = 0,
@@ -164,7 +189,7 @@ def summary_table(results: list[RunResult]) -> str:
         for (p, fmt, _), b in zip(keys, best):
             v = _get(r.metrics, p)
             s = _fmt(v, fmt)
-            cells.append(f"**{s}**" if len(results) > 1 and _num(v) and v == b else s)
+            cells.append((f"**{s}**" if len(results) > 1 and _num(v) and v == b else s) + _margin(r.metrics, p, fmt))
         cells.append(r.note)
         rows.append(cells)
     return _md_table(SUMMARY_HEADER, rows, ["l", "l", "r", "r", "r", "l"])
@@ -180,9 +205,62 @@ def full_table(results: list[RunResult]) -> str:
             s = _fmt(v, fmt)
             if _num(v) and isinstance(ci, list) and len(ci) == 2 and all(_num(x) for x in ci):
                 s += f" [{fmt.format(ci[0])}, {fmt.format(ci[1])}]"
-            cells.append(s)
+            cells.append(s + _margin(r.metrics, path, fmt))
         rows.append(cells)
     return _md_table(header, rows, ["l"] + ["r"] * len(FULL_COLUMNS))
+
+
+FLOOR_COLUMNS = [
+    ("PER HQ %: all-blank", ("seed", "floors", "all_blank", "per_hq"), "{:.2f}"),
+    ("PER HQ %: most frequent phone", ("seed", "floors", "most_frequent_phone", "per_hq"), "{:.2f}"),
+    ("Pearson", ("seed", "floors", "no_audio", "pearson"), "{:.4f}"),
+    ("AUC", ("seed", "floors", "no_audio", "auc"), "{:.4f}"),
+    ("F1", ("seed", "floors", "no_audio", "f1"), "{:.4f}"),
+    ("PCC prior", ("phone", "floors", "no_audio", "pcc_gop"), "{:.4f}"),
+    ("PCC regressor", ("phone", "floors", "no_audio", "pcc_regressor"), "{:.4f}"),
+    ("MDD AUC", ("phone", "floors", "no_audio", "mdd_auc"), "{:.4f}"),
+    ("MDD F1", ("phone", "floors", "no_audio", "mdd_f1"), "{:.4f}"),
+    ("Utt PCC", ("phone", "floors", "no_audio", "utt_pcc"), "{:.4f}"),
+]
+
+
+def floors_table(results: list[RunResult]) -> str:
+    """Floor values; one row when every run has the same floors (same test utterances and fit)."""
+    rows = []
+    for r in results:
+        rows.append([_fmt(_get(r.metrics, path), fmt) for _, path, fmt in FLOOR_COLUMNS])
+    if all(row == rows[0] for row in rows):
+        body = [["all runs"] + rows[0]]
+    else:
+        body = [[r.name] + row for r, row in zip(results, rows)]
+    return _md_table(["Runs"] + [c[0] for c in FLOOR_COLUMNS], body, ["l"] + ["r"] * len(FLOOR_COLUMNS))
+
+
+def corpus_header(results: list[RunResult]) -> list[str]:
+    """The opening lines of results.md: which corpus (or corpora) these numbers were computed on."""
+    corpora: dict[str, dict] = {}
+    for r in results:
+        c = r.metrics.get("corpus")
+        if not isinstance(c, dict):
+            try:
+                c = corpus_summary(r.run_manifest())
+            except Exception:  # an old metrics.json whose manifest moved: say so rather than fail the report
+                c = {"corpus": "unknown", "corpus_id": r.info.get("corpus_id", "?"), "synthetic": None}
+        corpora.setdefault(str(c.get("corpus_id")), c)
+    lines = []
+    if len(corpora) > 1:
+        lines += [f"**These runs come from {len(corpora)} different corpora: their numbers are not comparable.**", ""]
+    for c in corpora.values():
+        kind = {True: "synthetic audio: these numbers say nothing about real learners' speech",
+                False: "real recordings"}.get(c.get("synthetic"), "synthetic or real: not recorded by this manifest")
+        bench = f", benchmark {c['benchmark']}" if c.get("benchmark") else ""
+        lines.append(f"- Corpus: **{c.get('corpus', '?')}** ({kind}{bench}); source `{c.get('source', '?')}` "
+                     f"{('`' + str(c['path']) + '`') if c.get('path') else ''}; corpus_id `{c.get('corpus_id')}`")
+        splits = c.get("splits") or {}
+        if splits:
+            lines.append("- Splits: " + "; ".join(f"{s} {v.get('utterances')} utterances / {v.get('speakers')} speakers"
+                                                  for s, v in splits.items()))
+    return lines
 
 
 def counts_table(results: list[RunResult]) -> str:
@@ -212,7 +290,9 @@ def write_csv(results: list[RunResult], path: Path) -> None:
         fields.append(k)
         if k not in NO_CI:
             fields += [f"{k}_ci_lo", f"{k}_ci_hi"]
-    fields += ["n_test", "n_test_phones", "n_unaligned_test_phones", "regressor_fit_on"]
+    fields += [f"{k}_{x}" for k in MARGIN_KEYS for x in ("floor", "margin")]
+    fields += ["n_test", "n_test_phones", "n_unaligned_test_phones", "regressor_fit_on", "corpus", "corpus_id",
+               "synthetic"]
     fields += benchmarks.csv_fields()
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
@@ -234,6 +314,13 @@ def write_csv(results: list[RunResult], path: Path) -> None:
             if row["n_unaligned_test_phones"] is None:
                 row["n_unaligned_test_phones"] = ""
             row["regressor_fit_on"] = _get(r.metrics, ("phone", "regressor", "fit_on")) or ""
+            for k in MARGIN_KEYS:
+                m = _get(r.metrics, _margin_path(CSV_KEYS[k])) or {}
+                row[f"{k}_floor"] = m.get("value") if _num(m.get("value")) else ""
+                row[f"{k}_margin"] = m.get("margin") if _num(m.get("margin")) else ""
+            c = r.metrics.get("corpus") or {}
+            row.update(corpus=c.get("corpus", ""), corpus_id=c.get("corpus_id", r.info.get("corpus_id", "")),
+                       synthetic="" if c.get("synthetic") is None else c.get("synthetic"))
             row.update(benchmarks.csv_row(r.metrics))
             w.writerow(row)
 
@@ -261,7 +348,7 @@ def write_report(run_dirs, out_dir: str | Path, evaluate_missing: bool = True, p
 
         plot_paths = P.write_plots(results, out)
     seed_results = [r for r in results if r.metrics.get("seed") or r.metrics.get("phone")]
-    md = ["# Results", ""] + benchmarks.sections(results)
+    md = ["# Results", "", *corpus_header(results), ""] + benchmarks.sections(results)
     if seed_results:
         md += _seed_sections(seed_results)
     md += [
@@ -284,23 +371,39 @@ def write_report(run_dirs, out_dir: str | Path, evaluate_missing: bool = True, p
 
 
 def _seed_sections(results: list[RunResult]) -> list[str]:
-    """The SpeechOcean762 sections (seed and phone protocols), labelled with their benchmark."""
+    """The SpeechOcean762-style sections (seed and phone protocols, with floors and margins), labelled
+    with their benchmark; literature anchors only when every run is on the real SpeechOcean762."""
     labels = sorted({benchmarks.benchmark(r.metrics) for r in results})
+    anchors = all(has_literature_anchors(r.metrics.get("corpus")) for r in results)
     return [
         f"## {' / '.join(labels)}: seed and phone protocols",
         "",
         "Seed protocol (utterance level, test split). Task A: corpus PER (%) of greedy CTC output vs",
         "canonical phones on utterances with accuracy >= 8; Task B: Pearson of 1 - PER_utt with utterance",
         "accuracy; Task C: AUC-ROC of PER_utt for accuracy <= 6. PER: lower is better; Pearson, AUC: higher.",
+        "In parentheses: the margin over the floor (+ = better than it; Task A: the most-frequent-phone",
+        "output, Tasks B/C: a predictor that sees no audio; see Floors).",
         "",
         summary_table(results),
         "",
+        "## Floors: predictors with no audio evidence",
+        "",
+        "Scored on the same test utterances and phones through the same fit / threshold / score code as",
+        "the runs: Task A an all-blank output and the train split's most frequent phone once per canonical",
+        "phone; Tasks B/C and the phone protocol regressors fit on train from phone identity priors,",
+        "positions, phone counts and seconds per phone, never an audio sample (docs/sections/evaluate.md).",
+        "",
+        floors_table(results),
+        "",
         "## All metrics with 95% CIs",
         "",
-        "Brackets: 95% percentile bootstrap intervals, resampling test speakers. F1/P/R use thresholds",
-        "chosen on dev; `Oracle F1` sweeps the threshold on test (the seed's way; optimistic).",
-        "Phone protocol anchors (SpeechOcean762 literature): phone PCC Kaldi GOP 0.45, GOPT 0.612,",
-        "3MH 0.693, MuFFIN 0.742; utterance PCC GOPT 0.714; MDD F1 MuFFIN 0.66.",
+        "Brackets: 95% percentile bootstrap intervals, resampling test speakers. Parentheses: margin over",
+        "the floor. F1/P/R use thresholds chosen on dev; `Oracle F1` sweeps the threshold on test (the",
+        "seed's way; optimistic).",
+        *(["Phone protocol anchors (SpeechOcean762 literature): phone PCC Kaldi GOP 0.45, GOPT 0.612,",
+           "3MH 0.693, MuFFIN 0.742; utterance PCC GOPT 0.714; MDD F1 MuFFIN 0.66."] if anchors else
+          ["Literature anchors (SpeechOcean762) are not shown: not every run here was evaluated on the real",
+           "SpeechOcean762, so they would not be comparable."]),
         "",
         full_table(results),
         "",

@@ -291,6 +291,7 @@ def run_extraction(model: str, data: str | Path, cache_root: str | Path | None =
         raise ExtractionError("give a cache root (--cache ROOT) or an explicit store path (--out)")
 
     manifest = Manifest.load(data)
+    manifest.require_audio_hashes(data)
     all_splits = manifest.splits()
     chosen_splits = parse_splits(splits, all_splits)
     utts = [u for u in manifest if u.split in chosen_splits]
@@ -313,6 +314,7 @@ def run_extraction(model: str, data: str | Path, cache_root: str | Path | None =
             path = cache_location(cache_root, manifest.corpus_id, name, layers=sel, all_layers=all_idx,
                                   dtype=dtype, splits=chosen_splits, all_splits=all_splits, precision=precision)
         metadata = build_metadata(adapter, sel, infos, dtype, manifest.corpus_id, chosen_splits, precision)
+        materialize_model_parametrizations(adapter)  # after the fingerprint: same features for any --threads
 
         bytes_per_frame = len(sel) * adapter.hidden_size * (1 if dtype == "int8" else np.dtype(dtype).itemsize)
         items = [(u.utt_id, u.split, max(1, adapter.num_frames(_samples_16k(u)))) for u in utts]
@@ -335,15 +337,16 @@ def run_extraction(model: str, data: str | Path, cache_root: str | Path | None =
             writer = CacheWriter.create_or_open(str(path), metadata, plan)
 
         pending = writer.pending(ctx.rank, ctx.world_size)
+        if ctx.rank == 0:
+            check_completed_audio(writer, plan, pending if not ctx.active else writer.pending(0, 1), manifest)
         remaining = len(writer.pending(0, 1)) if ctx.active else len(pending)
         if ctx.rank == 0 and 0 < remaining < len(plan):
             log.info("resuming %s: %d of %d parts already complete, %d to do", path,
                      len(plan) - remaining, len(plan), remaining)
         by_id = {u.utt_id: u for u in utts}
         t0 = time.perf_counter()
-        with compute_precision(precision, device):  # thread-local: covers the forwards of this thread only
-            stats = _process_parts(pending, writer, adapter, manifest, by_id, positions, sel, dtype,
-                                   batch_seconds, on_error, ctx.rank, progress)
+        stats = _process_parts(pending, writer, adapter, manifest, by_id, positions, sel, dtype,
+                               batch_seconds, on_error, ctx.rank, progress, precision, device)
 
         ctx.barrier()
         n_utts, seconds, n_parts = ctx.sum([stats["utterances"], stats["seconds"], stats["parts"]])
@@ -370,6 +373,32 @@ def compute_precision(precision: str, device: str):
     if precision == "float32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.split(":")[0], dtype=getattr(torch, precision))
+
+
+def check_completed_audio(writer, plan, pending, manifest) -> None:
+    """Re-hash the audio of the parts a previous run already wrote (the rest is checked as it decodes):
+    a file changed since ``data prepare`` stops with one line instead of reusing its old features."""
+    from phonecli.data.audio import check_unchanged
+
+    todo = {p.index for p in pending}
+    for part in plan:
+        if part.index in todo:
+            continue
+        for utt_id in part.utt_ids:
+            u = manifest[utt_id]
+            check_unchanged(manifest.audio_path(u), utt_id, u.audio_sha256)
+
+
+def materialize_model_parametrizations(adapter: EncoderAdapter) -> None:
+    """Weight-norm etc. computed once (see :func:`phonecli.threads.materialize_parametrizations`) in every
+    torch module the adapter holds (adapters name their model attribute differently)."""
+    import torch
+
+    from phonecli.threads import materialize_parametrizations
+
+    for value in list(vars(adapter).values()):
+        if isinstance(value, torch.nn.Module):
+            materialize_parametrizations(value)
 
 
 def build_metadata(adapter: EncoderAdapter, sel: list[int], infos: list[LayerInfo], dtype: str,
@@ -425,13 +454,20 @@ def build_metadata(adapter: EncoderAdapter, sel: list[int], infos: list[LayerInf
 
 def _process_parts(pending, writer, adapter: EncoderAdapter, manifest, by_id: dict, positions: list[int],
                    sel: list[int], dtype: str, batch_seconds: float, on_error: str, rank: int,
-                   progress: bool | None) -> dict:
+                   progress: bool | None, precision: str = DEFAULT_PRECISION, device: str = "cpu") -> dict:
     """Extract and write ``pending`` parts.
 
-    Batches are formed per part from the manifest's lengths; the audio of the next batch
-    decodes, and the previous part writes, in background threads while the model runs
-    (soundfile, torchaudio and the Zarr codecs release the GIL). Decoding one batch ahead,
-    never a whole part, bounds RAM even for fbank parts holding hours of audio.
+    Batches are formed per part from the manifest's lengths. Audio decodes in a background thread
+    (``_load_audio``: lengths and content hashes checked against the manifest), forwards run in
+    :func:`forward_workers` threads, and the previous part writes in another thread (soundfile,
+    torch and the Zarr codecs release the GIL). At most ``workers + 1`` batches are in flight,
+    never a whole part's audio, which bounds RAM even for fbank parts holding hours of audio.
+
+    On the CPU each forward runs with ONE intra-op thread and ``--threads`` batches run side by
+    side: torch's multi-threaded kernels give results that differ in the last bits with the thread
+    count (GELU's vectorised tail, weight norm, reductions: measured on HuBERT), one thread per batch
+    does not, so the cache is the same whatever ``--threads`` is. ``precision`` (autocast) is
+    thread-local, so each forward enters it in its own worker thread.
 
     Several independent processes may extract into one store at once (two jobs started alike,
     a rerun while the first still runs): each takes its parts in its own random order and skips
@@ -439,6 +475,9 @@ def _process_parts(pending, writer, adapter: EncoderAdapter, manifest, by_id: di
     by part; a part finished by both is kept as first written (``CacheWriter.write_part``).
     Values do not depend on the order. Under torchrun the ranks' parts are disjoint anyway.
     """
+    from collections import Counter, deque
+
+    import torch
     from tqdm.auto import tqdm
 
     from phonecli.extract.batching import make_batches
@@ -457,13 +496,21 @@ def _process_parts(pending, writer, adapter: EncoderAdapter, manifest, by_id: di
                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}, {rate_fmt}]")
     delay = float(os.environ.get(PART_DELAY_ENV, "0") or 0)
     stats = {"utterances": 0, "seconds": 0.0, "parts": 0, "skipped": []}
+    workers = forward_workers(adapter)
     loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="phonecli-audio")
+    forward_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="phonecli-forward")
     writer_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="phonecli-write")
-    in_flight: Future | None = None
+    intra_op = torch.get_num_threads()
+    if _on_cpu(adapter):
+        torch.set_num_threads(1)
 
-    def load(j: int) -> Future | None:
-        """Start decoding the audio of job ``j`` in the background (None past the last job)."""
-        return loader.submit(_load_audio, jobs[j][1], manifest, by_id) if j < len(jobs) else None
+    def forward(batch: list[str], audio: Future) -> tuple[dict, dict]:
+        features: dict[str, np.ndarray] = {}
+        failures: dict[str, str] = {}
+        with compute_precision(precision, device):
+            _run_batch(batch, audio.result(), adapter, positions, sel, dtype, features,
+                       _failure_handler(on_error, failures))
+        return features, failures
 
     def account(fut: Future) -> None:
         written, utt_ids, skipped = fut.result()
@@ -473,34 +520,47 @@ def _process_parts(pending, writer, adapter: EncoderAdapter, manifest, by_id: di
             stats["seconds"] += sum(_seconds(by_id[u]) for u in utt_ids)
             stats["skipped"].extend(skipped)
 
+    in_flight: Future | None = None
+    window: deque = deque()     # (batch, forward future), in job order
+    batches_of = Counter(k for k, _ in jobs)
+    next_job = 0
+
+    def next_batch() -> tuple[list[str], Future | None]:
+        """The next job's (batch, forward future), keeping up to ``workers + 1`` jobs in flight."""
+        nonlocal next_job
+        while next_job < len(jobs) and len(window) < workers + 1:
+            batch = jobs[next_job][1]
+            next_job += 1
+            audio = loader.submit(_load_audio, batch, manifest, by_id)
+            window.append((batch, forward_pool.submit(forward, batch, audio)))
+        return window.popleft()
+
     try:
-        j, audio = 0, load(0)
         for k, part in enumerate(order):
-            n_jobs = sum(1 for kk, _ in jobs[j:] if kk == k)
             if writer.part_complete(part.index):
                 log.debug("rank %d: part %d was completed by another process; skipped", rank, part.index)
-                audio.cancel()
-                j += n_jobs
-                audio = load(j)
+                for _ in range(batches_of[k]):
+                    next_batch()[1].cancel()
                 bar.update(sum(_seconds(by_id[u]) for u in part.utt_ids))
                 continue
-            features: dict[str, np.ndarray] = {}
-            failures: dict[str, str] = {}
-            fail = _failure_handler(on_error, failures)
-            for _ in range(n_jobs):
-                batch, waves = jobs[j][1], audio.result()
-                j += 1
-                audio = load(j)
-                _run_batch(batch, waves, adapter, positions, sel, dtype, features, fail)
+            part_feats: dict[str, np.ndarray] = {}
+            part_fail: dict[str, str] = {}
+            for _ in range(batches_of[k]):
+                batch, fut = next_batch()
+                feats, fails = fut.result()
+                part_feats.update(feats)
+                part_fail.update(fails)
                 bar.update(sum(_seconds(by_id[u]) for u in batch))
-            skipped = [{"utt_id": u, "reason": failures[u]} for u in part.utt_ids if u in failures]
-            features = {u: features[u] for u in part.utt_ids if u in features}  # manifest order
+            skipped = [{"utt_id": u, "reason": part_fail[u]} for u in part.utt_ids if u in part_fail]
+            features = {u: part_feats[u] for u in part.utt_ids if u in part_feats}  # manifest order
             if in_flight is not None:
                 account(in_flight)  # at most one finished part waits in memory to be written
             in_flight = writer_pool.submit(_write, writer, part, features, skipped, delay, rank)
         if in_flight is not None:
             account(in_flight)
     except BaseException:
+        for _, fut in window:
+            fut.cancel()
         # keep what is complete: let the part already handed to the writer finish
         if in_flight is not None:
             try:
@@ -510,9 +570,22 @@ def _process_parts(pending, writer, adapter: EncoderAdapter, manifest, by_id: di
         raise
     finally:
         loader.shutdown(wait=True, cancel_futures=True)
+        forward_pool.shutdown(wait=True, cancel_futures=True)
         writer_pool.shutdown(wait=True)
+        torch.set_num_threads(intra_op)
         bar.close()
     return stats
+
+
+def _on_cpu(adapter: EncoderAdapter) -> bool:
+    return not str(getattr(adapter, "device", "cpu")).startswith("cuda")
+
+
+def forward_workers(adapter: EncoderAdapter) -> int:
+    """Batches forwarded side by side: ``--threads`` on the CPU (one intra-op thread each), 1 on a GPU."""
+    from phonecli.threads import current
+
+    return max(1, current().threads) if _on_cpu(adapter) else 1
 
 
 def _failure_handler(on_error: str, failures: dict[str, str]):
@@ -543,14 +616,18 @@ def _write(writer, part, features: dict, skipped: list[dict], delay: float,
 
 def _load_audio(utt_ids: list[str], manifest, by_id: dict) -> dict[str, np.ndarray | str]:
     """utt_id -> float32 waveform at 16 kHz, or the error line for that utterance."""
-    from phonecli.data.audio import AudioError, load_audio
+    from phonecli.data.audio import AudioChangedError, AudioError, load_audio
 
     out: dict[str, np.ndarray | str] = {}
     for utt_id in utt_ids:
+        u = by_id[utt_id]
         try:
-            out[utt_id] = load_audio(manifest.audio_path(by_id[utt_id]))
+            # a changed file (content hash / sample count) raises AudioChangedError: never skipped
+            out[utt_id] = load_audio(manifest.audio_path(u), expected=(utt_id, u.num_samples, u.audio_sha256))
         except AudioError as e:
             out[utt_id] = str(e)
+        except AudioChangedError:
+            raise
         except Exception as e:  # decoder/resampler failures not foreseen by load_audio
             out[utt_id] = f"{manifest.audio_path(by_id[utt_id])}: {type(e).__name__}: {e}"
     return out

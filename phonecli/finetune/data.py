@@ -33,6 +33,7 @@ class Example:
     samples: int                # at 16 kHz
     frames: int                 # encoder frames (adapter.num_frames)
     target: list[int]           # vocabulary ids 1..39
+    expected: tuple | None = None   # (utt_id, num_samples, audio_sha256) from the manifest: load_audio checks them
 
 
 def ctc_min_frames(target: list[int]) -> int:
@@ -73,7 +74,8 @@ def make_examples(manifest, split: str, targets: str, num_frames, *, max_audio_s
         if reason:
             skipped.append({"utt_id": u.utt_id, "split": split, "reason": reason})
         else:
-            out.append(Example(u.utt_id, str(manifest.audio_path(u)), n, frames, target))
+            out.append(Example(u.utt_id, str(manifest.audio_path(u)), n, frames, target,
+                               (u.utt_id, u.num_samples, u.audio_sha256) if u.audio_sha256 else None))
     return out, skipped
 
 
@@ -133,7 +135,7 @@ def load_waves(examples: list[Example]) -> list[np.ndarray]:
     out = []
     for e in examples:
         try:
-            out.append(load_audio(e.audio))
+            out.append(load_audio(e.audio, expected=e.expected))
         except AudioError as err:
             raise FinetuneError(f"utterance {e.utt_id}: {err}; fix the file (or remove the utterance with "
                                 "`phonecli data prepare --on-error skip`) and rerun with --resume") from err

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from phonecli.finite import check_loss
 from phonecli.finetune.data import (
     Collator,
     Example,
@@ -540,15 +541,11 @@ def _run(cfg: FinetuneConfig, mode, manifest, device: str, ctx) -> FinetuneResul
                     lp, lengths = train_model(batch)
                 per = ctc_loss(lp, lengths, batch)
                 loss = per.mean()
-                if not torch.isfinite(loss):
-                    bad = [u for u, v in zip(batch["utt_ids"], per.tolist()) if not math.isfinite(v)]
-                    last = _latest_checkpoint(run_dir)
-                    where = f"last checkpoint {last.name} kept" if last else "no checkpoint written yet"
-                    raise FinetuneError(
-                        f"non-finite CTC loss ({loss.item()}) at step {state['global_step'] + 1} (epoch {epoch + 1}, "
-                        f"batch {b + 1}/{len(batches)}: utterances {', '.join(bad or batch['utt_ids'])}); training "
-                        f"stopped ({where}). Lower --lr, use --precision fp32, or remove those utterances"
-                    )
+                check_loss(loss, lp, lengths, batch["utt_ids"], per_utterance=per, run=run if ctx.rank == 0 else None,
+                           source=lambda u: str(manifest.audio_path(u)), what=f"CTC loss at step "
+                           f"{state['global_step'] + 1} (epoch {epoch + 1}, batch {b + 1}/{len(batches)})",
+                           fix="lower --lr, use --precision fp32, or remove that utterance (the last checkpoint "
+                               "is kept)")
                 scaled = loss / cfg.grad_accum
                 (scaler.scale(scaled) if scaler else scaled).backward()
             state["train_loss_sum"] += loss.item()

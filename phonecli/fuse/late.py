@@ -45,6 +45,7 @@ import numpy as np
 
 from phonecli.runs import Run, RunError
 from phonecli.errors import FusionError  # noqa: F401  (re-exported)
+from phonecli.finite import check_posteriors, refuse_failed
 
 log = logging.getLogger("phonecli.fuse")
 
@@ -210,6 +211,7 @@ def _open_runs(runs) -> list[Run]:
             out.append(Run.open(r))
         except RunError as e:
             raise FusionError(str(e)) from e
+        refuse_failed(out[-1], FusionError)
     return out
 
 
@@ -254,6 +256,8 @@ def load_split(runs: list[Run], split: str, factors: list[int]) -> SplitData:
         except (RunError, OSError, KeyError, ValueError) as e:
             raise FusionError(f"{r.posteriors_path(split)}: unreadable posteriors ({e}); re-run the stage "
                               f"that made {r.path}") from e
+        check_posteriors(p, file=r.posteriors_path(split), error=FusionError,
+                         fix=f"the stage that made {r.path} diverged; re-run it (e.g. with a lower --lr)")
         posts.append(p)
     ids = list(posts[0])
     for r, p in zip(runs[1:], posts[1:]):
@@ -285,9 +289,6 @@ def load_split(runs: list[Run], split: str, factors: list[int]) -> SplitData:
     vocab = posts[0][ids[0]].shape[1] if ids else 0
     flats = [np.concatenate(a, axis=0) if a else np.zeros((0, vocab), np.float32) for a in aligned]
     for r, flat in zip(runs, flats):
-        if np.isnan(flat).any() or np.isposinf(flat).any():
-            raise FusionError(f"{r.posteriors_path(split)}: NaN or +inf log-posteriors; the stage that made "
-                              f"{r.path} diverged, re-run it")
         if len(flat):
             with np.errstate(invalid="ignore"):
                 dev = float(np.nanmax(np.abs(logsumexp(flat.astype(np.float64), axis=1))))

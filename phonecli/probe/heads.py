@@ -20,7 +20,8 @@ Heads (``HEADS``):
   ``weighted``    weighted layer sum + the ``linear`` head (the SUPERB "weighted sum" probe)
   ``mlp``         Linear(in, 512) -> ReLU -> Dropout -> Linear(512, 512) -> ReLU -> Dropout -> Linear(512, vocab)
   ``transformer`` Linear(in, 256) + sinusoidal positions -> 2-layer pre-norm TransformerEncoder
-                  (4 heads, FF 1024, dropout 0.1, padding masked) -> Linear(256, vocab)
+                  (4 heads, FF 1024, dropout 0.1 on the
+                  residual/FF paths, none on attention weights, padding masked) -> Linear(256, vocab)
   ``gated``       exactly 2 streams: a_t = A x_t, b_t = B y_t (256 each), per-frame scalar gate
                   g_t = sigmoid(w . [x_t; y_t] + c), h_t = g_t a_t + (1 - g_t) b_t -> Linear(256, vocab).
                   ``g = 1`` means "only stream 1". The last gate values are kept for statistics.
@@ -46,6 +47,42 @@ class Standardize(nn.Module):
         super().__init__()
         self.register_buffer("mean", torch.zeros(layers, dim))
         self.register_buffer("std", torch.ones(layers, dim))
+
+
+class ThreadStableLayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` whose gradients do not depend on the CPU thread count (same parameters and
+    state-dict keys).
+
+    torch's fused CPU LayerNorm backward sums the weight/bias gradients over rows in per-thread
+    chunks, so a transformer head trained with 1 and 2 threads drifted apart in the last bits after
+    the first step (measured). Normalising without affine and applying the affine as two elementwise
+    ops makes autograd reduce those gradients with a per-element sum whose order is fixed.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.layer_norm(x, self.normalized_shape, None, None, self.eps)
+        return y * self.weight + self.bias if self.elementwise_affine else y
+
+
+def thread_stable_layer_norms(module: nn.Module) -> nn.Module:
+    """Turn every plain ``nn.LayerNorm`` inside ``module`` into a :class:`ThreadStableLayerNorm` (in place)."""
+    for m in module.modules():
+        if type(m) is nn.LayerNorm and m.elementwise_affine and m.bias is not None:
+            m.__class__ = ThreadStableLayerNorm
+    return module
+
+
+class ThreadStableEncoderLayer(nn.TransformerEncoderLayer):
+    """``nn.TransformerEncoderLayer`` (pre-norm, same parameters and keys) that always runs its
+    module-by-module path: the fused inference kernel (``torch._transformer_encoder_layer_fwd``, taken
+    in eval mode) gave posteriors differing in the last bits with 1 and 2 CPU threads (measured) and
+    bypasses :class:`ThreadStableLayerNorm`."""
+
+    def forward(self, src: torch.Tensor, src_mask: torch.Tensor | None = None,
+                src_key_padding_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+        x = src
+        x = x + self._sa_block(self.norm1(x), src_mask, src_key_padding_mask, is_causal=is_causal)
+        return x + self._ff_block(self.norm2(x))
 
 
 class LayerMixer(nn.Module):
@@ -140,10 +177,15 @@ class ProbeHead(nn.Module):
         elif head == "transformer":
             self.proj = nn.Linear(d_in, PROJ_DIM)
             self.pos = SinusoidalPositions(PROJ_DIM)
-            layer = nn.TransformerEncoderLayer(PROJ_DIM, nhead=4, dim_feedforward=4 * PROJ_DIM, dropout=dropout,
-                                               batch_first=True, norm_first=True)
-            self.encoder = nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
-            self.out = nn.Sequential(nn.LayerNorm(PROJ_DIM), nn.Linear(PROJ_DIM, vocab))
+            layer = ThreadStableEncoderLayer(PROJ_DIM, nhead=4, dim_feedforward=4 * PROJ_DIM, dropout=dropout,
+                                             batch_first=True, norm_first=True)
+            # no dropout on the attention weights: with it, scaled_dot_product_attention takes its "math"
+            # path, whose softmax backward gave different bits with 1 and 2 CPU threads (measured); without
+            # it the fused CPU kernel runs, which does not (dropout stays on the residual and FF paths)
+            layer.self_attn.dropout = 0.0
+            self.encoder = thread_stable_layer_norms(nn.TransformerEncoder(layer, num_layers=2,
+                                                                           enable_nested_tensor=False))
+            self.out = nn.Sequential(ThreadStableLayerNorm(PROJ_DIM), nn.Linear(PROJ_DIM, vocab))
         else:  # gated
             self.proj_a, self.proj_b = nn.Linear(dims[0], PROJ_DIM), nn.Linear(dims[1], PROJ_DIM)
             self.gate = nn.Linear(d_in, 1)

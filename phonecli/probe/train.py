@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from phonecli.finite import check_loss
 from phonecli.probe.decode import ctc_min_frames, greedy_ids, phone_error_rate
 from phonecli.cache.int8 import Int8Features
 from phonecli.probe.features import (
@@ -101,9 +102,10 @@ def feature_stats(source: FeatureSource, utt_ids: list[str], batch_frames: int) 
 
 def gate_stats(values: torch.Tensor) -> dict:
     """Summary of per-frame gate values in [0, 1] (1 = only the first cache)."""
-    v = values.float()
-    return {"mean": float(v.mean()), "std": float(v.std(unbiased=False)),
-            "near_0": float((v < GATE_NEAR).float().mean()), "near_1": float((v > 1 - GATE_NEAR).float().mean())}
+    # numpy float64: torch's whole-tensor mean splits the sum by CPU thread (last bits differ with the count)
+    v = values.detach().cpu().double().numpy().reshape(-1)
+    return {"mean": float(v.mean()), "std": float(v.std()),
+            "near_0": float((v < GATE_NEAR).mean()), "near_1": float((v > 1 - GATE_NEAR).mean())}
 
 
 def collapsed_side(stats: dict) -> int | None:
@@ -393,6 +395,7 @@ def train_probe(features, data, out, *, head: str = "linear", layers=None, targe
             loss = F.ctc_loss(lp.transpose(0, 1), torch.tensor([p for t in tg for p in t], dtype=torch.long),
                               lengths.cpu(), torch.tensor([len(t) for t in tg], dtype=torch.long),
                               blank=0, reduction="mean", zero_infinity=True)
+            check_loss(loss, lp, lengths, ids_b, source=src_name, run=run, fix=f"lower --lr (now {lr:g})")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
