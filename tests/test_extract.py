@@ -113,19 +113,21 @@ def test_make_batches_caps_padded_seconds_and_groups_unpadded():
     assert sorted(u for b in unpadded for u in b) == sorted(k for k, _ in lengths)
 
 
-def test_layer_parsing_and_names():
-    from phonecli.encoders.base import ExtractionError, LayerInfo
-    from phonecli.extract.runner import cache_location, compact_layers, parse_layers
+def test_layer_selection_and_names():
+    from phonecli.encoders.base import LayerInfo
+    from phonecli.errors import LayerSpecError
+    from phonecli.extract.runner import cache_location, select_layers
 
     infos = [LayerInfo(i, f"l{i}", 50.0) for i in range(13)]
-    assert parse_layers("all", infos) == list(range(13))
-    assert parse_layers("0,9-12,4,4", infos) == [0, 4, 9, 10, 11, 12]
-    assert parse_layers("last", infos) == [12]
-    with pytest.raises(ExtractionError, match=r"hidden states 0\.\.12; \[13\] not available"):
-        parse_layers("3,13", infos)
-    with pytest.raises(ExtractionError, match="not an index"):
-        parse_layers("x", infos)
-    assert compact_layers([0, 1, 2, 3, 7, 9, 10]) == "0-3_7_9-10"
+    assert select_layers("all", infos) == list(range(13))
+    assert select_layers("0,9-12,4", infos) == [0, 4, 9, 10, 11, 12]
+    assert select_layers("last", infos) == [12]
+    with pytest.raises(LayerSpecError, match=r"layer\(s\) 13 not available \(available: 0-12\)"):
+        select_layers("3,13", infos)
+    with pytest.raises(LayerSpecError, match="'x' is not understood"):
+        select_layers("x", infos)
+    with pytest.raises(LayerSpecError, match="not accepted here"):
+        select_layers("weighted", infos)
     p = cache_location("root", "cid", "hubert large", layers=[9, 10, 11, 12], all_layers=list(range(13)),
                        dtype="int8", splits=["train", "dev", "test"], all_splits=["train", "dev", "test"])
     assert p == Path("root/cid/hubert_large.L9-12.int8.zarr")

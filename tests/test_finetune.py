@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from phonecli.data.manifest import Manifest
-from phonecli.finetune.data import ctc_min_frames, make_examples
+from phonecli.ctc import min_frames as ctc_min_frames
+from phonecli.finetune.data import make_examples
 from phonecli.finetune.model import FinetuneError, parse_mode
 from phonecli.finetune.train import FinetuneConfig, finetune
 from phonecli.runs import Run
@@ -149,7 +150,7 @@ def test_the_loop_can_memorise_three_utterances(hubert_dir, tiny_corpus, tmp_pat
     import copy
 
     from phonecli.data.phones import encode
-    from phonecli.evaluate.decode import greedy_ids
+    from phonecli.ctc import greedy_ids
 
     m = Manifest.load(tiny_corpus)
     for u in m:
@@ -500,12 +501,6 @@ def test_guards_skip_infeasible_and_too_long_utterances(hubert_dir, tiny_corpus,
     assert set(skipped) == long_ids and all("--max-audio-seconds 1.2 (dropped)" in r for r in skipped.values())
     # posteriors still cover every utterance, skipped ones included
     assert bad in res.run.read_posteriors("train") and long_ids <= set(res.run.read_posteriors("train"))
-
-
-def test_ctc_min_frames_counts_blanks_between_repeats():
-    assert ctc_min_frames([1, 2, 3]) == 3
-    assert ctc_min_frames([1, 1, 2, 2, 2]) == 8
-    assert ctc_min_frames([]) == 0
 
 
 def test_make_examples_realized_targets(tiny_corpus):

@@ -152,14 +152,14 @@ def _dev_per_reference(a: Run, b: Run, alpha: float, manifest: Manifest) -> floa
     """Corpus dev PER of the log-linear fusion at alpha, via torchaudio's edit distance."""
     import torchaudio.functional as AF
 
-    from phonecli.evaluate.decode import greedy_decode
+    from phonecli.ctc import greedy_phones
 
     pa, pb = a.read_posteriors("dev"), b.read_posteriors("dev")
     edits = n = 0
     for u in pa:
         fused = log_softmax(alpha * pa[u].astype(np.float64) + (1 - alpha) * pb[u].astype(np.float64), axis=1)
         ref = manifest[u].canonical_phones
-        edits += AF.edit_distance(ref, greedy_decode(fused))
+        edits += AF.edit_distance(ref, greedy_phones(fused))
         n += len(ref)
     return 100.0 * edits / n
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from phonecli.evaluate import phone_protocol, seed_protocol
 from phonecli.evaluate.bootstrap import speaker_bootstrap
-from phonecli.evaluate.decode import greedy_decode
+from phonecli import ctc
 from phonecli.errors import EvaluateError  # noqa: F401  (re-exported)
 
 PROTOCOLS = ("seed", "phone", "all")
@@ -123,7 +123,7 @@ def _predictions(manifest, split: str, post: dict[str, np.ndarray]) -> list[dict
     for u in manifest.split(split):
         if u.utt_id in post:
             rows.append({"utt_id": u.utt_id, "split": split, "speaker": u.speaker,
-                         "hyp": greedy_decode(post[u.utt_id]), "ref": u.canonical_phones, "accuracy": u.accuracy})
+                         "hyp": ctc.greedy_phones(post[u.utt_id]), "ref": u.canonical_phones, "accuracy": u.accuracy})
     return rows
 
 

@@ -178,10 +178,10 @@ def write_plots(results, out: Path) -> list[Path]:
     for r in results:
         preds = _test_predictions(r)
         if preds:
-            from phonecli.evaluate.per import utterance_per
+            from phonecli import ctc
 
             y = np.array([p["accuracy"] <= POSITIVE_MAX_ACCURACY for p in preds])
-            s = np.array([utterance_per(p["ref"], p["hyp"]) for p in preds])
+            s = np.array([ctc.utterance_per(ctc.edit_distance(p["ref"], p["hyp"]), len(p["ref"])) for p in preds])
             utt_curves.append((r.name, y, s))
             pr, conf = phone_errors(preds)
             rates.append((r.name, pr))

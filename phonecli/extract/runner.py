@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from phonecli.encoders.adapters.common import resolve_device as _resolve_device
+from phonecli.ctc import resolve_device
 from phonecli.encoders.base import EncoderAdapter, ExtractionError, LayerInfo, ModelSpec
 from phonecli.errors import UtteranceError
 
@@ -94,49 +94,13 @@ def parse_splits(splits: str | list[str] | None, available: list[str]) -> list[s
     return [s for s in available if s in wanted]
 
 
-def parse_layers(layers: str | list[int] | None, infos: list[LayerInfo]) -> list[int]:
-    """``"all"``/``None`` -> every state; else ``"0,4,9-12"`` (ranges inclusive) or ``"last"``.
+def select_layers(layers, infos: list[LayerInfo]) -> list[int]:
+    """An extraction ``--layers`` spec (``all``/None, ``last``, ``0,4,9-12``, a list; see :mod:`phonecli.layers`)
+    -> the model's hidden-state indices, ascending."""
+    from phonecli.layers import EXTRACT, resolve
 
-    Returns the model's hidden-state indices, ascending and unique.
-    """
-    available = [li.index for li in infos]
-    if layers is None or layers == "all":
-        return available
-    if isinstance(layers, str):
-        chosen: list[int] = []
-        for tok in (t.strip() for t in layers.split(",")):
-            if not tok:
-                continue
-            if tok == "last":
-                chosen.append(available[-1])
-            elif re.fullmatch(r"\d+-\d+", tok):
-                a, b = (int(x) for x in tok.split("-"))
-                chosen.extend(range(a, b + 1))
-            elif re.fullmatch(r"\d+", tok):
-                chosen.append(int(tok))
-            else:
-                raise ExtractionError(f"--layers {layers!r}: {tok!r} is not an index, a range a-b, 'last' or 'all'")
-    else:
-        chosen = [int(x) for x in layers]
-    bad = sorted(set(chosen) - set(available))
-    if bad or not chosen:
-        raise ExtractionError(f"--layers {layers!r}: this model has hidden states "
-                              f"{available[0]}..{available[-1]}; {bad or 'none chosen'} not available")
-    return sorted(set(chosen))
-
-
-def compact_layers(indices: list[int]) -> str:
-    """``[0,1,2,3,7]`` -> ``"0-3_7"`` (for cache file names)."""
-    runs: list[str] = []
-    start = prev = None
-    for i in indices + [None]:
-        if start is not None and (i is None or i != prev + 1):
-            runs.append(str(start) if start == prev else f"{start}-{prev}")
-            start = None
-        if i is not None and start is None:
-            start = i
-        prev = i
-    return "_".join(runs)
+    return list(resolve("all" if layers is None else layers, [li.index for li in infos], EXTRACT,
+                        source="this model").layers)
 
 
 def cache_location(cache_root: str | Path, corpus_id: str, model_name: str, *, layers: list[int],
@@ -149,7 +113,9 @@ def cache_location(cache_root: str | Path, corpus_id: str, model_name: str, *, l
     """
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", model_name).strip("._") or "model"
     if layers != all_layers:
-        name += f".L{compact_layers(layers)}"
+        from phonecli.layers import compact
+
+        name += f".L{compact(layers, sep='_')}"
     if dtype != DEFAULT_DTYPE:
         name += f".{dtype}"
     if splits != all_splits:
@@ -159,11 +125,6 @@ def cache_location(cache_root: str | Path, corpus_id: str, model_name: str, *, l
     if "://" in root:  # fsspec URL: keep it a string, join with "/"
         return f"{root.rstrip('/')}/{corpus_id}/{name}"
     return Path(root) / corpus_id / name
-
-
-def resolve_device(device: str) -> str:
-    """The ``--device`` value: auto -> cuda/cpu; unknown names and an invisible CUDA are one line."""
-    return _resolve_device(device, check=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,7 +253,7 @@ def run_extraction(model: str, data: str | Path, cache_root: str | Path | None =
         adapter = load_adapter(model, revision=revision, device=device, trust_remote_code=trust_remote_code)
         infos = adapter.layers()
         all_idx = [li.index for li in infos]
-        sel = parse_layers(layers, infos)
+        sel = select_layers(layers, infos)
         positions = [all_idx.index(i) for i in sel]
         name = adapter.spec.name
         path = Path(out) if out is not None and "://" not in str(out) else out

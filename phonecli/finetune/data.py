@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from phonecli import ctc
 from phonecli.data.phones import encode
 
 SAMPLE_RATE = 16_000
@@ -34,11 +35,6 @@ class Example:
     samples: int                # at 16 kHz
     frames: int                 # encoder frames (adapter.num_frames)
     target: list[int]           # vocabulary ids 1..39
-
-
-def ctc_min_frames(target: list[int]) -> int:
-    """Frames CTC needs for ``target``: one per label plus one blank between equal neighbours."""
-    return len(target) + sum(1 for a, b in zip(target, target[1:]) if a == b)
 
 
 def samples_16k(u) -> int:
@@ -68,8 +64,8 @@ def make_examples(manifest, split: str, targets: str, num_frames, *, max_audio_s
             reason = f"no {targets} phones"
         elif training and max_audio_seconds and n > max_audio_seconds * SAMPLE_RATE:
             reason = f"{n / SAMPLE_RATE:.2f} s > --max-audio-seconds {max_audio_seconds:g} (dropped)"
-        elif training and ctc_min_frames(target) > frames:
-            reason = (f"{len(target)} {targets} phones need {ctc_min_frames(target)} CTC frames but the audio "
+        elif training and ctc.min_frames(target) > frames:
+            reason = (f"{len(target)} {targets} phones need {ctc.min_frames(target)} CTC frames but the audio "
                       f"gives {frames}")
         if reason:
             skipped.append({"utt_id": u.utt_id, "split": split, "reason": reason})

@@ -42,8 +42,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
+from phonecli import ctc
 from phonecli.finetune.data import (
     Collator,
     Example,
@@ -143,11 +143,9 @@ def family_defaults(spec, hidden_size: int) -> dict:
 # -- small helpers -----------------------------------------------------------------------------
 
 def ctc_loss(log_probs: torch.Tensor, lengths: torch.Tensor, batch: dict) -> torch.Tensor:
-    """Per-utterance CTC loss ``(B,)`` float32, each divided by its target length (HF "mean" convention)."""
+    """Per-utterance CTC loss ``(B,)`` float32, each divided by its target length (:mod:`phonecli.ctc`)."""
     labels, tl = batch["labels"], batch["target_lengths"]
-    flat = labels[labels >= 0]
-    per = F.ctc_loss(log_probs.transpose(0, 1), flat, lengths, tl, blank=0, reduction="none", zero_infinity=False)
-    return per / tl.clamp(min=1).float()
+    return ctc.ctc_loss_per_phone(log_probs, lengths, labels[labels >= 0], tl)
 
 
 def autocast(precision: str, device: str):
@@ -155,14 +153,6 @@ def autocast(precision: str, device: str):
         return nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=dtype)
-
-
-def _resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise FinetuneError("--device cuda: no CUDA device is visible to torch; use --device cpu")
-    return device
 
 
 def _absolute_model(model: str) -> str:
@@ -314,24 +304,17 @@ def predict(model: CTCModel, examples: list[Example], collator: Collator, *, bat
 def dev_statistics(post: dict[str, np.ndarray], examples: list[Example]) -> tuple[float, float, float, float]:
     """``(edits, ref_phones, loss_sum, loss_count)`` of greedy decoding / CTC loss on ``examples``.
 
-    Edit distance: ``torchaudio.functional.edit_distance``; utterances whose target cannot fit
-    their frames count for PER but not for the loss (it would be infinite).
+    Summable over ranks; PER = :func:`phonecli.ctc.corpus_per` of the sums. Utterances whose
+    target cannot fit their frames count for PER but not for the loss (it would be infinite).
     """
-    from torchaudio.functional import edit_distance
-
-    from phonecli.evaluate.decode import greedy_ids
-    from phonecli.finetune.data import ctc_min_frames
-
     edits = refs = loss_sum = count = 0.0
     for e in examples:
         lp = post[e.utt_id]
-        edits += edit_distance(e.target, greedy_ids(lp))
+        edits += ctc.edit_distance(e.target, ctc.greedy_ids(lp))
         refs += len(e.target)
-        if e.target and ctc_min_frames(e.target) <= lp.shape[0]:
-            t = torch.from_numpy(lp)[:, None]
-            loss = F.ctc_loss(t, torch.tensor([e.target]), torch.tensor([lp.shape[0]]), torch.tensor([len(e.target)]),
-                              blank=0, reduction="sum")
-            loss_sum += float(loss) / len(e.target)
+        loss = ctc.posterior_ctc_loss(lp, e.target)
+        if loss is not None:
+            loss_sum += loss
             count += 1
     return edits, refs, loss_sum, count
 
@@ -379,7 +362,7 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     from phonecli.encoders.distributed import init_distributed
     from phonecli.runs import Run
 
-    device = _resolve_device(cfg.device)
+    device = ctc.resolve_device(cfg.device)
     _check_options(cfg, device)
     cfg.model = _absolute_model(cfg.model)
     mode = parse_mode(cfg.mode)
@@ -572,13 +555,13 @@ def _run(cfg: FinetuneConfig, mode, manifest, device: str, ctx) -> FinetuneResul
                        padding_safe=adapter.padding_safe, device=device, precision=cfg.precision)
         edits, refs, loss_sum, count = ctx.sum(list(dev_statistics(post, dev[ctx.rank::ctx.world_size])))
         tl_sum, tl_count = ctx.sum([state["train_loss_sum"], float(state["train_loss_count"])])
-        dev_per = 100.0 * edits / refs if refs else float("nan")
+        dev_per = ctc.corpus_per([edits], [refs])
         dev_loss = loss_sum / count if count else float("nan")
         record = {"epoch": epoch + 1, "step": state["global_step"], "train_loss": tl_sum / max(tl_count, 1),
                   "dev_loss": dev_loss, "dev_per": dev_per, "lr": scheduler.get_last_lr()[0],
                   "seconds": round(time.perf_counter() - t0, 3)}
         best = state["best"]
-        improved = best is None or (dev_per, dev_loss) < (best["value"], best["dev_loss"])
+        improved = ctc.improves(dev_per, dev_loss, best and ctc.selection_key(best["value"], best["dev_loss"]))
         if improved:
             state["best"] = {"metric": "dev_per", "value": dev_per, "dev_loss": dev_loss, "epoch": epoch + 1,
                              "step": state["global_step"], "file": f"best-epoch-{epoch + 1:03d}.safetensors"}

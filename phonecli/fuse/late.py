@@ -43,6 +43,7 @@ from typing import Sequence
 
 import numpy as np
 
+from phonecli import ctc
 from phonecli.runs import Run, RunError
 from phonecli.errors import FusionError  # noqa: F401  (re-exported)
 
@@ -302,28 +303,16 @@ def load_split(runs: list[Run], split: str, factors: list[int]) -> SplitData:
 
 
 def _ctc_loss(per_utt: dict[str, np.ndarray], targets: dict[str, list[int]]) -> float:
-    """Mean over utterances of CTC loss / target length (nats per phone), via torch."""
-    import torch
-    from torch.nn import functional as F
-
-    losses = []
-    for u, lp in per_utt.items():
-        tg = targets.get(u)
-        if not tg:
-            continue
-        # (T, 1, V); a finite floor: -inf entries can turn torch's CTC recursion into NaN
-        x = torch.from_numpy(np.maximum(lp, -1e4)).unsqueeze(1)
-        loss = F.ctc_loss(x, torch.tensor([tg]), torch.tensor([lp.shape[0]]), torch.tensor([len(tg)]),
-                          blank=0, reduction="sum", zero_infinity=True)
-        losses.append(float(loss) / len(tg))
+    """Mean over the dev utterances with a finite loss of CTC loss / target length (:mod:`phonecli.ctc`)."""
+    losses = [ctc.posterior_ctc_loss(lp, targets.get(u) or []) for u, lp in per_utt.items()]
+    losses = [x for x in losses if x is not None]
     return float(np.mean(losses)) if losses else float("nan")
 
 
 def _utt_table(per_utt: dict[str, np.ndarray], refs: dict[str, dict]):
-    from phonecli.evaluate.decode import greedy_decode
     from phonecli.evaluate.seed_protocol import UttTable
 
-    rows = [{"utt_id": u, "speaker": refs[u]["speaker"], "hyp": greedy_decode(lp), "ref": refs[u]["ref"],
+    rows = [{"utt_id": u, "speaker": refs[u]["speaker"], "hyp": ctc.greedy_phones(lp), "ref": refs[u]["ref"],
              "accuracy": refs[u]["accuracy"]} for u, lp in per_utt.items() if u in refs]
     return UttTable.build(rows)
 

@@ -148,26 +148,12 @@ def _defaults(exp: dict, kind: str) -> dict:
 # sizes
 
 
-def layer_indices(spec, n_states: int) -> list[int]:
-    """Stored hidden-state indices for an extraction ``layers`` spec (``all``, ``last``, ``0,6,9-12``, a list)."""
-    if spec in (None, "all"):
-        return list(range(n_states))
-    if spec == "last":
-        return [n_states - 1]
-    if isinstance(spec, int):
-        return [spec]
-    if isinstance(spec, list):
-        return [int(x) for x in spec]
-    out: list[int] = []
-    try:
-        for part in str(spec).split(","):
-            a, _, b = part.strip().partition("-")
-            out += list(range(int(a), int(b) + 1)) if b else [int(a)]
-    except ValueError:
-        raise ExperimentError(f"layers {spec!r}: use all, last, or indices like 0,6,9-12") from None
-    if any(not 0 <= i < n_states for i in out):
-        raise ExperimentError(f"layers {spec!r}: indices must lie in 0..{n_states - 1}")
-    return out
+def layer_indices(spec, n_states: int, source: str = "encoder") -> list[int]:
+    """Stored hidden-state indices for an extraction ``layers`` spec (:mod:`phonecli.layers`: ``all``, ``last``,
+    ``0,6,9-12``, a list) of a model with ``n_states`` hidden states."""
+    from phonecli.layers import EXTRACT, resolve
+
+    return list(resolve("all" if spec is None else spec, range(n_states), EXTRACT, source=source).layers)
 
 
 def encoder_shape(enc: dict, paths: dict[str, Path]) -> tuple[str, float, int, int]:
@@ -318,7 +304,7 @@ def plan(exp: dict, out: str | Path | None = None) -> tuple[list[Step], Corpus, 
         dtype = enc.get("dtype", DEFAULT_DTYPE)
         if dtype not in BYTES:
             raise ExperimentError(f"{exp['_file']}: encoders.{enc_name}.dtype {dtype!r}: use float16, float32 or int8")
-        sel = layer_indices(enc.get("layers", "all"), all_states)
+        sel = layer_indices(enc.get("layers", "all"), all_states, source=f"{exp['_file']}: encoders.{enc_name}")
         n_layers = len(sel)
         cpath = cache_location(paths["cache"], corpus.corpus_id, name, layers=sel, all_layers=list(range(all_states)),
                                dtype=dtype, splits=["all"], all_splits=["all"])

@@ -32,7 +32,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from phonecli.probe.layers import LayerSelection, parse_layers
+from phonecli.layers import PROBE, LayerSelection, resolve
 from phonecli.errors import FeatureSourceError  # noqa: F401  (re-exported)
 
 RAM_FRACTION = 0.5
@@ -48,6 +48,11 @@ def available_memory() -> int:
     except OSError:
         pass
     return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+
+
+def select_stream_layers(spec, stored: list[int], source: str) -> LayerSelection:
+    """A probe ``--layers`` spec (None: ``last``) against the layers a stream stores (see :mod:`phonecli.layers`)."""
+    return resolve("last" if spec is None else spec, stored, PROBE, source=source)
 
 
 class Stream(ABC):
@@ -112,7 +117,7 @@ class ArrayStream(Stream):
         if first.ndim != 3:
             raise FeatureSourceError(f"{name}: features must be (layers, frames, dim) arrays, got shape {first.shape}")
         self.stored_layers = list(stored_layers) if stored_layers is not None else list(range(first.shape[0]))
-        self.selection = parse_layers(layers, self.stored_layers, source=name)
+        self.selection = select_stream_layers(layers, self.stored_layers, name)
         self._rows = [self.stored_layers.index(x) for x in self.selection.layers]
         self.name, self.frame_rate, self.corpus_id, self.fingerprint = name, float(frame_rate), corpus_id, fingerprint
         self.dim = int(first.shape[2])
@@ -154,7 +159,7 @@ class CacheStream(Stream):
             raise FeatureSourceError(
                 f"{cache.path}: the cache is incomplete; re-run the same `phonecli extract` command to finish it"
             )
-        self.selection = parse_layers(layers, list(cache.layers), source=self.name)
+        self.selection = select_stream_layers(layers, list(cache.layers), self.name)
         self.dim, self.frame_rate, self.corpus_id = int(cache.dim), float(cache.frame_rate), cache.corpus_id
         if memory not in ("auto", "ram", "stream"):
             raise FeatureSourceError(f"memory={memory!r}: use auto, ram or stream")

@@ -18,10 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from phonecli.data.phones import VOCAB, encode
-from phonecli.probe.decode import ctc_min_frames, greedy_ids, phone_error_rate
+from phonecli import ctc
 from phonecli.probe.features import FeatureSource, available_memory, length_batches, open_source
 from phonecli.probe.heads import HEADS, ProbeHead
 from phonecli.runs import Run
@@ -119,20 +118,17 @@ def run_split(model: ProbeHead, source: FeatureSource, utt_ids: list[str], batch
                 post[u] = lp[i, :int(lengths[i])].float().cpu().numpy()
             if targets is not None and u in targets:
                 refs.append(targets[u])
-                hyps.append(greedy_ids(lp[i, :int(lengths[i])]))
+                hyps.append(ctc.greedy_ids(lp[i, :int(lengths[i])]))
         if targets is not None:
             sel = [i for i, u in enumerate(ids) if u in targets]
             if sel:
-                tg = [targets[ids[i]] for i in sel]
-                tl = torch.tensor([len(t) for t in tg], dtype=torch.long)
-                flat = torch.tensor([p for t in tg for p in t], dtype=torch.long)
-                per_utt = F.ctc_loss(lp[sel].transpose(0, 1), flat, lengths[sel].cpu(), tl, blank=0,
-                                     reduction="none", zero_infinity=True).cpu()
-                losses.extend((per_utt / tl.clamp(min=1)).tolist())
+                flat, tl = ctc.flatten_targets([targets[ids[i]] for i in sel])
+                per_utt = ctc.ctc_loss_per_phone(lp[sel], lengths[sel].cpu(), flat, tl, zero_infinity=True)
+                losses.extend(per_utt.cpu().tolist())
     out: dict = {}
     if targets is not None and refs:
         out["loss"] = float(np.mean(losses))
-        out["per"] = phone_error_rate(refs, hyps)
+        out["per"] = ctc.phone_error_rate(refs, hyps)
     if gates:
         out["gate"] = gate_stats(torch.cat(gates))
     if keep:
@@ -149,14 +145,6 @@ def default_batch_frames(train_frames: list[int]) -> int:
     85% with 1000); on a large corpus (SpeechOcean762 train at 50 fps: ~0.5 M frames) this gives 8000.
     """
     return int(min(MAX_BATCH_FRAMES, max(MIN_BATCH_FRAMES, sum(train_frames) // STEPS_PER_EPOCH)))
-
-
-def _resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ProbeError(f"--device {device}: no CUDA device is available; use --device cpu or auto")
-    return device
 
 
 def _targets(manifest, utt_ids: list[str], kind: str, source_name: str) -> dict[str, list[int]]:
@@ -303,7 +291,7 @@ def train_probe(features, data, out, *, head: str = "linear", layers=None, targe
         perm = np.random.default_rng(seed).permutation(len(ids["train"]))
         tgt.update({u: tgt[ids["train"][j]] for u, j in zip(ids["train"], perm)})
     frames = {u: source.num_frames(u) for s in ("train", "dev", "test") for u in ids[s]}
-    infeasible = {s: [u for u in ids[s] if frames[u] < ctc_min_frames(tgt[u])] for s in ("train", "dev")}
+    infeasible = {s: [u for u in ids[s] if frames[u] < ctc.min_frames(tgt[u])] for s in ("train", "dev")}
     for s, bad in infeasible.items():
         if bad:
             log.warning("skipping %d %s utterance(s) with more phones than frames (CTC infeasible at %g fps), e.g. %s",
@@ -318,7 +306,7 @@ def train_probe(features, data, out, *, head: str = "linear", layers=None, targe
         batch_frames = default_batch_frames([frames[u] for u in train_ids])
 
     # ---- model, optimiser, run dir ----
-    device = _resolve_device(device)
+    device = ctc.resolve_device(device)
     torch.manual_seed(seed)
     source.preload(["train", "dev"])
     need = sum(st.nbytes(sp) for st in source.streams for sp in ("train", "dev"))
@@ -368,10 +356,8 @@ def train_probe(features, data, out, *, head: str = "linear", layers=None, targe
         for ids_b, arrays in bar:
             x, lengths = collate(arrays, device)
             lp = model(x, lengths)
-            tg = [tgt[u] for u in ids_b]
-            loss = F.ctc_loss(lp.transpose(0, 1), torch.tensor([p for t in tg for p in t], dtype=torch.long),
-                              lengths.cpu(), torch.tensor([len(t) for t in tg], dtype=torch.long),
-                              blank=0, reduction="mean", zero_infinity=True)
+            flat, tl = ctc.flatten_targets([tgt[u] for u in ids_b])
+            loss = ctc.ctc_loss_per_phone(lp, lengths.cpu(), flat, tl, zero_infinity=True).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -395,9 +381,8 @@ def train_probe(features, data, out, *, head: str = "linear", layers=None, targe
         run.append_log(record)
         log.info("epoch %d: train loss %.4f, dev loss %.4f, dev PER %.2f%%", epoch, record["train_loss"],
                  dev["loss"], dev["per"])
-        score = (round(dev["per"], 6), dev["loss"])
-        if best is None or score < best[0]:
-            best, bad_epochs = (score, epoch), 0
+        if ctc.improves(dev["per"], dev["loss"], best and best[0]):
+            best, bad_epochs = (ctc.selection_key(dev["per"], dev["loss"]), epoch), 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             bad_epochs += 1

@@ -1,0 +1,82 @@
+"""One --layers grammar (phonecli.layers) for extract, probe and presets: ranges and lists mixed, `last`,
+`all`, `weighted`, `all-single` where meaningful; `6,1` is `1,6` and `6,6` is refused in every entry point."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from phonecli import layers as L
+from phonecli.errors import LayerSpecError
+
+AVAIL = list(range(25))
+
+
+def test_grammar():
+    assert L.resolve("0,6,12-24", AVAIL).layers == (0, 6, *range(12, 25))   # the README's example
+    assert L.resolve("all", AVAIL) == L.LayerSelection(tuple(AVAIL), False)
+    assert L.resolve("weighted", AVAIL) == L.LayerSelection(tuple(AVAIL), True)
+    assert L.resolve("last", AVAIL).layers == (24,)
+    assert L.resolve("0, last", AVAIL).layers == (0, 24)
+    assert L.resolve(7, AVAIL).layers == (7,) and L.resolve([9, 3], AVAIL).layers == (3, 9)
+    assert L.resolve(" 3 - 5 ", AVAIL).layers == (3, 4, 5)
+    with pytest.raises(LayerSpecError, match="empty range 12-6 .*write 6-12"):
+        L.resolve("12-6", AVAIL)
+    with pytest.raises(LayerSpecError, match=r"x\.zarr: layer\(s\) 25,30 not available \(available: 0-24\)"):
+        L.resolve("25,30", AVAIL, source="x.zarr")
+    with pytest.raises(LayerSpecError, match="'first' is not understood"):
+        L.resolve("first", AVAIL)
+    with pytest.raises(LayerSpecError, match="all-single runs one probe per layer"):
+        L.resolve("all-single", AVAIL)
+    with pytest.raises(LayerSpecError, match="not accepted here"):
+        L.resolve("weighted", AVAIL, L.EXTRACT)
+    assert L.compact([0, 1, 2, 3, 7, 9, 10]) == "0-3,7,9-10" and L.compact([0, 1, 2, 7], sep="_") == "0-2_7"
+
+
+@pytest.mark.parametrize("spec", ["6,6", "0-6,6", "24,last"])
+def test_a_layer_named_twice_is_refused(spec):
+    with pytest.raises(LayerSpecError, match="is named twice"):
+        L.resolve(spec, AVAIL)
+
+
+# -- the same answers from every entry point ---------------------------------------------------
+
+def test_extract_entry_point():
+    from phonecli.encoders.base import LayerInfo
+    from phonecli.extract.runner import select_layers
+
+    infos = [LayerInfo(i, f"l{i}", 50.0) for i in range(13)]
+    assert select_layers("6,1", infos) == select_layers("1,6", infos) == [1, 6]
+    with pytest.raises(LayerSpecError, match="named twice"):
+        select_layers("6,6", infos)
+
+
+def test_planner_entry_point():
+    from phonecli.pipeline.experiment import layer_indices
+
+    assert layer_indices("6,1", 13) == layer_indices("1,6", 13) == [1, 6]
+    assert layer_indices("0,6,10-12", 13) == [0, 6, 10, 11, 12]
+    with pytest.raises(LayerSpecError, match="named twice"):
+        layer_indices("6,6", 13)       # the planner must not count layer 6's size twice
+
+
+def test_probe_entry_point(tiny_corpus):
+    from phonecli.data.manifest import Manifest
+    from phonecli.probe.features import ArrayStream, FeatureSource
+
+    m = Manifest.load(tiny_corpus)
+    rng = np.random.default_rng(0)
+    feats = {u.utt_id: rng.standard_normal((8, 5, 4)).astype(np.float32) for u in m}
+    splits = {u.utt_id: u.split for u in m}
+
+    def stream(spec):
+        return ArrayStream(feats, splits, frame_rate=50.0, corpus_id=m.corpus_id, layers=spec)
+
+    a, b = stream("6,1"), stream("1,6")
+    assert a.layers == b.layers == (1, 6)
+    u = next(iter(feats))
+    np.testing.assert_array_equal(FeatureSource([a]).read_many([u])[0][0], feats[u][[1, 6]])
+    assert stream("0,2,5-7").layers == (0, 2, 5, 6, 7)
+    assert stream("weighted").selection.weighted
+    with pytest.raises(LayerSpecError, match="named twice"):
+        stream("6,6")
