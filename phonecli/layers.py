@@ -105,6 +105,7 @@ def parse(spec, allowed: frozenset[str] = PROBE_CLI, *, option: str = "--layers"
                 raise LayerSpecError(f"{option} {text!r}: empty range {a}-{b} (start > end); write {b}-{a}")
             items.append((a, b))
         kind, items = "list", tuple(items)
+        _refuse_twice([x for it in items if it != LAST for x in range(it[0], it[1] + 1)], text, option)
     if kind == ALL_SINGLE and kind not in allowed:
         raise LayerSpecError(f"{option} all-single runs one probe per layer (a sweep, not a selection): use "
                              "`phonecli probe --layers all-single` or phonecli.probe.sweep_layers")
@@ -132,19 +133,24 @@ def resolve(spec, available, allowed: frozenset[str] = PROBE, *, source: str = "
     chosen: list[int] = []
     for item in ps.items:
         chosen.extend([avail[-1]] if item == LAST else range(item[0], item[1] + 1))
+    _refuse_twice(chosen, ps.text, option)
+    seen = set(chosen)
+    missing = sorted(x for x in seen if x not in set(avail))
+    if missing:
+        raise LayerSpecError(f"{source}: layer(s) {compact(missing)} not available (available: {compact(avail)}); "
+                             "pick from the available layers")
+    return LayerSelection(tuple(sorted(seen)), False)
+
+
+def _refuse_twice(indices: list[int], text: str, option: str) -> None:
     seen, twice = set(), []
-    for x in chosen:
+    for x in indices:
         if x in seen and x not in twice:
             twice.append(x)
         seen.add(x)
     if twice:
-        raise LayerSpecError(f"{option} {ps.text}: layer {','.join(map(str, twice))} is named twice; "
+        raise LayerSpecError(f"{option} {text}: layer {','.join(map(str, twice))} is named twice; "
                              "name each layer once (order does not matter: layers are used in ascending order)")
-    missing = sorted(x for x in seen if x not in set(avail))
-    if missing:
-        raise LayerSpecError(f"{source}: layer(s) {compact(missing)} not available (available: {compact(avail)}); "
-                             "pick available layers or re-extract with them")
-    return LayerSelection(tuple(sorted(seen)), False)
 
 
 def compact(indices, sep: str = ",") -> str:

@@ -22,6 +22,7 @@ from conftest import make_tiny_corpus
 from phonecli.cli import main
 from phonecli.data.manifest import Manifest
 from phonecli.data.phones import PHONE_TO_ID, VOCAB
+from phonecli.errors import ConfigError
 from phonecli.evaluate import EvaluateError, evaluate_run
 from phonecli.runs import Run
 
@@ -216,7 +217,7 @@ def test_bad_inputs_give_one_clear_error(corpus, tmp_path):
     run.write_posteriors("test", {u: np.full((5, 40), np.nan)})
     with pytest.raises(EvaluateError, match=f"{u} has NaN"):
         evaluate_run(run.path)
-    with pytest.raises(EvaluateError, match="unknown protocol"):
+    with pytest.raises(ConfigError, match=r"protocol \(--protocol\): 'gop' is not one of seed, phone, all"):
         evaluate_run(run.path, protocol="gop")
 
 

@@ -222,9 +222,8 @@ def test_bad_inputs_skip_records_reasons_and_fixes_the_rest(bad_corpus, tmp_path
     from phonecli.cache import FeatureCache
 
     root, ids, mono, hi = bad_corpus
-    monkeypatch.setenv("PHONECLI_EXTRACT_PART_BYTES", "1")
     res = run_cli(["--model", "fbank", "--data", str(root), "--cache", str(tmp_path), "--on-error", "skip",
-                   "--device", "cpu"])
+                   "--device", "cpu", "--part-bytes", "1"])
     assert res.exit_code == 0, res.output
     c = FeatureCache.open(res.stdout.strip().splitlines()[-1])
     assert c.is_complete and "3 skipped" in res.stdout
@@ -254,8 +253,7 @@ def test_bad_input_fail_names_utterance_and_keeps_complete_parts(bad_corpus, tmp
     bad = {4, 5, 7} - {which}
     for i in bad:  # leave only the utterance under test broken
         sf.write(m.audio_path(ids[i]), mono[ids[i]], 16000)
-    monkeypatch.setenv("PHONECLI_EXTRACT_PART_BYTES", "1")
-    args = ["--model", "fbank", "--data", str(root), "--cache", str(tmp_path), "--device", "cpu"]
+    args = ["--model", "fbank", "--data", str(root), "--cache", str(tmp_path), "--device", "cpu", "--part-bytes", "1"]
     res = run_cli(args)
     assert res.exit_code != 0
     msg = res.stderr.strip().splitlines()[-1]
@@ -388,7 +386,7 @@ def test_cli_missing_manifest_and_bad_options(tmp_path):
     res = run_cli(["--model", "fbank", "--data", str(tmp_path / "c"), "--cache", str(tmp_path), "--splits", "dev"])
     assert res.exit_code != 0 and "the manifest has splits train" in res.stderr
     res = run_cli(["--model", "fbank", "--data", str(tmp_path / "c"), "--cache", str(tmp_path), "--layers", "3"])
-    assert res.exit_code != 0 and "hidden states 0..0" in res.stderr
+    assert res.exit_code != 0 and "fbank (hidden states): layer(s) 3 not available (available: 0)" in res.stderr
 
 
 def test_int8_cache_within_half_a_quantization_step(tiny_corpus, tmp_path):

@@ -19,14 +19,30 @@ TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
 PART_BYTES = "30000"  # ~2 utterances per part of fbank float16 -> ~12 parts for the tiny corpus
 
 
+# `python -m phonecli` with a pause after each written part (monkeypatched here, not a library hook), so the
+# process lives long enough to be killed mid-run
+SLOW_PARTS = """
+import sys, time
+import phonecli.extract.runner as runner
+write = runner._write
+def slow_write(*args, **kwargs):
+    write(*args, **kwargs)
+    time.sleep(0.4)
+runner._write = slow_write
+from phonecli.cli import main
+main(sys.argv[1:], prog_name="phonecli")
+"""
+
+
 def _env(**extra: str) -> dict:
-    env = {**os.environ, "PHONECLI_EXTRACT_PART_BYTES": PART_BYTES, "OMP_NUM_THREADS": "1", **extra}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **extra}
     env.pop("WORLD_SIZE", None)
     return env
 
 
 def _extract_args(data: Path, cache: Path) -> list[str]:
-    return ["extract", "--model", "fbank", "--data", str(data), "--cache", str(cache), "--device", "cpu"]
+    return ["extract", "--model", "fbank", "--data", str(data), "--cache", str(cache), "--device", "cpu",
+            "--part-bytes", PART_BYTES]
 
 
 def _run(cmd: list[str], **env: str) -> subprocess.CompletedProcess:
@@ -64,8 +80,8 @@ def assert_same_cache(a_path: Path, b_path: Path) -> None:
 
 def test_sigkill_mid_run_then_resume_equals_uninterrupted(tiny_corpus, tmp_path, reference):
     cmd = [PY, "-m", "phonecli", *_extract_args(tiny_corpus, tmp_path)]
-    # a pause after each written part keeps the process alive long enough to be killed mid-run
-    proc = subprocess.Popen(cmd, env=_env(PHONECLI_EXTRACT_PART_DELAY="0.4", PHONECLI_LOG_LEVEL="DEBUG"),
+    proc = subprocess.Popen([PY, "-c", SLOW_PARTS, *_extract_args(tiny_corpus, tmp_path)],
+                            env=_env(PHONECLI_LOG_LEVEL="DEBUG"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         written = []

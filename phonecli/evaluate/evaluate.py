@@ -24,9 +24,9 @@ import numpy as np
 from phonecli.evaluate import phone_protocol, seed_protocol
 from phonecli.evaluate.bootstrap import speaker_bootstrap
 from phonecli import ctc
+from phonecli.config import EvaluateConfig
 from phonecli.errors import EvaluateError  # noqa: F401  (re-exported)
 
-PROTOCOLS = ("seed", "phone", "all")
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.jsonl"
 PHONE_SCORES_FILE = "phone_scores.jsonl"
@@ -127,16 +127,25 @@ def _predictions(manifest, split: str, post: dict[str, np.ndarray]) -> list[dict
     return rows
 
 
-def evaluate_run(run_dir: str | Path, protocol: str = "all", ci: bool = True, n_bootstrap: int = 1000,
-                 seed: int = 0, progress: bool | None = None) -> dict:
+def evaluate_run(run_dir: str | Path, config: EvaluateConfig | None = None, *, progress: bool | None = None,
+                 **overrides) -> dict:
     """Evaluate the run at ``run_dir``; write and return its metrics (see module docstring).
 
-    ``protocol``: ``"seed"``, ``"phone"`` or ``"all"``. ``ci``: add ``*_ci95`` speaker-bootstrap
-    intervals (``n_bootstrap`` replicates, RNG ``seed``). Thresholds and the regressor are fit
-    on train/dev only; test labels enter the final scoring only.
+    Args:
+        run_dir: a finished run directory (``posteriors/{dev,test}.safetensors``: float32 ``(frames, 40)``
+            log-posteriors per utterance; ``train`` too for the phone protocol's regressor).
+        config: an :class:`~phonecli.config.EvaluateConfig`; ``overrides`` on top of it. ``protocol``:
+            ``"seed"``, ``"phone"`` or ``"all"``; ``ci``: add ``*_ci95`` speaker-bootstrap intervals
+            (``n_bootstrap`` replicates, RNG ``seed``). Thresholds and the regressor are fit on train/dev
+            only; test labels enter the final scoring only.
+        progress: tqdm bars (default: when stderr is a terminal).
+
+    Returns:
+        The metrics dict written to ``metrics.json`` (PER in percent, correlations and AUC in [-1, 1]
+        / [0, 1], undefined values as None).
     """
-    if protocol not in PROTOCOLS:
-        raise EvaluateError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
+    cfg = EvaluateConfig.build(config, **overrides)
+    protocol, ci, n_bootstrap, seed = cfg.protocol, cfg.ci, cfg.n_bootstrap, cfg.seed
     if progress is None:
         progress = sys.stderr.isatty()
     run, manifest = _load(run_dir)

@@ -22,6 +22,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from phonecli.config import ReportConfig
 from phonecli.evaluate.describe import describe
 from phonecli.evaluate.evaluate import METRICS_FILE, EvaluateError, evaluate_run
 from phonecli.errors import ReportError  # noqa: F401  (re-exported)
@@ -235,25 +236,28 @@ def write_csv(results: list[RunResult], path: Path) -> None:
             w.writerow(row)
 
 
-def write_report(run_dirs, out_dir: str | Path, evaluate_missing: bool = True, plots: bool = True,
-                 n_bootstrap: int = 1000, seed: int = 0) -> dict:
+def write_report(run_dirs, out_dir: str | Path, config: ReportConfig | None = None, **overrides) -> dict:
     """Write results.md, results.csv and plots for ``run_dirs`` into ``out_dir``.
 
-    Runs that cannot be evaluated are skipped with their reason (stderr and a "Skipped runs"
+    ``config``: a :class:`~phonecli.config.ReportConfig` (``plots``, ``evaluate_missing``: evaluate runs
+    without metrics.json first, with ``n_bootstrap`` replicates and ``seed``); ``overrides`` on top of it.
+    Runs that cannot be evaluated are skipped with their reason (logged and in a "Skipped runs"
     section); if none is left, :class:`ReportError`. Returns ``{"results_md", "results_csv",
     "plots": [paths], "runs": [names], "summary": markdown, "skipped": [(dir, reason)]}``.
     """
+    cfg = ReportConfig.build(config, **overrides)
     run_dirs = list(run_dirs)
     if not run_dirs:
         raise ReportError("no runs given; pass one or more run directories (e.g. runs/*)")
     skipped: list[tuple[str, str]] = []
-    results = load_results(run_dirs, evaluate_missing, n_bootstrap=n_bootstrap, seed=seed, skipped=skipped)
+    results = load_results(run_dirs, cfg.evaluate_missing, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed,
+                           skipped=skipped)
     if not results:
         raise ReportError("no run could be reported: " + "; ".join(reason for _, reason in skipped))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plot_paths = []
-    if plots:
+    if cfg.plots:
         from phonecli.evaluate import plots as P
 
         plot_paths = P.write_plots(results, out)

@@ -16,34 +16,27 @@ A crash or ``kill -9`` loses at most the parts in flight; the same command resum
 from __future__ import annotations
 
 import logging
-import os
 import re
 import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
+from phonecli.config import ExtractConfig
 from phonecli.ctc import resolve_device
 from phonecli.encoders.base import EncoderAdapter, ExtractionError, LayerInfo, ModelSpec
 from phonecli.errors import UtteranceError
 
 log = logging.getLogger("phonecli.extract")
 
-DTYPES = ("float16", "float32", "int8")
-DEFAULT_DTYPE = "float16"
-DEFAULT_BATCH_SECONDS = 60.0
-DEFAULT_PART_BYTES = 256 * 2**20
-#: Override the part size (bytes); tests use it to get several parts from a tiny corpus.
-PART_BYTES_ENV = "PHONECLI_EXTRACT_PART_BYTES"
-#: Test hook: sleep this many seconds after each part is written (lets a test kill mid-run).
-PART_DELAY_ENV = "PHONECLI_EXTRACT_PART_DELAY"
+DEFAULT_DTYPE = ExtractConfig.dtype
 FLOAT16_MAX = 65504.0
 SAMPLE_RATE = 16_000
-ON_ERROR = ("fail", "skip")
 
 
 @dataclass
@@ -94,13 +87,13 @@ def parse_splits(splits: str | list[str] | None, available: list[str]) -> list[s
     return [s for s in available if s in wanted]
 
 
-def select_layers(layers, infos: list[LayerInfo]) -> list[int]:
+def select_layers(layers, infos: list[LayerInfo], source: str = "the model") -> list[int]:
     """An extraction ``--layers`` spec (``all``/None, ``last``, ``0,4,9-12``, a list; see :mod:`phonecli.layers`)
     -> the model's hidden-state indices, ascending."""
     from phonecli.layers import EXTRACT, resolve
 
     return list(resolve("all" if layers is None else layers, [li.index for li in infos], EXTRACT,
-                        source="this model").layers)
+                        source=source).layers)
 
 
 def cache_location(cache_root: str | Path, corpus_id: str, model_name: str, *, layers: list[int],
@@ -185,56 +178,45 @@ def load_adapter(model: str, *, revision: str | None, device: str, trust_remote_
 # the run
 
 
-def extract_features(model: str, data: str | Path, cache_root: str | Path | None = None, *,
-                     splits: str | list[str] | None = None, layers: str | list[int] | None = "all",
-                     dtype: str = DEFAULT_DTYPE, device: str = "auto",
-                     batch_seconds: float = DEFAULT_BATCH_SECONDS, on_error: str = "fail",
-                     revision: str | None = None, trust_remote_code: bool = False,
-                     out: str | Path | None = None, part_bytes: int | None = None,
-                     progress: bool | None = None) -> str | Path:
+def extract_features(model: str, data: str | Path, cache_root: str | Path | None = None,
+                     config: ExtractConfig | None = None, *, out: str | Path | None = None,
+                     progress: bool | None = None, on_part_written: Callable | None = None,
+                     **overrides) -> str | Path:
     """Extract the hidden states of ``model`` for the manifest in ``data`` into the feature cache.
 
-    ``model``: registry name (``phonecli models``), local ``save_pretrained`` directory or
-    ``NAME=DIR``. ``data``: directory with ``manifest.json``. Returns the store path
-    ``cache_root/<corpus_id>/<model>[suffixes].zarr`` (see :func:`cache_location`; a ``Path``,
-    or a ``str`` when ``cache_root``/``out`` is an fsspec URL). The store holds per utterance
-    ``(len(layers), frames, dim)`` at the encoder's frames/s, in ``dtype``.
+    Args:
+        model: registry name (``phonecli models``), local ``save_pretrained`` directory or ``NAME=DIR``.
+        data: directory with ``manifest.json``.
+        cache_root: cache root; the store goes to ``cache_root/<corpus_id>/<model>[suffixes].zarr``
+            (see :func:`cache_location`). ``out``: this exact store path/URL instead.
+        config: an :class:`~phonecli.config.ExtractConfig` (splits, layers, dtype, device,
+            batch_seconds, on_error, revision, trust_remote_code, part_bytes); ``overrides`` are
+            keyword options on top of it, validated by it.
+        progress: tqdm bar (default: when stderr is a terminal).
+        on_part_written: called with each written part (after it is marked complete), in the
+            thread that wrote it.
 
-    ``splits``: comma list or list (default every split); ``layers``: ``"all"``, ``"0,9-12"``,
-    ``"last"`` or a list of hidden-state indices; ``dtype``: float16 | float32 | int8;
-    ``device``: auto | cpu | cuda; ``batch_seconds``: cap of padded audio seconds per forward;
-    ``on_error``: ``"fail"`` (stop; complete parts are kept) or ``"skip"`` (record
-    ``{"utt_id", "reason"}`` in the cache and go on); ``out``: exact store path instead of the
-    default location; ``part_bytes``: cache part size (default 256 MiB); ``progress``: tqdm
-    bar (default: when stderr is a terminal). Rerunning the same call resumes an interrupted one.
+    Returns:
+        The store path (a ``Path``, or a ``str`` for an fsspec URL). The store holds per utterance
+        ``(len(layers), frames, dim)`` at the encoder's frames/s in the chosen dtype. Rerunning the
+        same call resumes an interrupted one.
     """
-    return run_extraction(model, data, cache_root, splits=splits, layers=layers, dtype=dtype, device=device,
-                          batch_seconds=batch_seconds, on_error=on_error, revision=revision,
-                          trust_remote_code=trust_remote_code, out=out, part_bytes=part_bytes,
-                          progress=progress).path
+    return run_extraction(model, data, cache_root, config, out=out, progress=progress,
+                          on_part_written=on_part_written, **overrides).path
 
 
-def run_extraction(model: str, data: str | Path, cache_root: str | Path | None = None, *,
-                   splits: str | list[str] | None = None, layers: str | list[int] | None = "all",
-                   dtype: str = DEFAULT_DTYPE, device: str = "auto",
-                   batch_seconds: float = DEFAULT_BATCH_SECONDS, on_error: str = "fail",
-                   revision: str | None = None, trust_remote_code: bool = False,
-                   out: str | Path | None = None, part_bytes: int | None = None,
-                   progress: bool | None = None) -> ExtractionReport:
+def run_extraction(model: str, data: str | Path, cache_root: str | Path | None = None,
+                   config: ExtractConfig | None = None, *, out: str | Path | None = None,
+                   progress: bool | None = None, on_part_written: Callable | None = None,
+                   **overrides) -> ExtractionReport:
     """:func:`extract_features`, returning an :class:`ExtractionReport` (path, real-time factor,
-    size, skipped ids) instead of the bare path. The part size falls back to the environment
-    variable ``PHONECLI_EXTRACT_PART_BYTES`` (tests use it to get many parts from a tiny corpus).
-    """
+    size, skipped ids) instead of the bare path."""
     from phonecli.cache import CacheWriter, plan_parts
     from phonecli.data.manifest import Manifest
     from phonecli.encoders.distributed import init_distributed
 
-    if dtype not in DTYPES:
-        raise ExtractionError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
-    if on_error not in ON_ERROR:
-        raise ExtractionError(f"--on-error {on_error!r}: choose fail or skip")
-    if not batch_seconds or batch_seconds <= 0:
-        raise ExtractionError(f"--batch-seconds {batch_seconds}: must be > 0")
+    cfg = ExtractConfig.build(config, **overrides)
+    splits, layers, dtype, on_error = cfg.splits, cfg.layers, cfg.dtype, cfg.on_error
     if cache_root is None and out is None:
         raise ExtractionError("give a cache root (--cache ROOT) or an explicit store path (--out)")
 
@@ -245,15 +227,15 @@ def run_extraction(model: str, data: str | Path, cache_root: str | Path | None =
     if not utts:
         raise ExtractionError(f"{data}: the manifest has no utterances in splits {chosen_splits}")
 
-    device = resolve_device(device)
+    device = resolve_device(cfg.device)
     ctx = init_distributed(device)
     try:
         if ctx.active and device == "cuda":
             device = f"cuda:{ctx.local_rank}"
-        adapter = load_adapter(model, revision=revision, device=device, trust_remote_code=trust_remote_code)
+        adapter = load_adapter(model, revision=cfg.revision, device=device, trust_remote_code=cfg.trust_remote_code)
         infos = adapter.layers()
         all_idx = [li.index for li in infos]
-        sel = select_layers(layers, infos)
+        sel = select_layers(layers, infos, source=f"{model} (hidden states)")
         positions = [all_idx.index(i) for i in sel]
         name = adapter.spec.name
         path = Path(out) if out is not None and "://" not in str(out) else out
@@ -264,8 +246,7 @@ def run_extraction(model: str, data: str | Path, cache_root: str | Path | None =
 
         bytes_per_frame = len(sel) * adapter.hidden_size * (1 if dtype == "int8" else np.dtype(dtype).itemsize)
         items = [(u.utt_id, u.split, max(1, adapter.num_frames(_samples_16k(u)))) for u in utts]
-        target = int(part_bytes or os.environ.get(PART_BYTES_ENV) or DEFAULT_PART_BYTES)
-        plan = plan_parts(items, bytes_per_frame, target)
+        plan = plan_parts(items, bytes_per_frame, cfg.part_bytes)
 
         # rank 0 creates (or checks) the store before anyone else opens it; its error reaches all ranks
         writer, exc, err = None, None, None
@@ -290,7 +271,7 @@ def run_extraction(model: str, data: str | Path, cache_root: str | Path | None =
         by_id = {u.utt_id: u for u in utts}
         t0 = time.perf_counter()
         stats = _process_parts(pending, writer, adapter, manifest, by_id, positions, sel, dtype,
-                               batch_seconds, on_error, ctx.rank, progress)
+                               cfg.batch_seconds, on_error, ctx.rank, progress, on_part_written)
 
         ctx.barrier()
         n_utts, seconds, n_parts = ctx.sum([stats["utterances"], stats["seconds"], len(pending)])
@@ -356,7 +337,7 @@ def build_metadata(adapter: EncoderAdapter, sel: list[int], infos: list[LayerInf
 
 def _process_parts(pending, writer, adapter: EncoderAdapter, manifest, by_id: dict, positions: list[int],
                    sel: list[int], dtype: str, batch_seconds: float, on_error: str, rank: int,
-                   progress: bool | None) -> dict:
+                   progress: bool | None, on_part_written: Callable | None = None) -> dict:
     """Extract and write ``pending`` parts.
 
     Batches are formed per part from the manifest's lengths; the audio of the next batch
@@ -378,7 +359,6 @@ def _process_parts(pending, writer, adapter: EncoderAdapter, manifest, by_id: di
     show = (sys.stderr.isatty() if progress is None else progress) and rank == 0
     bar = tqdm(total=round(total, 2), unit="audio-s", disable=not show, desc=f"extract {adapter.spec.name}",
                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}, {rate_fmt}]")
-    delay = float(os.environ.get(PART_DELAY_ENV, "0") or 0)
     stats = {"utterances": 0, "seconds": 0.0, "skipped": []}
     loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="phonecli-audio")
     writer_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="phonecli-write")
@@ -399,7 +379,7 @@ def _process_parts(pending, writer, adapter: EncoderAdapter, manifest, by_id: di
             features = {u: features[u] for u in part.utt_ids if u in features}  # manifest order
             if in_flight is not None:
                 in_flight.result()  # at most one finished part waits in memory to be written
-            in_flight = writer_pool.submit(_write, writer, part, features, skipped, delay, rank)
+            in_flight = writer_pool.submit(_write, writer, part, features, skipped, on_part_written, rank)
             stats["utterances"] += len(features)
             stats["seconds"] += sum(_seconds(by_id[u]) for u in features)
             stats["skipped"].extend(skipped)
@@ -441,12 +421,12 @@ def _failure_handler(on_error: str, failures: dict[str, str]):
     return fail
 
 
-def _write(writer, part, features: dict, skipped: list[dict], delay: float, rank: int) -> None:
+def _write(writer, part, features: dict, skipped: list[dict], on_part_written: Callable | None, rank: int) -> None:
     writer.write_part(part, features, skipped)
     log.debug("rank %d: part %d written (%d utterances, %d skipped)", rank, part.index, len(features),
               len(skipped))
-    if delay > 0:
-        time.sleep(delay)
+    if on_part_written is not None:
+        on_part_written(part)
 
 
 def _load_audio(utt_ids: list[str], manifest, by_id: dict) -> dict[str, np.ndarray | str]:

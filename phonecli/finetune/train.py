@@ -37,13 +37,15 @@ import shutil
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from phonecli import ctc
+from phonecli.config import FinetuneConfig
 from phonecli.finetune.data import (
     Collator,
     Example,
@@ -69,46 +71,20 @@ from phonecli.finetune.model import (
 
 log = logging.getLogger("phonecli.finetune")
 
-PRECISIONS = ("fp32", "fp16", "bf16")
 MAX_GRAD_NORM = 1.0
 CORPUS_MEAN_SECONDS = 4.0   # SpeechOcean762: 5.6 h / 5,000 utterances; converts the seed's batch sizes
-#: Test hook: sleep this many seconds after each checkpoint (lets a test SIGKILL a running job).
-CHECKPOINT_DELAY_ENV = "PHONECLI_FINETUNE_CHECKPOINT_DELAY"
-# Options that define what is trained: --resume refuses to continue a run made with other values.
-STRUCTURAL = ("model", "mode", "targets", "seed", "precision", "lora_r", "lora_alpha", "lora_dropout",
-              "max_audio_seconds", "batch_seconds", "grad_accum", "lr", "epochs", "warmup_ratio",
-              "weight_decay", "gradient_checkpointing")
 
 
-@dataclass
-class FinetuneConfig:
-    """Every option of ``phonecli finetune``; ``None`` means "family default" (see :func:`family_defaults`)."""
+@dataclass(frozen=True)
+class _Job:
+    """What one :func:`finetune` call works on besides its config (inputs, output, how it runs)."""
 
-    model: str
+    model: str                       # registry name, absolute save_pretrained dir, or NAME=/abs/dir
     data: str
-    mode: str
-    out: str
-    epochs: int | None = None
-    lr: float | None = None
-    batch_seconds: float | None = None
-    grad_accum: int = 1
-    max_audio_seconds: float | None = None
-    gradient_checkpointing: bool = False
-    precision: str = "fp32"
-    seed: int = 0
-    targets: str = "canonical"
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.0
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    save_steps: int = 0
-    eval_batch_seconds: float = 60.0
-    device: str = "auto"
-    revision: str | None = None
-    trust_remote_code: bool = False
-    resume: bool = False
-    progress: bool | None = None
+    out: Path
+    resume: bool
+    progress: bool | None
+    on_checkpoint: Callable[[Path], None] | None
 
 
 @dataclass
@@ -165,23 +141,6 @@ def _absolute_model(model: str) -> str:
     return model
 
 
-def _check_options(cfg: FinetuneConfig, device: str) -> None:
-    if cfg.precision not in PRECISIONS:
-        raise FinetuneError(f"--precision {cfg.precision!r}: choose fp32, fp16 or bf16")
-    if cfg.precision == "fp16" and not device.startswith("cuda"):
-        raise FinetuneError("--precision fp16 needs a CUDA device (CPU autocast is bf16 only); use bf16 or fp32")
-    for name in ("epochs", "grad_accum"):
-        v = getattr(cfg, name)
-        if v is not None and v < 1:
-            raise FinetuneError(f"--{name.replace('_', '-')} {v}: must be >= 1")
-    for name in ("lr", "batch_seconds", "max_audio_seconds", "eval_batch_seconds"):
-        v = getattr(cfg, name)
-        if v is not None and not v > 0:
-            raise FinetuneError(f"--{name.replace('_', '-')} {v}: must be > 0")
-    if not 0 <= cfg.warmup_ratio < 1:
-        raise FinetuneError(f"--warmup-ratio {cfg.warmup_ratio}: must be in [0, 1)")
-
-
 def _save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict | None = None) -> None:
     from safetensors.torch import save_file
 
@@ -206,7 +165,8 @@ def _latest_checkpoint(run_dir: Path) -> Path | None:
     return ckpt if (ckpt / "state.json").exists() else None
 
 
-def _save_checkpoint(run_dir: Path, model, optimizer, scheduler, scaler, state: dict) -> Path:
+def _save_checkpoint(run_dir: Path, model, optimizer, scheduler, scaler, state: dict,
+                     on_checkpoint: Callable[[Path], None] | None = None) -> Path:
     root = run_dir / "checkpoints"
     ckpt = root / f"step-{state['global_step']:07d}"
     if ckpt.exists():
@@ -227,9 +187,8 @@ def _save_checkpoint(run_dir: Path, model, optimizer, scheduler, scaler, state: 
     for old in root.glob("step-*"):
         if old != ckpt:
             shutil.rmtree(old, ignore_errors=True)
-    delay = float(os.environ.get(CHECKPOINT_DELAY_ENV, "0") or 0)
-    if delay > 0:
-        time.sleep(delay)
+    if on_checkpoint is not None:
+        on_checkpoint(ckpt)
     return ckpt
 
 
@@ -321,16 +280,11 @@ def dev_statistics(post: dict[str, np.ndarray], examples: list[Example]) -> tupl
 
 # -- the run -----------------------------------------------------------------------------------
 
-def _resolved_config(cfg: FinetuneConfig, adapter, defaults: dict) -> dict:
-    c = asdict(cfg)
-    for k in ("resume", "progress", "out", "device", "save_steps", "eval_batch_seconds", "trust_remote_code"):
-        c.pop(k)
-    for k in ("lr", "batch_seconds", "epochs"):
-        if c[k] is None:
-            c[k] = defaults[k]
+def _resolved_config(cfg: FinetuneConfig, job: _Job, adapter, defaults: dict) -> dict:
+    """run.json's ``config``: the config with the family defaults filled in, plus where the model came from."""
+    c = cfg.to_dict()
     # "model" is what reports show (the registry row / directory name); "model_source" is what loads it
-    c["model_source"] = c.pop("model")
-    c = {"model": adapter.spec.name, **c}
+    c = {"model": adapter.spec.name, **c, "data": job.data, "model_source": job.model}
     c["defaults_from"] = defaults["from"]
     c["base_model"] = {"name": adapter.spec.name, "family": adapter.spec.family, "model_id": adapter.model_id,
                        "revision": adapter.revision, "class": type(adapter.model).__name__,
@@ -339,84 +293,97 @@ def _resolved_config(cfg: FinetuneConfig, adapter, defaults: dict) -> dict:
     return c
 
 
-def _check_resume(stored: dict, cfg: FinetuneConfig, run_dir: Path) -> None:
-    given = asdict(cfg)
-    stored = {**stored, "model": stored.get("model_source", stored.get("model"))}
-    for k in STRUCTURAL:
-        if k in ("lr", "batch_seconds", "epochs") and given[k] is None:
-            continue  # not given on the command line: the stored value is used
-        if k in stored and given.get(k) != stored[k]:
-            raise FinetuneError(
-                f"{run_dir}: --resume with {k}={given.get(k)!r} but the run was started with {stored[k]!r}; "
-                f"rerun with the original options or choose a new --out"
-            )
+def _resume_config(stored: dict, cfg: FinetuneConfig, job: _Job) -> FinetuneConfig:
+    """``cfg`` with the recorded family defaults for options left at None; refuses a structural change."""
+    cfg = replace(cfg, **{k: stored[k] for k in ("lr", "batch_seconds", "epochs")
+                          if getattr(cfg, k) is None and stored.get(k) is not None})
+    changes = cfg.structural_changes(stored)
+    if stored.get("model_source", job.model) != job.model:
+        changes.insert(0, ("model", stored["model_source"], job.model))
+    if changes:
+        k, was, now = changes[0]
+        raise FinetuneError(f"{job.out}: --resume with {k}={now!r} but the run was started with {was!r}; "
+                            f"rerun with the original options or choose a new --out")
+    return cfg
 
 
-def finetune(cfg: FinetuneConfig) -> FinetuneResult:
-    """Fine-tune ``cfg.model`` with a fresh CTC head on ``cfg.data``; write the run directory ``cfg.out``.
+def finetune(model: str, data: str | Path, out: str | Path, config: FinetuneConfig | None = None, *,
+             resume: bool = False, progress: bool | None = None,
+             on_checkpoint: Callable[[Path], None] | None = None, **overrides) -> FinetuneResult:
+    """Fine-tune ``model`` with a fresh CTC head (39 phones + blank) on ``data``; write the run ``out``.
 
-    Returns the :class:`FinetuneResult` (run, trained model, dev selection, skipped utterances).
-    Raises :class:`FinetuneError` (a ValueError) with one line naming the input and the fix.
+    Args:
+        model: registry name, local ``save_pretrained`` directory, or ``NAME=DIR``.
+        data: directory holding manifest.json (needs train and dev).
+        out: the run directory.
+        config: a :class:`~phonecli.config.FinetuneConfig` (``mode`` is required); ``overrides`` are
+            keyword options on top of it (``mode="lora", epochs=3``), validated by it. ``None`` for
+            ``epochs``/``lr``/``batch_seconds`` means the family default (:func:`family_defaults`).
+        resume: continue an interrupted run from its last checkpoint (same batches, RNG streams and
+            schedule: equal to an uninterrupted run on the CPU).
+        progress: tqdm bars (default: when stderr is a terminal).
+        on_checkpoint: called with each checkpoint directory once it is complete.
+
+    Returns:
+        :class:`FinetuneResult`: the run (``weights.safetensors``; ``posteriors/{train,dev,test}``: float32
+        ``(frames, 40)`` log-posteriors at the encoder's frame rate), the trained model (best epoch), the dev
+        selection (PER in percent) and the skipped training utterances.
     """
     from phonecli.data.manifest import Manifest
     from phonecli.encoders.distributed import init_distributed
     from phonecli.runs import Run
 
+    cfg = FinetuneConfig.build(config, **overrides)
     device = ctc.resolve_device(cfg.device)
-    _check_options(cfg, device)
-    cfg.model = _absolute_model(cfg.model)
+    if cfg.precision == "fp16" and not device.startswith("cuda"):
+        raise FinetuneError("--precision fp16 needs a CUDA device (CPU autocast is bf16 only); use bf16 or fp32")
+    job = _Job(_absolute_model(model), str(data), Path(out), resume, progress, on_checkpoint)
     mode = parse_mode(cfg.mode)
-    run_dir = Path(cfg.out)
+    run_dir = job.out
     existing = run_dir / "run.json"
     # under torchrun rank 0 creates run.json: only it may refuse an existing run (no race with its peers)
-    if existing.exists() and (cfg.resume or int(os.environ.get("RANK", "0")) == 0):
-        if not cfg.resume:
+    if existing.exists() and (resume or int(os.environ.get("RANK", "0")) == 0):
+        if not resume:
             raise FinetuneError(f"{run_dir}: a run already exists here; pass --resume to continue it or choose another --out")
         run = Run.open(run_dir)
         if run.kind != "finetune":
             raise FinetuneError(f"{run_dir}: holds a {run.kind} run, not a fine-tuning run; choose another --out")
-        _check_resume(run.info["config"], cfg, run_dir)
+        cfg = _resume_config(run.info["config"], cfg, job)
         if run.info.get("status") == "complete":
             log.info("%s: run already complete; nothing to do", run_dir)
             return FinetuneResult(run, None, run.info.get("selection", {}), run.info.get("skipped", []))
-        cfg.lr = cfg.lr if cfg.lr is not None else run.info["config"]["lr"]
-        cfg.batch_seconds = cfg.batch_seconds if cfg.batch_seconds is not None else run.info["config"]["batch_seconds"]
-        cfg.epochs = cfg.epochs if cfg.epochs is not None else run.info["config"]["epochs"]
-    try:
-        manifest = Manifest.load(cfg.data)
-    except (FileNotFoundError, ValueError) as e:  # missing / malformed manifest: its own one-line message
-        raise FinetuneError(str(e)) from e
+    manifest = Manifest.load(job.data)
     for split in ("train", "dev"):
         if not manifest.split(split):
-            raise FinetuneError(f"{cfg.data}: the manifest has no {split} utterances; fine-tuning needs train and dev "
+            raise FinetuneError(f"{job.data}: the manifest has no {split} utterances; fine-tuning needs train and dev "
                                 "(re-run `phonecli data prepare` with a dev fraction > 0)")
 
     ctx = init_distributed(device)
     try:
         if ctx.active and device.startswith("cuda"):
             device = f"cuda:{ctx.local_rank}"
-        return _run(cfg, mode, manifest, device, ctx)
+        return _run(cfg, job, mode, manifest, device, ctx)
     finally:
         ctx.close()
 
 
-def _run(cfg: FinetuneConfig, mode, manifest, device: str, ctx) -> FinetuneResult:
+def _run(cfg: FinetuneConfig, job: _Job, mode, manifest, device: str, ctx) -> FinetuneResult:
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
     from phonecli.cache.dataset import LengthBucketSampler
     from phonecli.runs import Run
 
-    show = (sys.stderr.isatty() if cfg.progress is None else cfg.progress) and ctx.rank == 0
+    show = (sys.stderr.isatty() if job.progress is None else job.progress) and ctx.rank == 0
     if ctx.rank != 0:
         log.setLevel(logging.ERROR)  # under torchrun rank 0 alone reports (every rank sees the same data)
-    run_dir = Path(cfg.out)
+    run_dir = job.out
     # QLoRA: the float32 base only serves the checks and the fingerprint; it stays on the CPU
-    adapter = load_adapter(cfg.model, device="cpu" if mode.name == "qlora" else device, revision=cfg.revision,
+    adapter = load_adapter(job.model, device="cpu" if mode.name == "qlora" else device, revision=cfg.revision,
                            trust_remote_code=cfg.trust_remote_code)
     base_fingerprint = adapter.fingerprint()
     defaults = family_defaults(adapter.spec, int(adapter.hidden_size))
-    resolved = _resolved_config(cfg, adapter, defaults)
+    resolved = _resolved_config(cfg, job, adapter, defaults)
     lr, batch_seconds, epochs = resolved["lr"], resolved["batch_seconds"], resolved["epochs"]
     compute_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
     lora = LoraSettings(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout)
@@ -440,14 +407,14 @@ def _run(cfg: FinetuneConfig, mode, manifest, device: str, ctx) -> FinetuneResul
         log.warning("%d of %d training utterances skipped (see run.json 'skipped')", len(skipped),
                     len(skipped) + len(train))
     if not train:
-        raise FinetuneError(f"{cfg.data}: no usable training utterance ({len(skipped)} skipped, first: "
+        raise FinetuneError(f"{job.data}: no usable training utterance ({len(skipped)} skipped, first: "
                             f"{skipped[0]['utt_id'] if skipped else '-'}: {skipped[0]['reason'] if skipped else ''})")
 
     if ctx.rank == 0:
         if (run_dir / "run.json").exists():
             run = Run.open(run_dir)
         else:
-            run = Run.create(run_dir, "finetune", config=resolved, corpus_id=manifest.corpus_id, data=cfg.data,
+            run = Run.create(run_dir, "finetune", config=resolved, corpus_id=manifest.corpus_id, data=job.data,
                              frame_rate=adapter.frame_rate, sources=[{
                                  "model": adapter.spec.name, "model_id": adapter.model_id,
                                  "revision": adapter.revision, "fingerprint": base_fingerprint}])
@@ -477,7 +444,7 @@ def _run(cfg: FinetuneConfig, mode, manifest, device: str, ctx) -> FinetuneResul
 
     state = {"epoch": 0, "batches_done": 0, "global_step": 0, "best": None, "train_loss_sum": 0.0,
              "train_loss_count": 0, "history": []}
-    ckpt = _latest_checkpoint(run_dir) if cfg.resume else None
+    ckpt = _latest_checkpoint(run_dir) if job.resume else None
     if ckpt is None and ctx.rank == 0:  # a fresh start (also --resume of a run killed before its first checkpoint)
         (run_dir / "train_log.jsonl").unlink(missing_ok=True)
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
@@ -544,7 +511,7 @@ def _run(cfg: FinetuneConfig, mode, manifest, device: str, ctx) -> FinetuneResul
                 state["batches_done"] = b + 1
                 if cfg.save_steps and state["global_step"] % cfg.save_steps == 0 and b + 1 < len(batches):
                     if ctx.rank == 0:
-                        _save_checkpoint(run_dir, model, optimizer, scheduler, scaler, state)
+                        _save_checkpoint(run_dir, model, optimizer, scheduler, scaler, state, job.on_checkpoint)
                     ctx.barrier()
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
@@ -576,7 +543,7 @@ def _run(cfg: FinetuneConfig, mode, manifest, device: str, ctx) -> FinetuneResul
                 ckpt_root.mkdir(parents=True, exist_ok=True)
                 _save_safetensors(trainable_state(model), ckpt_root / state["best"]["file"],
                                   metadata={"epoch": str(epoch + 1)})
-            _save_checkpoint(run_dir, model, optimizer, scheduler, scaler, state)
+            _save_checkpoint(run_dir, model, optimizer, scheduler, scaler, state, job.on_checkpoint)
             run.append_log(record)
             for old in ckpt_root.glob("best-epoch-*.safetensors"):
                 if old.name != state["best"]["file"]:

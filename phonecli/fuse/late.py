@@ -44,14 +44,14 @@ from typing import Sequence
 import numpy as np
 
 from phonecli import ctc
+from phonecli.config import FUSION_ALIGN, FUSION_RULES, LateFusionConfig
 from phonecli.runs import Run, RunError
 from phonecli.errors import FusionError  # noqa: F401  (re-exported)
 
 log = logging.getLogger("phonecli.fuse")
 
-RULES = ("log-linear", "linear")
-ALIGN = ("repeat", "refuse")
-DEFAULT_ALPHAS = "0:1:0.1"
+RULES, ALIGN = FUSION_RULES, FUSION_ALIGN
+DEFAULT_ALPHAS = LateFusionConfig.alpha_grid
 #: rows whose logsumexp is further than this from 0 are not log-posteriors
 NORMALISATION_TOLERANCE = 1e-3
 SWEEP_CSV = "sweep.csv"
@@ -356,18 +356,6 @@ def select(points: list[dict], metric: str) -> int:
     return best
 
 
-def normalise_metric(metric: str) -> str:
-    m = metric.strip().lower().replace("-", "_")
-    for prefix in ("dev_",):
-        if m.startswith(prefix):
-            m = m[len(prefix):]
-    if m in ("per_all",):
-        m = "per"
-    if m not in SELECT_METRICS:
-        raise FusionError(f"--select-on {metric!r}: choose one of {', '.join('dev-' + k.replace('_', '-') for k in SELECT_METRICS)}")
-    return m
-
-
 # ---------------------------------------------------------------------------------------------
 # the whole thing
 
@@ -380,31 +368,37 @@ def _fingerprint(run: Run) -> str:
     return "sha256:" + h.hexdigest()[:16]
 
 
-def late_fusion(runs: Sequence[str | Path | Run], out: str | Path, alphas: str | Sequence[float] | None = None,
-                rule: str = "log-linear", select_on: str = "per", align: str = "repeat", n_jobs: int = -1,
-                plot: bool = True, name: str | None = None, progress: bool | None = None) -> Run:
+def fuse_late(runs: Sequence[str | Path | Run], out: str | Path, config: LateFusionConfig | None = None, *,
+              n_jobs: int = -1, plot: bool = True, name: str | None = None, progress: bool | None = None,
+              **overrides) -> Run:
     """Fuse the log-posteriors of ``runs`` and write a ``late-fusion`` run at ``out``.
 
-    ``alphas``: ``"0.3,0.5,0.7"``, ``"START:STOP:STEP"`` (inclusive) or a list of numbers; alpha is
-    the weight of the first run (3+ runs: a simplex grid, see :func:`weight_grid`); default
-    ``0:1:0.1``. ``rule``: ``log-linear`` or ``linear``. ``select_on``: dev metric that picks the
-    weights (``per`` = dev PER over all dev utterances, ``per-hq``, ``auc``, ``pearson``,
-    ``spearman``, ``f1``, ``ctc-loss``). ``align``: ``repeat`` (bring slower runs to the fastest
-    rate) or ``refuse``. ``n_jobs``: joblib worker processes for the sweep; -1 (default) = one per
-    core, but no more than one per ``MIN_FRAMES_PER_WORKER`` frames of work (serial on tiny corpora).
+    Args:
+        runs: 2+ finished run directories (or :class:`~phonecli.runs.Run`) of one corpus, each with
+            ``posteriors/{dev,test}.safetensors`` (float32 ``(frames, 40)`` log-posteriors).
+        out: the run directory to write.
+        config: a :class:`~phonecli.config.LateFusionConfig`; ``overrides`` are keyword options on top
+            of it. ``alpha_grid`` (``--alphas``): ``"0.3,0.5,0.7"``, ``"START:STOP:STEP"`` (inclusive) or
+            a list of numbers, alpha = weight of the first run (3+ runs: a simplex grid, see
+            :func:`weight_grid`); ``rule``: ``log-linear`` or ``linear``; ``select_on``: the dev metric
+            that picks the weights (``dev-per`` = dev PER over all dev utterances, ``dev-per-hq``,
+            ``dev-auc``, ``dev-pearson``, ``dev-spearman``, ``dev-f1``, ``dev-ctc-loss``); ``align``:
+            ``repeat`` (bring slower runs to the fastest rate) or ``refuse``.
+        n_jobs: joblib worker processes for the sweep; -1 = one per core, but no more than one per
+            ``MIN_FRAMES_PER_WORKER`` frames of work (serial on tiny corpora). plot: write sweep.png.
 
-    Writes ``posteriors/{dev,test}.safetensors`` (and ``train`` when every input has it) at the
-    chosen weights, ``sweep.csv`` (every grid point: dev metrics, and test metrics labelled as not
-    used for selection) and ``sweep.png``. Returns the :class:`~phonecli.runs.Run`.
+    Returns:
+        The :class:`~phonecli.runs.Run`: ``posteriors/{dev,test}.safetensors`` (and ``train`` when every
+        input has it) at the chosen weights and the fastest input frame rate, ``sweep.csv`` (every grid
+        point: dev metrics, and test metrics labelled as not used for selection) and ``sweep.png``.
     """
     from joblib import Parallel, delayed
 
     from phonecli.data.phones import encode
 
+    cfg = LateFusionConfig.build(config, **overrides)
+    rule, align, alphas, metric = cfg.rule, cfg.align, cfg.alpha_grid, cfg.metric
     t0 = time.time()
-    if rule not in RULES:
-        raise FusionError(f"--rule {rule!r}: choose {' or '.join(RULES)}")
-    metric = normalise_metric(select_on)
     runs = _open_runs(runs)
     grid = weight_grid(alphas, len(runs))
     out = Path(out)
@@ -458,9 +452,8 @@ def late_fusion(runs: Sequence[str | Path | Run], out: str | Path, alphas: str |
     # ---- write the run (train is checked before anything is written) ----
     train = load_split(runs, "train", factors) if all(r.posteriors_path("train").exists() for r in runs) else None
     key = SELECT_METRICS[metric][0]
-    config = {"rule": rule, "alpha": weights[0], "weights": list(weights), "alpha_grid": _spec_str(alphas),
-              "grid_size": len(grid), "select_on": f"dev_{metric}", "align": align, "frame_rate_factors": factors,
-              "runs": [str(r.path) for r in runs]}
+    config = {**cfg.to_dict(), "alpha": weights[0], "weights": list(weights), "grid_size": len(grid),
+              "frame_rate_factors": factors, "runs": [str(r.path) for r in runs]}
     sources = [{"run": str(r.path.resolve()), "name": r.name, "kind": r.kind, "frame_rate": r.frame_rate,
                 "repeat": k, "weight": w, "fingerprint": _fingerprint(r)} for r, k, w in zip(runs, factors, weights)]
     for stale in ("posteriors", "metrics.json", "predictions.jsonl", "phone_scores.jsonl", SWEEP_CSV, SWEEP_PNG):
@@ -502,14 +495,6 @@ def _progress(grid, show: bool):
     from tqdm.auto import tqdm
 
     return tqdm(grid, desc="late-fusion sweep", unit="weights", disable=not show, leave=False)
-
-
-def _spec_str(alphas) -> str:
-    if alphas is None:
-        return DEFAULT_ALPHAS
-    if isinstance(alphas, str):
-        return alphas
-    return ",".join(f"{float(a):g}" for a in alphas)
 
 
 def _fmt_w(w) -> str:

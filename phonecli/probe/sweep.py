@@ -8,35 +8,40 @@ Writes into ``OUT``: ``layer-NN/`` (a normal run per layer), ``layers.csv``, ``l
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from pathlib import Path
 
-from phonecli.probe.train import ProbeError
+from phonecli.config import ProbeConfig
+from phonecli.errors import ProbeError
 
 COLUMNS = ("layer", "dev_per", "dev_loss", "best_epoch", "epochs_run", "seconds", "run")
 
 
-def _one(features, data, out: Path, layer: int, kwargs: dict) -> dict:
+def _one(features, data, out: Path, layer: int, config: ProbeConfig, kwargs: dict) -> dict:
     from phonecli.probe.train import train_probe
 
-    run = train_probe(features, data, out / f"layer-{layer:02d}", layers=[layer], name=f"{out.name}-L{layer}",
-                      **kwargs)
+    run = train_probe(features, data, out / f"layer-{layer:02d}", replace(config, layers=(str(layer),)),
+                      name=f"{out.name}-L{layer}", **kwargs)
     sel = run.info["selection"]
     return {"layer": layer, "dev_per": round(sel["value"], 3), "dev_loss": round(sel["dev_loss"], 4),
             "best_epoch": sel["epoch"], "epochs_run": sel["epochs_run"], "seconds": run.info.get("seconds"),
             "run": str(run.path.relative_to(out))}
 
 
-def sweep_layers(features, data, out, *, jobs: int = 1, layers: list[int] | None = None, **kwargs) -> dict:
+def sweep_layers(features, data, out, config: ProbeConfig | None = None, *, jobs: int = 1,
+                 layers: list[int] | None = None, progress: bool | None = None, **overrides) -> dict:
     """Train one probe per layer of the cache ``features`` (all stored layers, or ``layers``).
 
-    ``kwargs`` go to :func:`phonecli.probe.train_probe` (head, epochs, lr, seed, ...).
-    Returns ``{"out", "rows", "table_csv", "table_md", "plot"}``; rows are ordered by layer.
+    ``config``/``overrides``: the :class:`~phonecli.config.ProbeConfig` of every probe (its ``layers``
+    is replaced by each single layer). Returns ``{"out", "rows", "table_csv", "table_md", "plot"}``;
+    rows are ordered by layer.
     """
     from joblib import Parallel, delayed
 
     from phonecli.probe.features import CacheStream
 
-    if kwargs.get("head") == "gated":
+    config = ProbeConfig.build(config, **overrides)
+    if config.head == "gated":
         raise ProbeError("--layers all-single trains single-cache probes; --head gated needs two caches")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -47,10 +52,11 @@ def sweep_layers(features, data, out, *, jobs: int = 1, layers: list[int] | None
     bad = [x for x in todo if x not in stored]
     if bad:
         raise ProbeError(f"{features}: layer(s) {bad} not stored (stored: {stored})")
+    kwargs = {"progress": progress}
     if jobs == 1:
-        rows = [_one(features, data, out, x, kwargs) for x in todo]
+        rows = [_one(features, data, out, x, config, kwargs) for x in todo]
     else:
-        rows = Parallel(n_jobs=jobs)(delayed(_one)(features, data, out, x, kwargs) for x in todo)
+        rows = Parallel(n_jobs=jobs)(delayed(_one)(features, data, out, x, config, kwargs) for x in todo)
     rows.sort(key=lambda r: r["layer"])
 
     table_csv = out / "layers.csv"
@@ -74,7 +80,7 @@ def sweep_layers(features, data, out, *, jobs: int = 1, layers: list[int] | None
     ax.plot([r["layer"] for r in rows], [r["dev_per"] for r in rows], marker="o")
     ax.set_xlabel("layer (hidden-state index)")
     ax.set_ylabel("dev PER (%)")
-    ax.set_title(f"{Path(str(features)).name}: {kwargs.get('head', 'linear')} probe per layer", fontsize=9)
+    ax.set_title(f"{Path(str(features)).name}: {config.head} probe per layer", fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     plot = out / "layers.png"

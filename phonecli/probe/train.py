@@ -14,6 +14,7 @@ import logging
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,14 +23,13 @@ import torch
 from phonecli.data.phones import VOCAB, encode
 from phonecli import ctc
 from phonecli.probe.features import FeatureSource, available_memory, length_batches, open_source
-from phonecli.probe.heads import HEADS, ProbeHead
+from phonecli.config import ProbeConfig
+from phonecli.probe.heads import ProbeHead
 from phonecli.runs import Run
 from phonecli.errors import ProbeError  # noqa: F401  (re-exported)
 
 log = logging.getLogger("phonecli.probe")
 
-TARGETS = ("canonical", "realized")
-CONTROLS = ("shuffled-labels",)
 DEFAULT_CONTEXT_WEIGHT_FREE = 4  # +-4 frames = 90 ms at 100 fps: a phone-sized window for fbank
 GATE_NEAR = 0.05                 # a gate value below this (above 1 - this) is "near 0 (1)"
 GATE_COLLAPSE = 0.9              # fraction of frames near one side that counts as collapse
@@ -238,38 +238,41 @@ def _save_layer_weights(run: Run, model: ProbeHead, source: FeatureSource) -> No
 
 # -- the loop -----------------------------------------------------------------------------------
 
-def train_probe(features, data, out, *, head: str = "linear", layers=None, targets: str = "canonical",
-                context: int | None = None, epochs: int = 100, lr: float = 1e-3, batch_frames: int | None = None,
-                seed: int = 0, device: str = "auto", patience: int = 10, standardize: bool = True,
-                layer_norm: bool = False, dropout: float = 0.1, weight_decay: float = 0.0, align: str = "repeat",
-                memory: str = "auto", control: str | None = None, progress: bool | None = None,
-                name: str | None = None) -> Run:
-    """Train one CTC probe on cached features and write a run directory at ``out``.
+def train_probe(features, data, out, config: ProbeConfig | None = None, *, progress: bool | None = None,
+                name: str | None = None, **overrides) -> Run:
+    """Train one CTC probe on cached features and write a run directory.
 
-    ``features``: cache path/URL, open FeatureCache, Stream, FeatureSource, or a list (2+ = early
-    fusion; ``head="gated"`` needs exactly 2). ``data``: the manifest directory (targets, corpus id).
-    ``layers``: one ``--layers`` spec for all caches or one per cache (default: ``weighted`` for the
-    weighted head, else the last stored layer). ``context``: +-K frames (default: 4 for weight-free
-    features with frame-level heads, else 0). ``epochs`` is a maximum: training stops after
-    ``patience`` epochs without a better dev PER. ``control="shuffled-labels"`` permutes the train
-    target sequences across utterances (a selectivity control; dev stays true).
+    Args:
+        features: cache path/URL, open ``FeatureCache``, ``Stream``, ``FeatureSource``, or a list of
+            them (2+ = early fusion; ``head="gated"`` needs exactly 2). Each cache holds per utterance
+            ``(layers, frames, dim)`` features.
+        data: the manifest directory (targets, corpus id).
+        out: the run directory to write.
+        config: a :class:`~phonecli.config.ProbeConfig` (default: its defaults); ``overrides`` are
+            keyword options applied on top and validated by it (``head="mlp", epochs=20``). ``layers``:
+            one spec for all caches or one per cache (default: ``weighted`` for the weighted head, else
+            ``last``); ``context``: +-K frames (default 4 for weight-free features with frame-level heads,
+            else 0); ``epochs`` is a maximum (``patience`` epochs without a better dev PER stop it);
+            ``control="shuffled-labels"`` permutes the train targets across utterances.
+        progress: tqdm bars (default: when stderr is a terminal). name: the run name (default: the
+            directory name).
+
+    Returns:
+        The :class:`~phonecli.runs.Run`: ``weights.safetensors``, ``posteriors/{train,dev,test}.safetensors``
+        (float32 ``(frames, 40)`` natural-log posteriors per utterance at the cache frame rate),
+        ``train_log.jsonl`` and run.json with the resolved config and the dev selection (PER in percent).
     """
     from tqdm.auto import tqdm
 
     from phonecli.data.manifest import Manifest
 
+    cfg = ProbeConfig.build(config, **overrides)
+    if cfg.is_layer_sweep:
+        raise ProbeError("--layers all-single trains one probe per layer; use phonecli.probe.sweep_layers")
+    head, targets, seed = cfg.head, cfg.targets, cfg.seed
     t_start = time.time()
-    if head not in HEADS:
-        raise ProbeError(f"--head {head!r}: choose one of {', '.join(HEADS)}")
-    if targets not in TARGETS:
-        raise ProbeError(f"--targets {targets!r}: choose canonical or realized")
-    if control not in (None, *CONTROLS):
-        raise ProbeError(f"--control {control!r}: choose {', '.join(CONTROLS)}")
-    if epochs < 1 or patience < 1 or (batch_frames is not None and batch_frames < 1) or lr <= 0:
-        raise ProbeError("--epochs, --patience, --batch-frames and --lr must be positive")
-    if layers is None and head == "weighted":
-        layers = "weighted"
-    source = open_source(features, layers, align=align, memory=memory)
+    layers = list(cfg.layers) or ("weighted" if head == "weighted" else None)
+    source = open_source(features, layers, align=cfg.align, memory=cfg.memory)
     n_streams = len(source.streams)
     if head == "gated" and n_streams != 2:
         raise ProbeError(f"--head gated mixes exactly 2 caches; got {n_streams} --features")
@@ -287,7 +290,7 @@ def train_probe(features, data, out, *, head: str = "linear", layers=None, targe
             raise ProbeError(f"{src_name}: the {s} split is empty; the probe needs train and dev utterances "
                              "(re-run `phonecli data prepare` with a dev split)")
     tgt = _targets(manifest, ids["train"] + ids["dev"], targets, src_name)
-    if control == "shuffled-labels":
+    if cfg.control == "shuffled-labels":
         perm = np.random.default_rng(seed).permutation(len(ids["train"]))
         tgt.update({u: tgt[ids["train"][j]] for u, j in zip(ids["train"], perm)})
     frames = {u: source.num_frames(u) for s in ("train", "dev", "test") for u in ids[s]}
@@ -302,38 +305,35 @@ def train_probe(features, data, out, *, head: str = "linear", layers=None, targe
     if not train_ids or not dev_tgt:
         raise ProbeError(f"{src_name}: every train or dev utterance is CTC-infeasible (more phones than frames); "
                          "use a cache with a higher frame rate")
-    if batch_frames is None:
-        batch_frames = default_batch_frames([frames[u] for u in train_ids])
+    batch_frames = cfg.batch_frames or default_batch_frames([frames[u] for u in train_ids])
 
     # ---- model, optimiser, run dir ----
-    device = ctc.resolve_device(device)
+    device = ctc.resolve_device(cfg.device)
     torch.manual_seed(seed)
     source.preload(["train", "dev"])
     need = sum(st.nbytes(sp) for st in source.streams for sp in ("train", "dev"))
     log.info("features %s: %s (train+dev %.2f GB, %.2f GB available)", src_name,
              "in RAM" if source.in_ram else "streamed from the cache", need / 1e9,
              available_memory() / 1e9)
-    if context is None:
-        context = _default_context(source, head)
+    context = _default_context(source, head) if cfg.context is None else cfg.context
     head_config = {"head": head, "shapes": [list(s) for s in source.shapes],
                    "weighted": [s.selection.weighted or head == "weighted" for s in source.streams],
-                   "layer_norm": layer_norm, "context": int(context), "vocab": len(VOCAB), "dropout": dropout}
+                   "layer_norm": cfg.layer_norm, "context": int(context), "vocab": len(VOCAB), "dropout": cfg.dropout}
     model = ProbeHead(head_config)
     # blank share of the train frames under CTC's alignment: frames not spent on one phone each
     n_phones = sum(len(tgt[u]) for u in train_ids)
     model.set_blank_prior(1.0 - n_phones / max(sum(frames[u] for u in train_ids), 1))
-    if standardize:
+    if cfg.standardize:
         model.set_standardization(feature_stats(source, train_ids, batch_frames))
     model.to(device)
     # fused: one kernel for all parameters; the default per-tensor/foreach path cost more than the
     # forward+backward of a small head on CPU (measured: 28 ms vs 0.5 ms per step for the MLP head)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
-    config = {"head": head, "layers": [d["layers"] for d in source.describe()], "targets": targets,
-              "context": int(context), "epochs": epochs, "lr": lr, "batch_frames": batch_frames, "seed": seed,
-              "device": device, "patience": patience, "standardize": standardize, "layer_norm": layer_norm,
-              "dropout": dropout, "weight_decay": weight_decay, "align": align, "memory": memory,
-              "in_ram": source.in_ram, "control": control, "head_config": head_config,
-              "skipped_ctc_infeasible": infeasible,
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    # run.json records the resolved config: layer specs as the stored indices per cache, the defaults filled in
+    resolved = replace(cfg, layers=tuple(",".join(map(str, st.layers)) for st in source.streams), context=int(context),
+                       batch_frames=int(batch_frames), device=device)
+    config = {**resolved.to_dict(), "layers": [list(st.layers) for st in source.streams], "in_ram": source.in_ram,
+              "head_config": head_config, "skipped_ctc_infeasible": infeasible,
               "params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
     out = Path(out)
     for stale in ("train_log.jsonl", "layer_weights.json", "layer_weights.png", "posteriors", "metrics.json"):
@@ -345,7 +345,7 @@ def train_probe(features, data, out, *, head: str = "linear", layers=None, targe
     # ---- train: one epoch over length-bucketed train batches, then dev ----
     show = sys.stderr.isatty() if progress is None else progress
     best, best_state, bad_epochs, stopped = None, None, 0, "max-epochs"
-    for epoch in range(1, epochs + 1):
+    for epoch in range(1, cfg.epochs + 1):
         t0 = time.time()
         model.train()
         order = length_batches([frames[u] for u in train_ids], batch_frames, shuffle=True, seed=seed * 100003 + epoch)
@@ -386,7 +386,7 @@ def train_probe(features, data, out, *, head: str = "linear", layers=None, targe
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             bad_epochs += 1
-            if bad_epochs >= patience:
+            if bad_epochs >= cfg.patience:
                 stopped = "patience"
                 break
 
