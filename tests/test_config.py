@@ -27,9 +27,9 @@ from phonecli.errors import ConfigError, LayerSpecError
 # each command: (click path, config class, the options that are inputs/outputs or execution, not config)
 COMMANDS = [
     (("extract",), ExtractConfig, {"model", "data", "cache_root", "out"}),
-    (("probe",), ProbeConfig, {"features", "data", "out", "jobs"}),
-    (("fuse", "late"), LateFusionConfig, {"runs", "out", "n_jobs", "name", "no_plot"}),
-    (("finetune",), FinetuneConfig, {"model", "data", "out", "resume"}),
+    (("probe",), ProbeConfig, {"features", "data", "out", "jobs", "overwrite", "resume"}),
+    (("fuse", "late"), LateFusionConfig, {"runs", "out", "n_jobs", "name", "no_plot", "overwrite", "resume"}),
+    (("finetune",), FinetuneConfig, {"model", "data", "out", "overwrite", "resume"}),
     (("evaluate",), EvaluateConfig, {"runs"}),
     (("report",), ReportConfig, {"runs", "out_dir"}),
 ]

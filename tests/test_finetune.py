@@ -525,7 +525,7 @@ def test_non_finite_loss_stops_naming_step_and_utterances(hubert_dir, tiny_corpu
 
     res = CliRunner().invoke(main, ["extract", "--model", str(tmp_path / "run"), "--data", str(tiny_corpus),
                                     "--out", str(tmp_path / "x.zarr")])
-    assert res.exit_code != 0 and "the fine-tuning run is not complete" in res.output
+    assert res.exit_code != 0 and "the run is not complete" in res.output and "--resume" in res.output
 
 
 def test_unreadable_audio_stops_with_one_line_naming_the_utterance(hubert_dir, tiny_corpus, tmp_path):
@@ -573,7 +573,7 @@ def test_cli_errors(hubert_dir, tiny_corpus, lora_run, tmp_path):
     r = CliRunner()
     common = ["finetune", "--model", str(hubert_dir), "--data", str(tiny_corpus)]
     res = r.invoke(main, common + ["--mode", "lora", "--out", str(lora_run.run.path)])
-    assert res.exit_code != 0 and "a run already exists here; pass --resume" in res.output
+    assert res.exit_code != 0 and "holds a finished finetune run; pass --overwrite to replace it" in res.output
     res = r.invoke(main, common + ["--mode", "top:9", "--out", str(tmp_path / "x"), "--device", "cpu"])
     assert res.exit_code != 0 and "has only 2 Transformer layers" in res.output
     res = r.invoke(main, common + ["--mode", "full", "--out", str(tmp_path / "y"), "--precision", "fp16",

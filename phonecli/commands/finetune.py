@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from phonecli.commands._options import config_options
+from phonecli.commands._options import config_options, lifecycle_options
 from phonecli.config import FinetuneConfig
 
 
@@ -14,10 +14,10 @@ from phonecli.config import FinetuneConfig
 @click.option("--data", "-d", required=True, type=click.Path(), metavar="DIR",
               help="Directory holding manifest.json (from `phonecli data prepare`); needs train and dev.")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), metavar="RUN",
-              help="Run directory to write (refused if it holds a run, unless --resume).")
+              help="Run directory to write (refused if it holds a run, unless --resume or --overwrite).")
 @config_options(FinetuneConfig)
-@click.option("--resume", is_flag=True, default=False, help="Continue an interrupted run from its last checkpoint.")
-def finetune(model, data, out, config: FinetuneConfig, resume):
+@lifecycle_options
+def finetune(model, data, out, config: FinetuneConfig, overwrite, resume):
     """Fine-tune an encoder + fresh CTC head (39 phones + blank) and write a run directory.
 
     The run (run.json, weights.safetensors, posteriors/{train,dev,test}, train_log.jsonl) works with
@@ -35,7 +35,7 @@ def finetune(model, data, out, config: FinetuneConfig, resume):
     from phonecli.finetune.train import finetune as run_finetune
 
     _setup_logging(os.environ.get("PHONECLI_LOG_LEVEL", "INFO").upper())
-    result = run_finetune(model, data, out, config, resume=resume)
+    result = run_finetune(model, data, out, config, overwrite=overwrite, resume=resume)
     if int(os.environ.get("RANK", "0")) != 0:
         return
     sel = result.selection or {}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from phonecli.commands._options import config_options
+from phonecli.commands._options import config_options, lifecycle_options
 from phonecli.config import LateFusionConfig
 
 
@@ -31,7 +31,8 @@ def fuse() -> None:
               help="Worker processes for the sweep (-1: one per core, serial when the sweep is small).")
 @click.option("--name", default=None, help="Run name (default: the --out directory name).")
 @click.option("--no-plot", is_flag=True, help="Skip sweep.png.")
-def late(runs, out, config: LateFusionConfig, n_jobs, name, no_plot) -> None:
+@lifecycle_options
+def late(runs, out, config: LateFusionConfig, n_jobs, name, no_plot, overwrite, resume) -> None:
     """Late fusion of RUN_A RUN_B [RUN_C ...]: weights swept on dev, test at the dev-chosen weights.
 
     \b
@@ -43,7 +44,8 @@ def late(runs, out, config: LateFusionConfig, n_jobs, name, no_plot) -> None:
 
     if len(runs) < 2:
         raise click.UsageError("give at least two runs to fuse")
-    run = fuse_late(list(runs), out, config, n_jobs=n_jobs, plot=not no_plot, name=name)
+    run = fuse_late(list(runs), out, config, overwrite=overwrite, resume=resume, n_jobs=n_jobs, plot=not no_plot,
+                    name=name)
     sel = run.info["selection"]
     w = ", ".join(f"{x:g}" for x in sel["weights"])
     click.echo(f"chose weights ({w}) on {sel['metric']} = {sel['value']:.4g} "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from phonecli.commands._options import config_options
+from phonecli.commands._options import config_options, lifecycle_options
 from phonecli.config import ProbeConfig
 
 
@@ -16,8 +16,12 @@ from phonecli.config import ProbeConfig
 @config_options(ProbeConfig)
 @click.option("--jobs", type=int, default=1, show_default=True, help="Parallel probes for --layers all-single (joblib).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
-def probe(features, data, config: ProbeConfig, jobs, out):
+@lifecycle_options
+def probe(features, data, config: ProbeConfig, jobs, out, overwrite, resume):
     """Train a CTC probe on cached features; writes a run directory (last stdout line).
+
+    A finished run at --out is never replaced silently: --overwrite replaces it (metrics and plots
+    too), --resume continues an interrupted one (Ctrl-C, kill, full disk) from its last epoch.
 
     \b
     Examples:
@@ -31,13 +35,13 @@ def probe(features, data, config: ProbeConfig, jobs, out):
             raise click.UsageError("--layers all-single takes exactly one --features")
         from phonecli.probe.sweep import sweep_layers
 
-        result = sweep_layers(features[0], data, out, config, jobs=jobs)
+        result = sweep_layers(features[0], data, out, config, jobs=jobs, overwrite=overwrite, resume=resume)
         click.echo(result["table_md"].read_text())
         click.echo(str(result["out"]))
         return
     from phonecli.probe.train import train_probe
 
-    run = train_probe(list(features), data, out, config)
+    run = train_probe(list(features), data, out, config, overwrite=overwrite, resume=resume)
     sel = run.info["selection"]
     click.echo(f"best dev PER {sel['value']:.2f}% at epoch {sel['epoch']} of {sel['epochs_run']} ({sel['stopped']})")
     click.echo(str(run.path))

@@ -25,6 +25,7 @@ from phonecli.evaluate import phone_protocol, seed_protocol
 from phonecli.evaluate.bootstrap import speaker_bootstrap
 from phonecli import ctc
 from phonecli.config import EvaluateConfig
+from phonecli.storage import atomic_write_text
 from phonecli.errors import EvaluateError  # noqa: F401  (re-exported)
 
 METRICS_FILE = "metrics.json"
@@ -50,17 +51,11 @@ def clean(obj):
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(clean(obj), indent=2))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(clean(obj), indent=2))
 
 
 def _write_jsonl(path: Path, rows) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as f:
-        for r in rows:
-            f.write(json.dumps(clean(r)) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, "".join(json.dumps(clean(r)) + "\n" for r in rows))
 
 
 def _load(run_dir):

@@ -11,6 +11,7 @@ import numpy as np
 from phonecli.data.phones import PHONES
 from phonecli.evaluate.evaluate import PHONE_SCORES_FILE, PREDICTIONS_FILE
 from phonecli.evaluate.per import DEL, INS, align
+from phonecli.storage import atomic_write
 from phonecli.evaluate.phone_protocol import MISPRONOUNCED_BELOW
 from phonecli.evaluate.seed_protocol import POSITIVE_MAX_ACCURACY
 
@@ -56,7 +57,7 @@ def roc_plot(curves: list[tuple[str, np.ndarray, np.ndarray]], title: str, path:
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title, xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
     return path
 
@@ -101,7 +102,7 @@ def layer_weights_plot(results, path: Path) -> Path | None:
     ax.set(xlabel="layer (hidden-state index)", ylabel="softmax weight", title="Weighted-sum layer weights")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
     return path
 
@@ -149,7 +150,7 @@ def per_phone_plot(named_rates: list[tuple[str, dict[str, float]]], path: Path) 
         fig.colorbar(im, ax=ax, label="error rate (%)")
         ax.set_title("Per-phone error rate (test): (substitutions + deletions) / occurrences")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
     return path
 
@@ -167,7 +168,7 @@ def confusion_plot(name: str, conf: np.ndarray, path: Path) -> Path | None:
            title=f"Phone confusions (test, row-normalised): {name}")
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
     return path
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from phonecli.config import ReportConfig
+from phonecli.storage import atomic_write, atomic_write_text
 from phonecli.evaluate.describe import describe
 from phonecli.evaluate.evaluate import METRICS_FILE, EvaluateError, evaluate_run
 from phonecli.errors import ReportError  # noqa: F401  (re-exported)
@@ -213,27 +214,33 @@ def write_csv(results: list[RunResult], path: Path) -> None:
         if k not in NO_CI:
             fields += [f"{k}_ci_lo", f"{k}_ci_hi"]
     fields += ["n_test", "n_test_phones", "n_unaligned_test_phones", "regressor_fit_on"]
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        for r in results:
-            row = {"run": r.name, "path": str(r.path), "kind": r.info.get("kind", ""), "model": r.model,
-                   "input": r.input, "note": r.note}
-            for k, p in CSV_KEYS.items():
-                v = _get(r.metrics, p)
-                row[k] = v if _num(v) else ""
-                if k not in NO_CI:
-                    ci = _ci(r.metrics, p)
-                    ok = isinstance(ci, list) and len(ci) == 2
-                    row[f"{k}_ci_lo"] = ci[0] if ok and _num(ci[0]) else ""
-                    row[f"{k}_ci_hi"] = ci[1] if ok and _num(ci[1]) else ""
-            row["n_test"] = _get(r.metrics, ("seed", "counts", "n_test")) or ""
-            row["n_test_phones"] = _get(r.metrics, ("phone", "counts", "n_test_phones")) or ""
-            row["n_unaligned_test_phones"] = _get(r.metrics, ("phone", "counts", "n_unaligned_test_phones"))
-            if row["n_unaligned_test_phones"] is None:
-                row["n_unaligned_test_phones"] = ""
-            row["regressor_fit_on"] = _get(r.metrics, ("phone", "regressor", "fit_on")) or ""
-            w.writerow(row)
+    rows = []
+    for r in results:
+        row = {"run": r.name, "path": str(r.path), "kind": r.info.get("kind", ""), "model": r.model,
+               "input": r.input, "note": r.note}
+        for k, p in CSV_KEYS.items():
+            v = _get(r.metrics, p)
+            row[k] = v if _num(v) else ""
+            if k not in NO_CI:
+                ci = _ci(r.metrics, p)
+                ok = isinstance(ci, list) and len(ci) == 2
+                row[f"{k}_ci_lo"] = ci[0] if ok and _num(ci[0]) else ""
+                row[f"{k}_ci_hi"] = ci[1] if ok and _num(ci[1]) else ""
+        row["n_test"] = _get(r.metrics, ("seed", "counts", "n_test")) or ""
+        row["n_test_phones"] = _get(r.metrics, ("phone", "counts", "n_test_phones")) or ""
+        row["n_unaligned_test_phones"] = _get(r.metrics, ("phone", "counts", "n_unaligned_test_phones"))
+        if row["n_unaligned_test_phones"] is None:
+            row["n_unaligned_test_phones"] = ""
+        row["regressor_fit_on"] = _get(r.metrics, ("phone", "regressor", "fit_on")) or ""
+        rows.append(row)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields)
+            w.writeheader()
+            w.writerows(rows)
+
+    atomic_write(path, write)
 
 
 def write_report(run_dirs, out_dir: str | Path, config: ReportConfig | None = None, **overrides) -> dict:
@@ -289,7 +296,7 @@ def write_report(run_dirs, out_dir: str | Path, config: ReportConfig | None = No
     if plot_paths:
         md += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plot_paths] + [""]
     md_path = out / "results.md"
-    md_path.write_text("\n".join(md))
+    atomic_write_text(md_path, "\n".join(md))
     csv_path = out / "results.csv"
     write_csv(results, csv_path)
     return {"results_md": md_path, "results_csv": csv_path, "plots": plot_paths, "runs": [r.name for r in results],

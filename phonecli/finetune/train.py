@@ -17,7 +17,7 @@ lowest dev PER wins, ties broken by lower dev CTC loss (so the early all-blank p
 counts as progress). The test split is never looked at during training.
 
 Checkpoints (``RUN/checkpoints/step-NNNNNNN/``: trainable parameters as safetensors, AdamW
-state via ``torch.save`` loaded back with ``weights_only=True``, ``state.json`` with epoch,
+state as safetensors (:func:`phonecli.runs.save_optimizer`), ``state.json`` with epoch,
 batches done, scheduler/scaler/RNG states, best so far; ``RUN/checkpoints/LATEST`` names the
 newest complete one and is replaced atomically last) are written every ``save_steps``
 optimizer steps and at the end of every epoch. ``--resume`` continues from LATEST with the same
@@ -33,7 +33,6 @@ import logging
 import math
 import os
 import random
-import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -46,6 +45,18 @@ import torch
 
 from phonecli import ctc
 from phonecli.config import FinetuneConfig
+from phonecli.data.phones import VOCAB
+from phonecli.runs import (
+    Checkpoints,
+    Run,
+    RunStart,
+    finish_run,
+    load_optimizer,
+    prepare_run,
+    save_optimizer,
+    start_run,
+)
+from phonecli.storage import atomic_write, check_free_space
 from phonecli.finetune.data import (
     Collator,
     Example,
@@ -53,6 +64,7 @@ from phonecli.finetune.data import (
     inference_batches,
     load_waves,
     make_examples,
+    samples_16k,
     to_device,
 )
 from phonecli.finetune.model import (
@@ -72,6 +84,8 @@ from phonecli.finetune.model import (
 log = logging.getLogger("phonecli.finetune")
 
 MAX_GRAD_NORM = 1.0
+#: what a fine-tuning run writes at its end (removed whenever the run changes, with the derived files)
+FINETUNE_OUTPUTS = ("weights.safetensors", "posteriors")
 CORPUS_MEAN_SECONDS = 4.0   # SpeechOcean762: 5.6 h / 5,000 utterances; converts the seed's batch sizes
 
 
@@ -82,7 +96,7 @@ class _Job:
     model: str                       # registry name, absolute save_pretrained dir, or NAME=/abs/dir
     data: str
     out: Path
-    resume: bool
+    start: RunStart                  # what the run lifecycle decided (phonecli.runs.prepare_run)
     progress: bool | None
     on_checkpoint: Callable[[Path], None] | None
 
@@ -144,9 +158,8 @@ def _absolute_model(model: str) -> str:
 def _save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict | None = None) -> None:
     from safetensors.torch import save_file
 
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp),
+                                             metadata=metadata))
 
 
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -157,36 +170,21 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 # -- checkpoints -------------------------------------------------------------------------------
 
-def _latest_checkpoint(run_dir: Path) -> Path | None:
-    pointer = run_dir / "checkpoints" / "LATEST"
-    if not pointer.exists():
-        return None
-    ckpt = run_dir / "checkpoints" / pointer.read_text().strip()
-    return ckpt if (ckpt / "state.json").exists() else None
-
-
 def _save_checkpoint(run_dir: Path, model, optimizer, scheduler, scaler, state: dict,
                      on_checkpoint: Callable[[Path], None] | None = None) -> Path:
-    root = run_dir / "checkpoints"
-    ckpt = root / f"step-{state['global_step']:07d}"
-    if ckpt.exists():
-        shutil.rmtree(ckpt)
-    ckpt.mkdir(parents=True)
-    _save_safetensors(trainable_state(model), ckpt / "trainable.safetensors")
-    torch.save(optimizer.state_dict(), ckpt / "optimizer.pt")
-    _save_safetensors({"torch": torch.get_rng_state()}, ckpt / "rng.safetensors")
-    np_state = np.random.get_state()
-    full = {**state, "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
-            "numpy_rng": [np_state[0], np_state[1].tolist(), *[float(x) if isinstance(x, float) else int(x)
-                                                              for x in np_state[2:]]],
-            "python_rng": repr(random.getstate())}
-    (ckpt / "state.json").write_text(json.dumps(full, default=float))
-    tmp = root / "LATEST.tmp"
-    tmp.write_text(ckpt.name)
-    tmp.replace(root / "LATEST")  # the pointer moves only once the checkpoint is whole
-    for old in root.glob("step-*"):
-        if old != ckpt:
-            shutil.rmtree(old, ignore_errors=True)
+    """``checkpoints/step-NNNNNNN/`` (written whole, then LATEST moves: :class:`phonecli.runs.Checkpoints`)."""
+    def write(ckpt: Path) -> None:
+        _save_safetensors(trainable_state(model), ckpt / "trainable.safetensors")
+        save_optimizer(optimizer, ckpt / "optimizer.safetensors")
+        _save_safetensors({"torch": torch.get_rng_state()}, ckpt / "rng.safetensors")
+        np_state = np.random.get_state()
+        full = {**state, "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
+                "numpy_rng": [np_state[0], np_state[1].tolist(), *[float(x) if isinstance(x, float) else int(x)
+                                                                  for x in np_state[2:]]],
+                "python_rng": repr(random.getstate())}
+        (ckpt / "state.json").write_text(json.dumps(full, default=float))
+
+    ckpt = Checkpoints(run_dir).save(f"step-{state['global_step']:07d}", write)
     if on_checkpoint is not None:
         on_checkpoint(ckpt)
     return ckpt
@@ -196,7 +194,7 @@ def _load_checkpoint(ckpt: Path, model, optimizer, scheduler, scaler) -> dict:
     import ast
 
     load_trainable_state(model, _load_safetensors(ckpt / "trainable.safetensors"))
-    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True, map_location="cpu"))
+    load_optimizer(optimizer, ckpt / "optimizer.safetensors")
     state = json.loads((ckpt / "state.json").read_text())
     scheduler.load_state_dict(state.pop("scheduler"))
     sc = state.pop("scaler")
@@ -308,7 +306,7 @@ def _resume_config(stored: dict, cfg: FinetuneConfig, job: _Job) -> FinetuneConf
 
 
 def finetune(model: str, data: str | Path, out: str | Path, config: FinetuneConfig | None = None, *,
-             resume: bool = False, progress: bool | None = None,
+             overwrite: bool = False, resume: bool = False, progress: bool | None = None,
              on_checkpoint: Callable[[Path], None] | None = None, **overrides) -> FinetuneResult:
     """Fine-tune ``model`` with a fresh CTC head (39 phones + blank) on ``data``; write the run ``out``.
 
@@ -319,8 +317,10 @@ def finetune(model: str, data: str | Path, out: str | Path, config: FinetuneConf
         config: a :class:`~phonecli.config.FinetuneConfig` (``mode`` is required); ``overrides`` are
             keyword options on top of it (``mode="lora", epochs=3``), validated by it. ``None`` for
             ``epochs``/``lr``/``batch_seconds`` means the family default (:func:`family_defaults`).
+        overwrite: replace a run already at ``out`` (see :mod:`phonecli.runs`); without it a run there is
+            refused.
         resume: continue an interrupted run from its last checkpoint (same batches, RNG streams and
-            schedule: equal to an uninterrupted run on the CPU).
+            schedule: equal to an uninterrupted run on the CPU); a complete run is returned as it is.
         progress: tqdm bars (default: when stderr is a terminal).
         on_checkpoint: called with each checkpoint directory once it is complete.
 
@@ -331,27 +331,23 @@ def finetune(model: str, data: str | Path, out: str | Path, config: FinetuneConf
     """
     from phonecli.data.manifest import Manifest
     from phonecli.encoders.distributed import init_distributed
-    from phonecli.runs import Run
 
     cfg = FinetuneConfig.build(config, **overrides)
     device = ctc.resolve_device(cfg.device)
     if cfg.precision == "fp16" and not device.startswith("cuda"):
         raise FinetuneError("--precision fp16 needs a CUDA device (CPU autocast is bf16 only); use bf16 or fp32")
-    job = _Job(_absolute_model(model), str(data), Path(out), resume, progress, on_checkpoint)
     mode = parse_mode(cfg.mode)
-    run_dir = job.out
-    existing = run_dir / "run.json"
-    # under torchrun rank 0 creates run.json: only it may refuse an existing run (no race with its peers)
-    if existing.exists() and (resume or int(os.environ.get("RANK", "0")) == 0):
-        if not resume:
-            raise FinetuneError(f"{run_dir}: a run already exists here; pass --resume to continue it or choose another --out")
-        run = Run.open(run_dir)
-        if run.kind != "finetune":
-            raise FinetuneError(f"{run_dir}: holds a {run.kind} run, not a fine-tuning run; choose another --out")
-        cfg = _resume_config(run.info["config"], cfg, job)
-        if run.info.get("status") == "complete":
-            log.info("%s: run already complete; nothing to do", run_dir)
-            return FinetuneResult(run, None, run.info.get("selection", {}), run.info.get("skipped", []))
+    start = RunStart(Path(out), "new")
+    # under torchrun rank 0 alone creates, replaces or refuses the run; the others follow it (a resume is
+    # read-only until then, so every rank may look)
+    if int(os.environ.get("RANK", "0")) == 0 or resume:
+        start = prepare_run(out, ("finetune",), overwrite=overwrite, resume=resume)
+    job = _Job(_absolute_model(model), str(data), Path(out), start, progress, on_checkpoint)
+    if start.action in ("resume", "done"):
+        cfg = _resume_config(start.run.record.config, cfg, job)
+    if start.action == "done":
+        log.info("%s: run already complete; nothing to do", job.out)
+        return FinetuneResult(start.run, None, start.run.record.selection or {}, start.run.info.get("skipped", []))
     manifest = Manifest.load(job.data)
     for split in ("train", "dev"):
         if not manifest.split(split):
@@ -372,7 +368,6 @@ def _run(cfg: FinetuneConfig, job: _Job, mode, manifest, device: str, ctx) -> Fi
     from transformers import get_linear_schedule_with_warmup
 
     from phonecli.cache.dataset import LengthBucketSampler
-    from phonecli.runs import Run
 
     show = (sys.stderr.isatty() if job.progress is None else job.progress) and ctx.rank == 0
     if ctx.rank != 0:
@@ -411,19 +406,21 @@ def _run(cfg: FinetuneConfig, job: _Job, mode, manifest, device: str, ctx) -> Fi
                             f"{skipped[0]['utt_id'] if skipped else '-'}: {skipped[0]['reason'] if skipped else ''})")
 
     if ctx.rank == 0:
-        if (run_dir / "run.json").exists():
-            run = Run.open(run_dir)
-        else:
-            run = Run.create(run_dir, "finetune", config=resolved, corpus_id=manifest.corpus_id, data=job.data,
-                             frame_rate=adapter.frame_rate, sources=[{
-                                 "model": adapter.spec.name, "model_id": adapter.model_id,
-                                 "revision": adapter.revision, "fingerprint": base_fingerprint}])
+        if job.start.action == "new":
+            # at the peak of a checkpoint save: old and new checkpoint (trainable weights + AdamW's two moments),
+            # old and new best weights; then every posterior
+            frames = sum(adapter.num_frames(samples_16k(u)) for u in manifest)
+            check_free_space(run_dir, 8 * 4 * n_train + frames * len(VOCAB) * 4 + 2**20,
+                             "the fine-tuning run (checkpoints, weights, posteriors)")
+        run = start_run(job.start, "finetune", config=resolved, corpus_id=manifest.corpus_id, data=job.data,
+                        frame_rate=adapter.frame_rate, outputs=FINETUNE_OUTPUTS, sources=[{
+                            "model": adapter.spec.name, "model_id": adapter.model_id,
+                            "revision": adapter.revision, "fingerprint": base_fingerprint}])
         run.info["skipped"] = skipped
-        run.info["status"] = "training"
         run.save_info()
     ctx.barrier()
     if ctx.rank != 0:
-        run = Run.open(run_dir)
+        run = Run.open(run_dir, require_complete=False)
 
     # the data order / dropout / SpecAugment streams start from the seed (restored on resume)
     torch.manual_seed(cfg.seed + 1)
@@ -444,17 +441,17 @@ def _run(cfg: FinetuneConfig, job: _Job, mode, manifest, device: str, ctx) -> Fi
 
     state = {"epoch": 0, "batches_done": 0, "global_step": 0, "best": None, "train_loss_sum": 0.0,
              "train_loss_count": 0, "history": []}
-    ckpt = _latest_checkpoint(run_dir) if job.resume else None
+    ckpt = Checkpoints(run_dir).latest() if job.start.action == "resume" else None
     if ckpt is None and ctx.rank == 0:  # a fresh start (also --resume of a run killed before its first checkpoint)
         (run_dir / "train_log.jsonl").unlink(missing_ok=True)
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+        Checkpoints(run_dir).clear()
     ctx.barrier()
     if ckpt is not None:
         state = _load_checkpoint(ckpt, model, optimizer, scheduler, scaler)
         log.info("resuming %s from %s (epoch %d, %d batches done, step %d)", run_dir, ckpt.name,
                  state["epoch"] + 1, state["batches_done"], state["global_step"])
         if ctx.rank == 0:  # the checkpoint carries the epoch records: the log matches it whatever was killed
-            (run_dir / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in state["history"]))
+            run.write_log(state["history"])
 
     train_model = model
     if ctx.active:
@@ -485,7 +482,7 @@ def _run(cfg: FinetuneConfig, job: _Job, mode, manifest, device: str, ctx) -> Fi
                 loss = per.mean()
                 if not torch.isfinite(loss):
                     bad = [u for u, v in zip(batch["utt_ids"], per.tolist()) if not math.isfinite(v)]
-                    last = _latest_checkpoint(run_dir)
+                    last = Checkpoints(run_dir).latest()
                     where = f"last checkpoint {last.name} kept" if last else "no checkpoint written yet"
                     raise FinetuneError(
                         f"non-finite CTC loss ({loss.item()}) at step {state['global_step'] + 1} (epoch {epoch + 1}, "
@@ -562,10 +559,8 @@ def _run(cfg: FinetuneConfig, job: _Job, mode, manifest, device: str, ctx) -> Fi
             run.write_posteriors(split, predict(model, exs, collator, batch_seconds=cfg.eval_batch_seconds,
                                                 padding_safe=adapter.padding_safe, device=device,
                                                 precision=cfg.precision, progress=show, desc=f"posteriors {split}"))
-        run.info["selection"] = selection
-        run.info["status"] = "complete"
-        run.save_info()
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+        run.record.selection = selection
+        finish_run(run)
     ctx.barrier()
     model.eval()
     return FinetuneResult(run, model, selection, skipped)

@@ -45,7 +45,8 @@ import numpy as np
 
 from phonecli import ctc
 from phonecli.config import FUSION_ALIGN, FUSION_RULES, LateFusionConfig
-from phonecli.runs import Run, RunError
+from phonecli.runs import Run, RunError, finish_run, prepare_run, refuse_structural_change, start_run
+from phonecli.storage import atomic_write, check_free_space
 from phonecli.errors import FusionError  # noqa: F401  (re-exported)
 
 log = logging.getLogger("phonecli.fuse")
@@ -369,8 +370,8 @@ def _fingerprint(run: Run) -> str:
 
 
 def fuse_late(runs: Sequence[str | Path | Run], out: str | Path, config: LateFusionConfig | None = None, *,
-              n_jobs: int = -1, plot: bool = True, name: str | None = None, progress: bool | None = None,
-              **overrides) -> Run:
+              overwrite: bool = False, resume: bool = False, n_jobs: int = -1, plot: bool = True,
+              name: str | None = None, progress: bool | None = None, **overrides) -> Run:
     """Fuse the log-posteriors of ``runs`` and write a ``late-fusion`` run at ``out``.
 
     Args:
@@ -384,6 +385,9 @@ def fuse_late(runs: Sequence[str | Path | Run], out: str | Path, config: LateFus
             that picks the weights (``dev-per`` = dev PER over all dev utterances, ``dev-per-hq``,
             ``dev-auc``, ``dev-pearson``, ``dev-spearman``, ``dev-f1``, ``dev-ctc-loss``); ``align``:
             ``repeat`` (bring slower runs to the fastest rate) or ``refuse``.
+        overwrite: replace a run already at ``out``; without it a finished run there is refused.
+        resume: finish an interrupted fusion (it is recomputed: a sweep takes seconds); a complete one is
+            returned as it is.
         n_jobs: joblib worker processes for the sweep; -1 = one per core, but no more than one per
             ``MIN_FRAMES_PER_WORKER`` frames of work (serial on tiny corpora). plot: write sweep.png.
 
@@ -404,6 +408,10 @@ def fuse_late(runs: Sequence[str | Path | Run], out: str | Path, config: LateFus
     out = Path(out)
     if any(out.resolve() == r.path.resolve() for r in runs):
         raise FusionError(f"--out {out}: is one of the input runs; choose a new directory")
+    start = prepare_run(out, ("late-fusion",), overwrite=overwrite, resume=resume)
+    if start.action == "done":
+        log.info("%s: the run is complete; nothing to resume", out)
+        return start.run
     fast, factors = check_compatible(runs, align)
     for r in runs:
         for s in ("dev", "test"):
@@ -456,30 +464,26 @@ def fuse_late(runs: Sequence[str | Path | Run], out: str | Path, config: LateFus
               "frame_rate_factors": factors, "runs": [str(r.path) for r in runs]}
     sources = [{"run": str(r.path.resolve()), "name": r.name, "kind": r.kind, "frame_rate": r.frame_rate,
                 "repeat": k, "weight": w, "fingerprint": _fingerprint(r)} for r, k, w in zip(runs, factors, weights)]
-    for stale in ("posteriors", "metrics.json", "predictions.jsonl", "phone_scores.jsonl", SWEEP_CSV, SWEEP_PNG):
-        p = out / stale
-        if p.is_dir():
-            import shutil
-
-            shutil.rmtree(p)
-        else:
-            p.unlink(missing_ok=True)
-    run = Run.create(out, "late-fusion", config=config, corpus_id=runs[0].info["corpus_id"],
-                     data=runs[0].info["data"], frame_rate=fast, sources=sources, name=name)
+    if start.action == "resume":
+        refuse_structural_change(start.run, start.run.record.config, config, LateFusionConfig.structural_fields())
+    frames = sum(len(sd.flats[0]) for sd in [*data.values(), *([train] if train is not None else [])])
+    check_free_space(out, frames * len(runs[0].record.vocab) * 4 + 2**20, "the late-fusion run (posteriors)")
+    run = start_run(start, "late-fusion", config=config, corpus_id=runs[0].record.corpus_id, data=runs[0].record.data,
+                    frame_rate=fast, sources=sources, name=name, outputs=("posteriors", SWEEP_CSV, SWEEP_PNG))
     for s, sd in data.items():
         run.write_posteriors(s, sd.per_utt(fuse_logprobs(sd.flats, weights, rule)))
     if train is not None:
         run.write_posteriors("train", train.per_utt(fuse_logprobs(train.flats, weights, rule)))
-    run.info["selection"] = {"metric": f"dev_{metric}", "value": points[best]["dev"][key], "weights": list(weights),
+    run.record.selection = {"metric": f"dev_{metric}", "value": points[best]["dev"][key], "weights": list(weights),
                              "alpha": weights[0], "dev_ctc_loss": points[best]["dev"]["ctc_loss"],
                              "chosen_on": "dev"}
     run.info["seconds"] = round(time.time() - t0, 3)
     run.info["sweep_seconds"] = round(sweep_seconds, 3)
     run.info["sweep_workers"] = jobs
-    run.save_info()
     write_sweep_csv(run.path / SWEEP_CSV, points, runs)
     if plot:
         plot_sweep(run.path / SWEEP_PNG, points, runs, metric)
+    finish_run(run)
     log.info("chose weights %s on dev %s = %.4g; run written to %s", _fmt_w(weights), metric,
              points[best]["dev"][key], run.path)
     return run
@@ -521,16 +525,17 @@ def write_sweep_csv(path: Path, points: list[dict], runs: list[Run]) -> None:
     def f(v):
         return "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.12g}"
 
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(header)
-        for p in points:
-            test = p.get("test", {})
-            w.writerow([f(p["weights"][0]), *(f(x) for x in p["weights"]),
-                        *(f(p["dev"].get(k)) for k in REPORTED), "yes" if p["selected"] else "",
-                        *(f(test.get(k)) for k in REPORTED if k != "ctc_loss")])
-    tmp.replace(path)
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(header)
+            for p in points:
+                test = p.get("test", {})
+                w.writerow([f(p["weights"][0]), *(f(x) for x in p["weights"]),
+                            *(f(p["dev"].get(k)) for k in REPORTED), "yes" if p["selected"] else "",
+                            *(f(test.get(k)) for k in REPORTED if k != "ctc_loss")])
+
+    atomic_write(path, write)
 
 
 def read_sweep_csv(path: str | Path) -> list[dict]:
@@ -564,5 +569,5 @@ def plot_sweep(path: Path, points: list[dict], runs: list[Run], metric: str) -> 
     ax.set_title(f"late fusion: {' + '.join(r.name for r in runs)}", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)

@@ -294,7 +294,8 @@ def _run_complete(run_dir: Path) -> tuple[bool, dict | None]:
         info = json.loads(f.read_text())
     except json.JSONDecodeError:
         return False, None
-    ok = all((run_dir / "posteriors" / f"{s}.safetensors").exists() for s in ("dev", "test"))
+    ok = info.get("status") in (None, "complete") and all(
+        (run_dir / "posteriors" / f"{s}.safetensors").exists() for s in ("dev", "test"))
     return ok, info
 
 
@@ -579,18 +580,24 @@ def _exec_run(ctx: dict, s: Step) -> None:
     kind = s.spec["kind"]
     exp, paths = ctx["exp"], ctx["paths"]
     out = Path(s.target)
+    # the plan runs this step because the run is missing, interrupted, or made by this preset with other
+    # settings: the last is replaced explicitly; an interrupted probe continues from its last epoch
+    exists = (out / "run.json").exists()
+    complete = exists and _run_complete(out)[0]
     if kind == "probe":
         from phonecli.probe import train_probe
 
         feats = s.spec["features"]
         feats = [feats] if isinstance(feats, str) else feats
         caches = [ctx["caches"][f] for f in feats]
-        train_probe(caches if len(caches) > 1 else caches[0], paths["data"], out, s.config, progress=ctx["progress"])
+        train_probe(caches if len(caches) > 1 else caches[0], paths["data"], out, s.config, overwrite=complete,
+                    resume=exists and not complete, progress=ctx["progress"])
     elif kind == "late":
         from phonecli.fuse.late import fuse_late
 
         srcs = [ctx["runs"].get(x, str(paths["runs"] / x)) for x in s.spec["runs"]]
-        fuse_late(srcs, out, s.config, n_jobs=int(s.spec.get("jobs", -1)), progress=ctx["progress"])
+        fuse_late(srcs, out, s.config, overwrite=exists, n_jobs=int(s.spec.get("jobs", -1)),
+                  progress=ctx["progress"])
     elif kind == "finetune":
         _exec_finetune(ctx, s, out)
     _mark(out, s, exp)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from phonecli.config import ProbeConfig
 from phonecli.errors import ProbeError
+from phonecli.storage import atomic_write, atomic_write_text
 
 COLUMNS = ("layer", "dev_per", "dev_loss", "best_epoch", "epochs_run", "seconds", "run")
 
@@ -29,11 +30,13 @@ def _one(features, data, out: Path, layer: int, config: ProbeConfig, kwargs: dic
 
 
 def sweep_layers(features, data, out, config: ProbeConfig | None = None, *, jobs: int = 1,
-                 layers: list[int] | None = None, progress: bool | None = None, **overrides) -> dict:
+                 layers: list[int] | None = None, overwrite: bool = False, resume: bool = False,
+                 progress: bool | None = None, **overrides) -> dict:
     """Train one probe per layer of the cache ``features`` (all stored layers, or ``layers``).
 
     ``config``/``overrides``: the :class:`~phonecli.config.ProbeConfig` of every probe (its ``layers``
-    is replaced by each single layer). Returns ``{"out", "rows", "table_csv", "table_md", "plot"}``;
+    is replaced by each single layer). ``overwrite``/``resume`` apply to every per-layer run
+    (:mod:`phonecli.runs`). Returns ``{"out", "rows", "table_csv", "table_md", "plot"}``;
     rows are ordered by layer.
     """
     from joblib import Parallel, delayed
@@ -52,7 +55,7 @@ def sweep_layers(features, data, out, config: ProbeConfig | None = None, *, jobs
     bad = [x for x in todo if x not in stored]
     if bad:
         raise ProbeError(f"{features}: layer(s) {bad} not stored (stored: {stored})")
-    kwargs = {"progress": progress}
+    kwargs = {"progress": progress, "overwrite": overwrite, "resume": resume}
     if jobs == 1:
         rows = [_one(features, data, out, x, config, kwargs) for x in todo]
     else:
@@ -60,16 +63,19 @@ def sweep_layers(features, data, out, config: ProbeConfig | None = None, *, jobs
     rows.sort(key=lambda r: r["layer"])
 
     table_csv = out / "layers.csv"
-    with open(table_csv, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
+    def write_csv(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=COLUMNS)
+            w.writeheader()
+            w.writerows(rows)
+
+    atomic_write(table_csv, write_csv)
     best = min(rows, key=lambda r: r["dev_per"])
     md = ["| layer | dev PER (%) | dev loss | best epoch | epochs run |", "|---:|---:|---:|---:|---:|"]
     md += [f"| {r['layer']}{' **(best)**' if r is best else ''} | {r['dev_per']:.2f} | {r['dev_loss']:.3f} | "
            f"{r['best_epoch']} | {r['epochs_run']} |" for r in rows]
     table_md = out / "layers.md"
-    table_md.write_text("\n".join(md) + "\n")
+    atomic_write_text(table_md, "\n".join(md) + "\n")
 
     import matplotlib
 
@@ -84,6 +90,6 @@ def sweep_layers(features, data, out, config: ProbeConfig | None = None, *, jobs
     ax.grid(alpha=0.3)
     fig.tight_layout()
     plot = out / "layers.png"
-    fig.savefig(plot, dpi=120)
+    atomic_write(plot, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
     return {"out": out, "rows": rows, "table_csv": table_csv, "table_md": table_md, "plot": plot}
