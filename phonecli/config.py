@@ -39,7 +39,7 @@ FUSION_RULES = ("log-linear", "linear")
 FUSION_ALIGN = ("repeat", "refuse")
 #: late-fusion selection metrics (``--select-on dev-<name>``)
 SELECT_ON = ("per", "per_hq", "auc", "pearson", "spearman", "f1", "ctc_loss")
-PROTOCOLS = ("seed", "phone", "all")
+PROTOCOLS = ("seed", "phone", "per", "mdd", "all")   # which apply: the manifest's corpus.protocols
 FINETUNE_MODES = "full | freeze-feature-encoder | top:K | lora | qlora"
 DEFAULT_PART_BYTES = 256 * 2**20
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -445,7 +445,9 @@ class EvaluateConfig(StageConfig):
 
     STAGE: ClassVar[str] = "evaluate"
 
-    protocol: str = option("all", "seed = utterance-level Tasks A/B/C; phone = forced-alignment GOP protocol.",
+    protocol: str = option("all", "all = every protocol of the run's corpus; seed = utterance-level Tasks A/B/C; "
+                           "phone = forced-alignment GOP protocol (SpeechOcean762); per = phone error rate after the "
+                           "corpus' folding; mdd = mispronunciation detection and diagnosis (L2-ARCTIC).",
                            choices=PROTOCOLS)
     ci: bool = option(True, "Speaker-bootstrap 95% confidence intervals.")
     n_bootstrap: int = option(1000, "Bootstrap replicates (test speakers resampled with replacement).", min=1,

@@ -25,7 +25,8 @@ are kept, in order)::
                                derived: written by `phonecli evaluate` (report reads them)
 
 ``kind`` is one of ``probe``, ``early-fusion``, ``gated-fusion``, ``late-fusion``, ``finetune``.
-Vocabulary index 0 is the CTC blank (``phonecli.data.phones.VOCAB``). ``status`` is absent in runs
+Vocabulary index 0 is the CTC blank; ``vocab`` is the manifest's (``Manifest.vocab.symbols``;
+SpeechOcean762: ``phonecli.data.phones.VOCAB``). ``status`` is absent in runs
 written before it existed (they are complete); a finetune run may say ``"training"`` (= running).
 
 **Lifecycle** (:func:`prepare_run` then :func:`start_run` … :func:`finish_run`; the same for probe,
@@ -178,7 +179,7 @@ class Run:
     @classmethod
     def create(cls, path: str | Path, kind: str, *, config: dict, corpus_id: str, data: str | Path,
                frame_rate: float, sources: list[dict] | None = None, name: str | None = None,
-               status: str | None = None) -> "Run":
+               status: str | None = None, vocab=None) -> "Run":
         """Write a new run.json at ``path`` (low level: stages go through :func:`start_run`)."""
         from phonecli import __version__
         from phonecli.data.phones import VOCAB
@@ -192,7 +193,7 @@ class Run:
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             phonecli_version=__version__, corpus_id=corpus_id,
             data=str(Path(data).resolve()) if "://" not in str(data) else str(data),
-            vocab=list(VOCAB), frame_rate=float(frame_rate), config=config, sources=sources or [], status=status,
+            vocab=list(vocab) if vocab is not None else list(VOCAB), frame_rate=float(frame_rate), config=config, sources=sources or [], status=status,
             _order=["format", "version", "kind", "name", "created", "phonecli_version", "corpus_id", "data", "vocab",
                     "frame_rate", "config", "sources"])
         run = cls(path, record)
@@ -276,18 +277,19 @@ class Run:
 
         from phonecli.data.phones import VOCAB
 
+        vocab = list(self.record.vocab or VOCAB)
         ids = list(log_probs)
         arrays = [np.asarray(log_probs[u], dtype=np.float32) for u in ids]
         for u, a in zip(ids, arrays):
-            if a.ndim != 2 or a.shape[1] != len(VOCAB):
-                raise RunError(f"{u}: log-posteriors must be (frames, {len(VOCAB)}), got {a.shape}")
+            if a.ndim != 2 or a.shape[1] != len(vocab):
+                raise RunError(f"{u}: log-posteriors must be (frames, {len(vocab)}), got {a.shape}")
         offsets = np.zeros(len(ids) + 1, dtype=np.int64)
         offsets[1:] = np.cumsum([a.shape[0] for a in arrays])
-        flat = np.concatenate(arrays, axis=0) if arrays else np.zeros((0, len(VOCAB)), np.float32)
+        flat = np.concatenate(arrays, axis=0) if arrays else np.zeros((0, len(vocab)), np.float32)
         out = self.posteriors_path(split)
         out.parent.mkdir(parents=True, exist_ok=True)
         meta = {"format": POSTERIORS_FORMAT, "version": "1", "split": split, "utt_ids": json.dumps(ids),
-                "frame_rate": str(self.frame_rate), "vocab": json.dumps(list(VOCAB))}
+                "frame_rate": str(self.frame_rate), "vocab": json.dumps(vocab)}
         return atomic_write(out, lambda tmp: save_file({"log_probs": np.ascontiguousarray(flat), "offsets": offsets},
                                                        str(tmp), metadata=meta))
 
@@ -371,7 +373,7 @@ def refuse_structural_change(run: Run, recorded: dict, now: dict, structural: li
 
 
 def start_run(start: RunStart, kind: str, *, config: dict, corpus_id: str, data: str | Path, frame_rate: float,
-              sources: list[dict], name: str | None = None, outputs: tuple[str, ...] = ()) -> Run:
+              sources: list[dict], vocab=None, name: str | None = None, outputs: tuple[str, ...] = ()) -> Run:
     """Begin writing the run decided by :func:`prepare_run`: a replaced run is removed whole; the derived
     files and the stage's ``outputs`` of a resumed one go (its checkpoints and log stay); run.json is
     (re)written with ``status: running``."""
@@ -391,7 +393,7 @@ def start_run(start: RunStart, kind: str, *, config: dict, corpus_id: str, data:
     for rel in ("train_log.jsonl", CHECKPOINTS):
         _remove(path / rel)
     return Run.create(path, kind, config=config, corpus_id=corpus_id, data=data, frame_rate=frame_rate,
-                      sources=sources, name=name, status=RUNNING)
+                      sources=sources, name=name, status=RUNNING, vocab=vocab)
 
 
 def finish_run(run: Run) -> Run:

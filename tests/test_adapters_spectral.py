@@ -317,27 +317,43 @@ def test_qwen2_audio_tower_is_4bit_and_weights_loaded(qwen, qwen_dir):
     assert (deq - ref).abs().max() <= ref.abs().max() * 0.2
 
 
-def test_qwen2_audio_matches_direct_tower_call(qwen, qwen_dir):
+def test_qwen2_audio_matches_the_tower_with_qwens_padding_mask(qwen, qwen_dir):
+    """Full-rate states = the tower called with the padding mask Qwen2AudioModel.forward builds
+    (test_conformance.py captures it from the real forward); without it they differ. The pooled
+    state keeps Qwen's ``feat // 2`` distinct frames, each repeated x2."""
     from transformers import WhisperFeatureExtractor
 
     fe = WhisperFeatureExtractor.from_pretrained(qwen_dir)
     assert (qwen.frame_rate, qwen.hidden_size, len(qwen.layers())) == (50.0, 64, 3)
     for n in (1_600, 16_001, 33_333):
-        feats = fe([wave(n)], sampling_rate=SR, return_tensors="pt").input_features
+        enc = fe([wave(n)], sampling_rate=SR, return_attention_mask=True, return_tensors="pt")
+        feat, pooled_n = qwen.model._get_feat_extract_output_lengths(enc.attention_mask.sum(-1))
+        feat, pooled_n = int(feat), int(pooled_n)
+        valid = torch.arange(1500)[None] < feat
+        mask = torch.where(valid[:, None, None, :], 0.0, float("-inf")).expand(1, 1, 1500, 1500)
         with torch.no_grad():
-            out = qwen.model(feats, output_hidden_states=True)
-        hs = out.hidden_states
-        assert [h.shape[1] for h in hs] == [1500, 1500, 750]  # the last state is avg-pooled to 25 fps
-        t = math.ceil(n / 320)
+            masked = qwen.model(enc.input_features, attention_mask=mask, output_hidden_states=True).hidden_states
+            unmasked = qwen.model(enc.input_features, output_hidden_states=True).hidden_states
         got = qwen.forward([wave(n)])[0]
-        assert got.shape == (3, t, 64) and qwen.num_frames(n) == t
-        for i in range(2):
-            np.testing.assert_allclose(got[i], hs[i][0, :t].numpy(), atol=1e-4, rtol=0)
-        pooled = out.last_hidden_state[0].numpy()
-        np.testing.assert_allclose(got[2][0::2], pooled[: (t + 1) // 2], atol=1e-4, rtol=0)
-        np.testing.assert_array_equal(got[2][1::2], got[2][0::2][: t // 2])  # exact repetition
+        assert got.shape == (3, feat, 64) and qwen.num_frames(n) == feat == math.ceil(n / 320)
+        np.testing.assert_allclose(got[0], masked[0][0, :feat].numpy(), atol=1e-4, rtol=0)
+        np.testing.assert_allclose(got[1], masked[1][0, :feat].numpy(), atol=1e-4, rtol=0)
+        assert np.abs(got[1] - unmasked[1][0, :feat].numpy()).max() > 1e-2  # the mask matters
+        np.testing.assert_allclose(got[2][0::2][:pooled_n], masked[2][0, :pooled_n].numpy(), atol=1e-4, rtol=0)
+        assert pooled_n == feat // 2 and len(np.unique(got[2], axis=0)) == pooled_n
     last = qwen.layers()[-1]
     assert "25 fps" in last.name and "repetition" in last.note
+
+
+def test_qwen2_audio_windows_without_a_pooled_frame(qwen):
+    """<= 320 samples give Qwen one full-rate frame and no pooled one: too short alone (num_frames 0,
+    forward refuses), and dropped as the tail of audio over 30 s (Qwen itself truncates at 30 s)."""
+    assert [qwen.num_frames(n) for n in (320, 321, 640, 641)] == [0, 2, 2, 3]
+    with pytest.raises(ExtractionError, match="too short"):
+        qwen.forward([wave(320)])
+    got = qwen.forward([wave(321), wave(480_000 + 100), wave(480_000 + 321)])
+    assert [g.shape[1] for g in got] == [2, 1500, 1502]
+    assert len(np.unique(got[0][-1], axis=0)) == 1 and len(np.unique(got[2][-1], axis=0)) == 751
 
 
 def test_qwen2_audio_batched_equals_single(qwen):
@@ -375,10 +391,18 @@ def build_speechtokenizer(d, initialised: bool = True):
 def speechtokenizer(tmp_path_factory):
     pytest.importorskip("speechtokenizer")
     d = build_speechtokenizer(tmp_path_factory.mktemp("speechtokenizer") / "model")
-    # NAME=DIR claims to be the registry row: the tiny model's numbers differ and are reported
-    with pytest.warns(UserWarning, match="registry says 9 states x 1024 but .* has 4 x 16"):
-        adapter = registry.get_adapter(f"speechtokenizer={d}")
-    return d, adapter
+    return d, registry.get_adapter(f"speechtokenizer={d}")
+
+
+def test_registry_numbers_disagreement_is_one_log_line(speechtokenizer, caplog):
+    """NAME=DIR claims to be the registry row: the tiny model's numbers differ and are reported
+    on the ``phonecli.encoders`` logger (``phonecli extract`` prints it on stderr)."""
+    d, _ = speechtokenizer
+    with caplog.at_level("WARNING", logger="phonecli.encoders"):
+        registry.get_adapter(f"speechtokenizer={d}")
+    said = [r.getMessage() for r in caplog.records if "registry says" in r.getMessage()]
+    assert said == [f"speechtokenizer: registry says 9 states x 1024 but {d.resolve()} has 4 x 16; "
+                    "using the checkpoint's numbers"]
 
 
 def test_speechtokenizer_matches_direct_call_and_frame_formula(speechtokenizer):

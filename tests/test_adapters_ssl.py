@@ -3,12 +3,15 @@
 Every model is a tiny random config of the real transformers class, saved with
 ``save_pretrained`` and loaded back by path (the Hub code path). The reference is always an
 independent ``Model.from_pretrained(dir)(x, output_hidden_states=True)`` call on audio
-normalised here with numpy, not through the adapter.
+normalised here with numpy, not through the adapter, under phonecli's layer convention:
+``hidden_states[:-1]`` then the encoder output ``last_hidden_state`` (transformers 4.x /
+s3prl). The registry rows' real configurations are checked in ``test_conformance.py``.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -79,16 +82,16 @@ def waves(lengths=(16000, 12345, 9000), seed=0) -> list[np.ndarray]:
     return [(base[:n] + 0.1 * rng.standard_normal(n)).astype(np.float32) for n in lengths]
 
 
-def reference(path: Path, wave: np.ndarray, normalize: bool):
+def reference(path: Path, wave: np.ndarray, normalize: bool, base_cls=None):
     """Independent direct forward: ``(states, frames, dim)`` and the model output."""
-    _, _, _, base_cls, _, _, _ = CASES[path.name.rsplit("-", 2)[0]]
+    base_cls = base_cls or CASES[path.name.rsplit("-", 2)[0]][3]
     model = base_cls.from_pretrained(path, dtype=torch.float32).eval()
     x = wave.astype(np.float64)
     if normalize:  # Wav2Vec2FeatureExtractor's do_normalize, written out independently
         x = (x - x.mean()) / np.sqrt(x.var() + 1e-7)
     with torch.no_grad():
         out = model(torch.tensor(x, dtype=torch.float32)[None], output_hidden_states=True)
-    return torch.stack(out.hidden_states, 1)[0].numpy(), out, model
+    return torch.stack((*out.hidden_states[:-1], out.last_hidden_state), 1)[0].numpy(), out, model
 
 
 @pytest.mark.parametrize("case", CASE_IDS)
@@ -105,21 +108,23 @@ def test_forward_equals_direct_model_call(case, dirs, adapters):
     # what a float16 cache stores
     np.testing.assert_allclose(got.astype(np.float16).astype(np.float32), ref, rtol=2e-3, atol=1e-4)
     assert a.settings["do_normalize"] is normalize
-    assert a.settings["normalize_from"].startswith("preprocessor_config.json" if pp else "default for a")
+    assert a.settings["processor_source"].startswith("preprocessor_config.json" if pp else "default for a")
 
     infos = a.layers()
     assert [li.index for li in infos] == list(range(n_states))
     assert all(li.frame_rate == 50.0 for li in infos) and a.frame_rate == 50.0
     last = torch.from_numpy(got[-1])
-    if pre_ln:  # stored: the last layer BEFORE the encoder's final LayerNorm
-        assert "pre final LayerNorm" in infos[-1].name
-        assert not torch.allclose(last, out.last_hidden_state[0], atol=1e-3)
+    # index N is the encoder output after its final LayerNorm, for every encoder (s3prl / transformers 4.x)
+    torch.testing.assert_close(last, out.last_hidden_state[0], rtol=1e-5, atol=1e-5)
+    if pre_ln:  # transformers >= 5.16 puts the pre-LayerNorm state last in hidden_states: not stored
+        assert infos[-1].name == "transformer.2 -> final LayerNorm"
+        assert not torch.allclose(last, out.hidden_states[-1][0], atol=1e-3)
         with torch.no_grad():
-            normed = model.encoder.layer_norm(last)
-        torch.testing.assert_close(normed, out.last_hidden_state[0], rtol=1e-5, atol=1e-5)
+            normed = model.encoder.layer_norm(out.hidden_states[-1][0])
+        torch.testing.assert_close(normed, last, rtol=1e-5, atol=1e-5)
     else:
-        assert "= last_hidden_state" in infos[-1].name
-        torch.testing.assert_close(last, out.last_hidden_state[0], rtol=1e-5, atol=1e-5)
+        assert infos[-1].name == "transformer.2"
+        torch.testing.assert_close(last, out.hidden_states[-1][0], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("case", CASE_IDS)
@@ -170,7 +175,8 @@ def test_forctc_checkpoint_loads_its_encoder_weights(tmp_path):
     w = waves((12000,))[0]
     x = (w - w.mean()) / np.sqrt(w.var() + 1e-7)
     with torch.no_grad():
-        ref = torch.stack(ctc.wav2vec2(torch.from_numpy(x)[None], output_hidden_states=True).hidden_states, 1)[0]
+        out = ctc.wav2vec2(torch.from_numpy(x)[None], output_hidden_states=True)
+    ref = torch.stack((*out.hidden_states[:-1], out.last_hidden_state), 1)[0]
     np.testing.assert_allclose(a.forward([w])[0], ref.numpy(), rtol=1e-5, atol=1e-5)
 
 
@@ -225,16 +231,22 @@ def test_registry_row_with_local_weights_uses_row_defaults(dirs, tmp_path, caplo
         a = get_adapter(f"{name}={path}")  # registry numbers (13 x 768) != tiny model's: logged
         assert a.spec.name == name and a.model_id == str(path.resolve())
         assert a.settings["do_normalize"] is normalize
-        assert a.settings["normalize_from"] == f"registry row {name!r} (no preprocessor_config.json)"
+        assert a.settings["processor_source"] == (f"registry row {name!r} (no processor_config.json or "
+                                                  "preprocessor_config.json)")
         ref, _, _ = reference(path, w, normalize)
         np.testing.assert_allclose(a.forward([w])[0], ref, rtol=1e-5, atol=1e-5)
     caplog.clear()
-    with caplog.at_level("WARNING", logger="phonecli.extract"):
+    with caplog.at_level("WARNING", logger="phonecli.encoders"):
         get_adapter(f"hubert-base={path}")
     assert "hubert-base: registry says 13 states x 768 but" in caplog.text and "has 3 x 32" in caplog.text
-    # a preprocessor_config.json always wins over the row
-    a = get_adapter(f"hubert-base={dirs['hubert-large-ctc']}")
-    assert a.settings["do_normalize"] is True and a.settings["normalize_from"] == "preprocessor_config.json"
+    # a preprocessor_config.json always wins over the row, and the disagreement is one warning line
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="phonecli.encoders"):
+        a = get_adapter(f"hubert-base={dirs['hubert-large-ctc']}")
+    assert a.settings["do_normalize"] is True and a.settings["processor_source"] == "preprocessor_config.json"
+    said = [r.getMessage() for r in caplog.records if "do_normalize" in r.getMessage()]
+    assert said == [f"hubert-base: {dirs['hubert-large-ctc'].resolve()}/preprocessor_config.json has do_normalize=True "
+                    "but registry row 'hubert-base' says do_normalize=False; using preprocessor_config.json"]
 
 
 def test_revision_fingerprint_and_settings(dirs, adapters, tmp_path):
@@ -246,9 +258,9 @@ def test_revision_fingerprint_and_settings(dirs, adapters, tmp_path):
     other = get_adapter(str(save_tiny(tmp_path, "wavlm-large", seed=9)))
     assert other.fingerprint() != fp
     assert a.settings == {
-        "class": "WavLMModel", "do_normalize": True, "normalize_from": "preprocessor_config.json",
+        "class": "WavLMModel", "do_normalize": True, "processor_source": "preprocessor_config.json",
         "feat_extract_norm": "layer", "pre_ln_encoder": True, "padding_safe": True,
-        "last_state": "pre final LayerNorm",
+        "last_state": "encoder output (after the final LayerNorm of pre-LN encoders)",
     }
     json.dumps(a.settings)  # goes into the cache metadata
 
@@ -281,7 +293,7 @@ def test_hub_id_code_path_records_the_commit_hash(dirs, tmp_path):
         "reg = load_registry();"
         "reg['hubert-large'] = dataclasses.replace(reg['hubert-large'], source='phonecli-test/tiny-hubert');"
         "a = get_adapter('hubert-large');"
-        "print(a.model_id, a.revision, a.settings['normalize_from'], a.forward([np.ones(8000, np.float32)])[0].shape)"
+        "print(a.model_id, a.revision, a.settings['processor_source'], a.forward([np.ones(8000, np.float32)])[0].shape)"
     )
     env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
@@ -307,8 +319,10 @@ def test_extract_cli_into_cache_equals_direct_forward(case, dirs, tiny_corpus, t
     manifest = Manifest.load(tiny_corpus)
     assert cache.is_complete and cache.layers == [0, 1, 2] and cache.dim == 32 and cache.frame_rate == 50.0
     assert cache.metadata["settings"]["adapter"]["padding_safe"] is CASES[case][5]
-    assert cache.metadata["layer_info"][-1]["name"].endswith(
-        "(pre final LayerNorm)" if CASES[case][6] else "(= last_hidden_state)")
+    assert cache.metadata["settings"]["adapter"]["processor_source"] == "preprocessor_config.json"
+    assert cache.metadata["layer_convention"] == "superb-v1"
+    assert cache.metadata["layer_info"][-1]["name"] == (
+        "transformer.2 -> final LayerNorm" if CASES[case][6] else "transformer.2")
     assert sorted(cache.utterance_ids()) == sorted(u.utt_id for u in manifest)
     normalize = CASES[case][4]["do_normalize"]
     for u in list(manifest)[::5]:
@@ -319,19 +333,35 @@ def test_extract_cli_into_cache_equals_direct_forward(case, dirs, tiny_corpus, t
         np.testing.assert_allclose(got.astype(np.float32), ref, rtol=2e-3, atol=2e-4)
 
 
-def test_config_tie_last_hidden_states_is_honoured_and_recorded(tmp_path):
-    """A config may ask transformers to put last_hidden_state (post final LayerNorm) last."""
+def test_last_index_is_the_encoder_output_whatever_hidden_states_holds(tmp_path):
+    """A config may ask transformers to put the model's last_hidden_state last in hidden_states
+    (``tie_last_hidden_states``), and with ``add_adapter`` the model's last_hidden_state is the
+    seq2seq adapter's (3x fewer frames): index N is the encoder's own output in every case."""
     path = save_tiny(tmp_path, "wav2vec2-ctc", seed=4)
     cfg = json.loads((path / "config.json").read_text())
-    (path / "config.json").write_text(json.dumps({**cfg, "tie_last_hidden_states": True}))
-    a = get_adapter(str(path))
     w = waves((8000,))[0]
-    ref, out, _ = reference(path, w, True)
+    plain = get_adapter(str(path)).forward([w])[0]
+    (path / "config.json").write_text(json.dumps({**cfg, "tie_last_hidden_states": True}))
+    tied = get_adapter(str(path))
+    ref, out, model = reference(path, w, True)
+    np.testing.assert_allclose(tied.forward([w])[0], ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(tied.forward([w])[0], plain, rtol=1e-6, atol=1e-6)
+    assert tied.layers()[-1].name == "transformer.2 -> final LayerNorm"
+
+    adapter_dir = tmp_path / "with-adapter"
+    torch.manual_seed(4)
+    T.Wav2Vec2Model(T.Wav2Vec2Config(**{**TINY, "feat_extract_norm": "layer", "do_stable_layer_norm": True,
+                                        "add_adapter": True, "num_adapter_layers": 1,
+                                        "output_hidden_size": 32})).save_pretrained(adapter_dir)
+    a = get_adapter(str(adapter_dir))
     got = a.forward([w])[0]
-    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(got[-1], out.last_hidden_state[0].numpy(), rtol=1e-5, atol=1e-5)
-    assert a.layers()[-1].name == "transformer.2 (= last_hidden_state)"
-    assert a.settings["last_state"] == "last_hidden_state" and a.settings["pre_ln_encoder"] is True
+    model = T.Wav2Vec2Model.from_pretrained(adapter_dir).eval()
+    x = (w - w.mean()) / np.sqrt(w.var() + 1e-7)
+    with torch.no_grad():
+        out = model(torch.from_numpy(x)[None], output_hidden_states=True)
+        encoder_out = model.encoder.layer_norm(out.hidden_states[-1])[0].numpy()
+    assert out.last_hidden_state.shape[1] < got.shape[1] == a.num_frames(8000)  # adapter output: not stored
+    np.testing.assert_allclose(got[-1], encoder_out, rtol=1e-5, atol=1e-5)
 
 
 def test_extract_cli_wrong_family_directory_is_one_line(dirs, tiny_corpus, tmp_path):
@@ -346,3 +376,91 @@ def test_extract_cli_wrong_family_directory_is_one_line(dirs, tiny_corpus, tmp_p
     # the runner's directory check or the adapter's, whichever speaks first: one line naming both
     assert len(err) == 1 and str(dirs["wavlm-base"]) in err[0] and "model_type 'wavlm'" in err[0] and "Hubert" in err[0]
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.zarr"))
+
+
+# ---------------------------------------------------------------------------------------------
+# feature-extractor settings: the library's own from_pretrained, both file layouts
+
+
+def save_with_processor(path: Path, do_normalize: bool) -> Path:
+    """What ``Wav2Vec2Processor.save_pretrained`` writes in transformers 5: ``processor_config.json``
+    (feature extractor nested) + tokenizer files, and no ``preprocessor_config.json``."""
+    path.mkdir(parents=True, exist_ok=True)
+    vocab = path / "vocab.json"
+    vocab.write_text(json.dumps({"<pad>": 0, "<unk>": 1, "|": 2, "a": 3}))
+    processor = T.Wav2Vec2Processor(
+        feature_extractor=T.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0,
+                                                     do_normalize=do_normalize, return_attention_mask=False),
+        tokenizer=T.Wav2Vec2CTCTokenizer(str(vocab)))
+    processor.save_pretrained(path)
+    assert (path / "processor_config.json").exists() and not (path / "preprocessor_config.json").exists()
+    return path
+
+
+def save_finetuned_ctc(path: Path) -> Path:
+    """A fine-tuned XLS-R-style model (Wav2Vec2ForCTC, layer-norm CNN with biases, pre-LN encoder).
+    (A group-norm CNN normalises every channel over time right after the first convolution, which
+    cancels input scale and offset: there ``do_normalize`` hardly changes the features.)"""
+    torch.manual_seed(6)
+    T.Wav2Vec2ForCTC(T.Wav2Vec2Config(**TINY, feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True,
+                                      vocab_size=4)).save_pretrained(path)
+    return path
+
+
+def test_transformers5_processor_config_is_read_and_wins_over_the_registry_row(tmp_path, caplog):
+    """A model fine-tuned and saved with ``Wav2Vec2Processor.save_pretrained`` (transformers 5 layout,
+    here ``do_normalize=False``) must be fed what its processor says: as ``xls-r-300m=DIR`` (whose row
+    says normalise: one warning line naming both, the file wins) and as a bare directory (whose
+    family default for a layer-norm CNN is also to normalise)."""
+    path = save_with_processor(save_finetuned_ctc(tmp_path / "finetuned"), do_normalize=False)
+    assert T.Wav2Vec2FeatureExtractor.from_pretrained(path).do_normalize is False  # what transformers reads
+    w = waves((12000,))[0]
+    ref_raw, _, _ = reference(path, w, False, T.Wav2Vec2Model)
+    ref_norm, _, _ = reference(path, w, True, T.Wav2Vec2Model)
+    assert np.abs(ref_norm - ref_raw).max() > 1e-1
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="phonecli.encoders"):
+        a = get_adapter(f"xls-r-300m={path}")
+    np.testing.assert_allclose(a.forward([w])[0], ref_raw, rtol=1e-5, atol=1e-5)
+    assert a.settings["do_normalize"] is False and a.settings["processor_source"] == "processor_config.json"
+    said = [r.getMessage() for r in caplog.records if "do_normalize" in r.getMessage()]
+    assert said == [f"xls-r-300m: {path.resolve()}/processor_config.json has do_normalize=False but registry row "
+                    "'xls-r-300m' says do_normalize=True; using processor_config.json"]
+    bare = get_adapter(str(path))  # no registry row: the directory's own settings, nothing to warn about
+    np.testing.assert_allclose(bare.forward([w])[0], ref_raw, rtol=1e-5, atol=1e-5)
+    assert bare.settings["do_normalize"] is False and bare.settings["processor_source"] == "processor_config.json"
+
+
+def test_both_layouts_present_follow_transformers_precedence(tmp_path):
+    """transformers 5 reads a nested processor_config.json before preprocessor_config.json; the
+    adapter uses (and records) the same file."""
+    path = save_tiny(tmp_path, "hubert-large-ctc", seed=7)  # preprocessor_config.json: do_normalize=True
+    save_with_processor(tmp_path / "proc", do_normalize=False)
+    shutil.copy(tmp_path / "proc" / "processor_config.json", path / "processor_config.json")
+    assert T.Wav2Vec2FeatureExtractor.from_pretrained(path).do_normalize is False
+    a = get_adapter(str(path))
+    assert a.feature_extractor.do_normalize is False
+    assert a.settings["do_normalize"] is False and a.settings["processor_source"] == "processor_config.json"
+    # a processor_config.json without a nested feature extractor (e.g. a tokenizer-only processor) is not it
+    (path / "processor_config.json").write_text(json.dumps({"processor_class": "Wav2Vec2Processor"}))
+    a = get_adapter(str(path))
+    assert a.settings["do_normalize"] is True and a.settings["processor_source"] == "preprocessor_config.json"
+
+
+def test_extraction_records_the_processor_source_and_prints_the_disagreement(tmp_path, tiny_corpus):
+    from click.testing import CliRunner
+
+    from phonecli.cache import FeatureCache
+    from phonecli.cli import main
+
+    path = save_with_processor(save_finetuned_ctc(tmp_path / "finetuned"), do_normalize=False)
+    res = CliRunner().invoke(main, ["extract", "--model", f"xls-r-300m={path}", "--data", str(tiny_corpus),
+                                    "--cache", str(tmp_path / "cache"), "--device", "cpu", "--splits", "test"])
+    assert res.exit_code == 0, res.output
+    cache = FeatureCache.open(res.stdout.strip().splitlines()[-1])
+    assert cache.metadata["settings"]["adapter"]["do_normalize"] is False
+    lines = [ln for ln in res.stderr.splitlines() if "registry row 'xls-r-300m' says do_normalize=True" in ln]
+    assert lines == [f"xls-r-300m: {path.resolve()}/processor_config.json has do_normalize=False but registry row "
+                     "'xls-r-300m' says do_normalize=True; using processor_config.json"]
+    adapter_settings = cache.metadata["settings"]["adapter"]
+    assert adapter_settings["processor_source"] == "processor_config.json" and adapter_settings["do_normalize"] is False

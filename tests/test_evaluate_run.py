@@ -217,7 +217,7 @@ def test_bad_inputs_give_one_clear_error(corpus, tmp_path):
     run.write_posteriors("test", {u: np.full((5, 40), np.nan)})
     with pytest.raises(EvaluateError, match=f"{u} has NaN"):
         evaluate_run(run.path)
-    with pytest.raises(ConfigError, match=r"protocol \(--protocol\): 'gop' is not one of seed, phone, all"):
+    with pytest.raises(ConfigError, match=r"protocol \(--protocol\): 'gop' is not one of seed, phone, per, mdd, all"):
         evaluate_run(run.path, protocol="gop")
 
 

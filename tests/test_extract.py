@@ -325,8 +325,9 @@ def test_hubert_layers_equal_direct_forward_batched_and_one_by_one(tiny_corpus, 
     for u in m.split("dev") + m.split("test"):
         wav, _ = sf.read(m.audio_path(u), dtype="float32")
         with torch.inference_mode():
-            hs = model(torch.from_numpy(wav)[None], output_hidden_states=True).hidden_states
-        ref = np.stack([hs[0][0].numpy(), hs[2][0].numpy()])
+            out = model(torch.from_numpy(wav)[None], output_hidden_states=True)
+        # layer 2 = N: the encoder output after its final LayerNorm (pre-LN model), as in transformers 4.x
+        ref = np.stack([out.hidden_states[0][0].numpy(), out.last_hidden_state[0].numpy()])
         expected_frames = int(model._get_feat_extract_output_lengths(torch.tensor(len(wav))))
         assert a.read(u.utt_id).shape == (2, expected_frames, 32) == ref.shape
         np.testing.assert_allclose(a.read(u.utt_id).astype(np.float32), ref, rtol=2e-3, atol=2e-3)

@@ -267,7 +267,9 @@ def test_extract_model_run_caches_the_merged_encoder(lora_run, hubert_dir, tiny_
         x = torch.from_numpy(load_audio(m.audio_path(u)))
         x = (x - x.mean()) / torch.sqrt(x.var(unbiased=False) + 1e-7)
         with torch.no_grad():
-            ref = torch.stack(enc(x[None], output_hidden_states=True).hidden_states, 1)[0].numpy()
+            out = enc(x[None], output_hidden_states=True)
+        # phonecli's layer convention: index N = the encoder output after its final LayerNorm
+        ref = torch.stack((*out.hidden_states[:-1], out.last_hidden_state), 1)[0].numpy()
         got = cache.read(u.utt_id)
         assert got.shape == ref.shape == (3, cache.num_frames(u.utt_id), 64)
         assert np.allclose(got, ref, atol=1e-4), u.utt_id
@@ -292,7 +294,8 @@ def test_extract_qlora_run_matches_the_trained_4bit_model(hubert_dir, tiny_corpu
     for wv, g in zip(waves, got):
         x = torch.from_numpy(adapter.feature_extractor(wv, sampling_rate=16000)["input_values"][0])
         with torch.no_grad():
-            ref = torch.stack(trained(x[None], output_hidden_states=True).hidden_states, 1)[0].numpy()
+            out = trained(x[None], output_hidden_states=True)
+        ref = torch.stack((*out.hidden_states[:-1], out.last_hidden_state), 1)[0].numpy()
         assert g.shape == ref.shape
         assert np.allclose(g, ref, atol=1e-4)
 

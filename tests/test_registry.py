@@ -14,6 +14,8 @@ from phonecli.cli import main
 from phonecli.encoders.base import ExtractionError
 from phonecli.encoders.registry import FAMILY_MODULES, get_adapter, load_registry, resolve
 
+FIXTURES = __import__("pathlib").Path(__file__).parent / "fixtures" / "checkpoints"
+
 # Every row of the DESIGN encoder table (whisper-* as one row there; here the sizes).
 DESIGN_ROWS = ["fbank", "hubert-large", "wavlm-base", "wavlm-base-plus", "wavlm-large", "wav2vec2-phoneme",
                "xls-r-300m", "xls-r-1b", "mms-1b", "data2vec-large", "distilhubert", "whisper-small",
@@ -62,8 +64,15 @@ def test_ssl_rows_match_the_hub_configs(name):
     cls, states, hidden, normalize = SSL_FACTS[name]
     assert (spec.cls, spec.layers, spec.hidden_size, spec.frame_rate, spec.input) == (cls, states, hidden, 50, "raw")
     assert FAMILY_CLASSES[spec.family][0] == cls
-    assert spec.extra["normalize"] is normalize
+    assert spec.extra["processor"] == {"do_normalize": normalize}
     assert ("not padding-safe" in spec.notes) is (name in NOT_PADDING_SAFE)
+    # the row agrees with its conformance fixture (the checkpoint's config, tests/fixtures/checkpoints)
+    fixture = FIXTURES / name
+    cfg = json.loads((fixture / "config.json").read_text())
+    assert spec.extra["pre_ln"] is bool(cfg.get("do_stable_layer_norm", False))
+    pp = fixture / "preprocessor_config.json"
+    if pp.exists():
+        assert json.loads(pp.read_text())["do_normalize"] is normalize
 
 
 def test_resolve_names_dirs_and_name_equals_dir(tmp_path):
@@ -76,11 +85,12 @@ def test_resolve_names_dirs_and_name_equals_dir(tmp_path):
                                                "architectures": ["WavLMForCTC"]}))
     spec, source = resolve(str(d))
     assert (spec.name, spec.family, spec.layers, spec.hidden_size) == ("my-wavlm", "wavlm", 5, 48)
-    assert source == str(d.resolve()) and "normalize" not in spec.extra  # a checkpoint fact, not the family's
+    # checkpoint facts, not the family's: a bare directory has its own files
+    assert source == str(d.resolve()) and "processor" not in spec.extra and "pre_ln" not in spec.extra
     assert "WavLMForCTC" in spec.notes
 
     spec, source = resolve(f"wavlm-large={d}")
-    assert (spec.name, spec.layers, spec.extra["normalize"]) == ("wavlm-large", 25, True)
+    assert (spec.name, spec.layers, spec.extra["processor"]) == ("wavlm-large", 25, {"do_normalize": True})
     assert source == spec.source == str(d.resolve())
 
 
@@ -120,6 +130,9 @@ def test_models_table_lists_every_row():
     res = CliRunner().invoke(main, ["models"])
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()
+    footer = lines[-1]
+    assert footer.startswith("layer indices (superb-v1): index 0 = input of the first layer") and "phonecli models --json" in footer
+    lines = [ln for ln in lines[:-1] if ln.strip()]
     assert lines[0].split()[:8] == ["name", "source", "class", "input", "frames/s", "layers", "hidden", "status"]
     by_name = {ln.split()[0]: ln.split() for ln in lines[1:]}
     reg = load_registry()
@@ -139,8 +152,19 @@ def test_models_json():
         spec = reg[r["name"]]
         assert (r["source"], r["class"], r["input"], r["frame_rate"], r["layers"], r["hidden_size"], r["status"]) == (
             spec.source, spec.cls, spec.input, spec.frame_rate, spec.layers, spec.hidden_size, spec.status)
+        # what each stored index is: the same descriptions extraction writes as layer_info
+        assert r["layer_convention"] == "superb-v1"
+        assert [li["index"] for li in r["layer_info"]] == list(range(spec.layers)), r["name"]
     hubert = next(r for r in rows if r["name"] == "hubert-large")
-    assert hubert["family"] == "hubert" and hubert["normalize"] is True
+    assert hubert["family"] == "hubert" and hubert["processor"] == {"do_normalize": True}
+    last = hubert["layer_info"][-1]
+    assert last["name"] == "transformer.24 -> final LayerNorm" and "last_hidden_state" in last["note"]
+    assert last["reference"].startswith("transformers 4.x hidden_states[24] (= last_hidden_state); s3prl")
+    base = next(r for r in rows if r["name"] == "hubert-base")["layer_info"]
+    assert base[0]["note"].startswith("CNN features -> projection + conv position embedding -> encoder LayerNorm")
+    assert base[-1]["name"] == "transformer.12"
+    qwen = next(r for r in rows if r["name"] == "qwen2-audio")["layer_info"][-1]
+    assert "25 fps" in qwen["name"] and "repetition" in qwen["note"]
     assert next(r for r in rows if r["name"] == "m-ctc-t")["status"] == "removed"
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from phonecli.cache.plan import Part
 from phonecli.cache.store import (
-    FORMAT, VERSION, CacheError, data_key, local_file, normalize_path, open_store, part_name,
+    FORMAT, VERSION, CacheError, check_layer_convention, data_key, local_file, normalize_path, open_store, part_name,
     read_attrs, scales_key, split_rank, store_get_ranges, store_list_dir,
 )
 
@@ -106,6 +106,7 @@ class FeatureCache:
         if int(attrs.get("version", 0)) > VERSION:
             raise CacheError(f"cache {p} has format version {attrs['version']}; this phonecli reads "
                              f"<= {VERSION}: upgrade phonecli")
+        check_layer_convention(attrs, p)
         index = read_attrs(store, "index") if attrs.get("complete") else None
         names = set(store_list_dir(store, "done"))
         markers = []

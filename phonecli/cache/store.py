@@ -40,9 +40,34 @@ FLOAT16_MAX = 65504.0
 SPLIT_ORDER = ("train", "dev", "test")
 
 # Keys whose difference means "another model / corpus / settings": never mix into one store.
-IDENTITY_KEYS = ("model_id", "weights_fingerprint", "corpus_id", "layers", "dim", "dtype",
+IDENTITY_KEYS = ("layer_convention", "model_id", "weights_fingerprint", "corpus_id", "layers", "dim", "dtype",
                  "frame_rate", "settings")
 REQUIRED_KEYS = ("model_id", "corpus_id", "layers", "dim", "dtype", "frame_rate")
+
+
+def check_layer_convention(attrs: dict, path: str) -> None:
+    """Refuse a cache whose layer indices mean something else than this phonecli's (one line).
+
+    Every cache records ``layer_convention`` (:data:`phonecli.encoders.layers.LAYER_CONVENTION`).
+    Caches written before it was recorded (no attribute) stored, for pre-LN encoders, the state
+    *before* the final LayerNorm at the last index ("pre final LayerNorm" in their layer_info),
+    and Qwen2-Audio states computed without its padding mask: reading them next to new ones
+    would mix two meanings of "layer N", so they are refused, never reinterpreted.
+    """
+    from phonecli.encoders.layers import LAYER_CONVENTION
+
+    found = attrs.get("layer_convention")
+    if found == LAYER_CONVENTION:
+        return
+    if found is not None:
+        why = f"layer_convention {found!r}, this phonecli reads {LAYER_CONVENTION!r}"
+    elif any("pre final LayerNorm" in str(li.get("name", "")) for li in attrs.get("layer_info") or []
+             if isinstance(li, dict)):
+        why = "an older phonecli, whose last layer is the state before the final LayerNorm"
+    else:
+        why = "an older phonecli that recorded no layer convention"
+    raise CacheMismatchError(f"cache {path} was written by {why}; re-extract it (`phonecli cache rm {path}`, then "
+                             "the same `phonecli extract` command)")
 
 
 def part_name(index: int) -> str:

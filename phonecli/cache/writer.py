@@ -96,7 +96,10 @@ class CacheWriter:
 
         from phonecli import __version__
 
+        from phonecli.encoders.layers import LAYER_CONVENTION
+
         meta = {"format": FORMAT, "version": VERSION, "phonecli_version": __version__,
+                "layer_convention": LAYER_CONVENTION,  # what this phonecli's layer indices mean
                 "sample_rate": 16000, "settings": {}, "layer_info": [], "revision": None,
                 "weights_fingerprint": None, "model": metadata.get("model_id", "")}
         meta.update(jsonable(metadata))

@@ -16,7 +16,7 @@ def _fail(e: Exception) -> click.ClickException:
 
 @click.group()
 def data() -> None:
-    """Corpus preparation: SpeechOcean762 (OpenSLR dir or HF parquet) or the bundled sample -> manifest."""
+    """Corpus preparation: SpeechOcean762, L2-ARCTIC, TIMIT, LibriSpeech, Kaldi or lhotse -> manifest."""
 
 
 @data.command()
@@ -28,16 +28,30 @@ def data() -> None:
 @click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
               help="Bad utterance: stop, or drop it and list it in manifest.skipped.")
 @click.option("--quiet", is_flag=True, help="Do not print warnings.")
-def prepare(source: str, out: str, dev_fraction: float, seed: int, on_error: str, quiet: bool) -> None:
+@click.option("--format", "fmt", type=click.Choice(["speechocean762", "l2arctic", "timit", "librispeech", "kaldi",
+                                                    "lhotse"]),
+              default=None, help="Corpus layout (default: recognised from SOURCE).")
+@click.option("--lexicon", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Pronunciation lexicon(s), first pronunciation wins (Kaldi, lhotse; LibriSpeech overrides SUPERB's).")
+@click.option("--phone-set", default=None, type=click.Choice(["48", "61", "39"]),
+              help="TIMIT: phones to train on (default 48; scored on 39 either way).")
+@click.option("--parts", default=None, help="lhotse: train=PART,dev=PART,test=PART when names do not say it.")
+def prepare(source: str, out: str, dev_fraction: float, seed: int, on_error: str, quiet: bool, fmt: str | None,
+            lexicon: tuple[str, ...], phone_set: str | None, parts: str | None) -> None:
     """Normalize SOURCE into OUT/manifest.json.
 
-    SOURCE is an OpenSLR-layout SpeechOcean762 directory, a directory of HF parquet shards
-    (mispeech/speechocean762), or `sample` (the bundled synthetic corpus). The manifest path is
-    the last line printed.
+    SOURCE is a SpeechOcean762 directory (OpenSLR layout) or its HF parquet shards, `sample` (the
+    bundled synthetic corpus), an L2-ARCTIC v5 tree, a TIMIT tree, a LibriSpeech tree (SUPERB PR
+    parts), Kaldi data dirs (train/ [dev/] test/ + --lexicon) or lhotse manifests (+ --lexicon).
+    The layout is recognised, or named with --format. The manifest path is the last line printed.
 
     \b
-    Example:
+    Examples:
       phonecli data prepare sample --out data/sample
+      phonecli data prepare ~/corpora/l2arctic_release_v5.0 --out data/l2arctic
+      phonecli data prepare ~/corpora/timit/TIMIT --out data/timit
+      phonecli data prepare ~/corpora/LibriSpeech --out data/librispeech
+      phonecli data prepare ~/kaldi/egs/x/data --format kaldi --lexicon lexicon.txt --out data/x
     """
     from phonecli.data.info import corpus_info
     from phonecli.data.manifest import MANIFEST_NAME
@@ -45,7 +59,9 @@ def prepare(source: str, out: str, dev_fraction: float, seed: int, on_error: str
 
     warnings: list = []
     try:
-        m = prepare_corpus(source, out, dev_fraction=dev_fraction, seed=seed, on_error=on_error, warnings=warnings)
+        options = {"lexicon": list(lexicon) or None, "phone_set": phone_set, "parts": parts}
+        m = prepare_corpus(source, out, dev_fraction=dev_fraction, seed=seed, on_error=on_error, warnings=warnings,
+                           fmt=fmt, options=options)
     except (PhonecliError, OSError) as e:
         raise _fail(e) from e
     if not quiet:
@@ -55,7 +71,8 @@ def prepare(source: str, out: str, dev_fraction: float, seed: int, on_error: str
         click.echo(f"skipped: utterance {s['utt_id']}: {s['reason']}", err=True)
     splits = corpus_info(m)["splits"]
     summary = ", ".join(f"{s} {v['utterances']} utts / {v['speakers']} spk" for s, v in splits.items())
-    click.echo(f"corpus {m.corpus_id}: {summary}; {len(m.skipped)} skipped, {len(warnings)} warning(s)")
+    click.echo(f"corpus {m.corpus_id} ({m.corpus.benchmark}): {summary}; {len(m.skipped)} skipped, "
+               f"{len(warnings)} warning(s)")
     click.echo(str(m.root / MANIFEST_NAME))
 
 
@@ -106,24 +123,41 @@ def validate(source: str, errors_only: bool) -> None:
 
 @data.command()
 @click.option("--to", "to", required=True, type=click.Path(file_okay=False), help="Directory to download and extract into.")
-@click.option("--url", default=None, help="Archive URL (default: OpenSLR resource 101).")
+@click.option("--corpus", "corpus_name", type=click.Choice(["speechocean762", "librispeech"]), default="speechocean762",
+              show_default=True, help="librispeech: the SUPERB PR parts (OpenSLR 12, SHA-256 checked) and lexicons.")
+@click.option("--url", default=None, help="Archive URL (default: OpenSLR resource 101); for librispeech the mirror "
+                                          "folder holding PART.tar.gz.")
 @click.option("--md5", default=None, help="Expected MD5 of the archive (checked when given).")
 @click.option("--retries", default=3, show_default=True, type=int, help="Automatic resumes after a dropped connection.")
 @click.option("--keep-archive", is_flag=True, help="Keep the .tar.gz after extraction.")
-def download(to: str, url: str | None, md5: str | None, retries: int, keep_archive: bool) -> None:
-    """Download SpeechOcean762 (resumable, size/MD5 checked) and extract it; prints the corpus root.
+def download(to: str, corpus_name: str, url: str | None, md5: str | None, retries: int, keep_archive: bool) -> None:
+    """Download SpeechOcean762 or LibriSpeech (resumable, checksummed) and extract it; prints the corpus root.
 
     A re-run after success does nothing; a re-run after an interruption resumes.
 
     \b
-    Example:
+    Examples:
       phonecli data download --to ~/corpora
       phonecli data prepare ~/corpora/speechocean762 --out data/so762
+      phonecli data download --corpus librispeech --to ~/corpora
+      phonecli data prepare ~/corpora/LibriSpeech --out data/librispeech
     """
     import json
     from pathlib import Path
 
     from phonecli.data.download import DEFAULT_URL, MARKER, download_corpus
+
+    if corpus_name == "librispeech":
+        from phonecli.data.librispeech import MIRROR, download_librispeech
+
+        if md5:
+            raise click.UsageError("--md5 applies to SpeechOcean762; LibriSpeech archives are SHA-256 checked")
+        try:
+            root = download_librispeech(to, mirror=url or MIRROR, retries=retries, keep_archive=keep_archive)
+        except (PhonecliError, OSError) as e:
+            raise _fail(e) from e
+        click.echo(str(root))
+        return
 
     try:
         root = download_corpus(to, url or DEFAULT_URL, md5, retries=retries, keep_archive=keep_archive)

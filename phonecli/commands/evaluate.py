@@ -53,6 +53,16 @@ def _summary(run: str, m: dict) -> str:
         parts.append(f"phone PCC gop {_fmt(p['pcc_gop'], '.4f')} reg {_fmt(p['pcc_regressor'], '.4f')}"
                      f"  MDD AUC {_fmt(p['mdd_auc'], '.4f')} F1 {_fmt(p['mdd_f1'], '.4f')}"
                      f"  utt PCC {_fmt(p['utt_pcc'], '.4f')}  unaligned {p['counts']['n_unaligned_test_phones']}")
+    if m.get("per"):
+        p = m["per"]
+        parts.append(f"{p['benchmark']}: PER {_fmt(p['per_test'], '.2f')}% (dev {_fmt(p['per_dev'], '.2f')}%), "
+                     f"scored on {p['scored_on']}")
+    if m.get("mdd"):
+        d = m["mdd"]
+        floor = (d.get("floors") or {}).get("text_prior") or {}
+        parts.append(f"MDD P {_fmt(d['precision'], '.4f')} R {_fmt(d['recall'], '.4f')} F1 {_fmt(d['f1'], '.4f')}"
+                     f"  diagnosis acc. {_fmt(d['diagnosis_accuracy'], '.4f')}  (floor F1: accept-all 0, "
+                     f"text prior {_fmt(floor.get('f1'), '.4f')})")
     return "\n  ".join(parts)
 
 

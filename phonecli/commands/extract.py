@@ -44,7 +44,9 @@ def extract(model, data, cache_root, out, config: ExtractConfig):
 
 
 def _setup_logging(level: str) -> None:
-    """Runner messages (resume, skips, parts) to stderr, printed above any tqdm bar."""
+    """Runner messages (resume, skips, parts) and encoder load notices (registry/checkpoint
+    disagreements) to stderr, printed above any tqdm bar."""
     from phonecli.commands._stderr_log import log_to_stderr
 
     log_to_stderr("phonecli.extract", level)
+    log_to_stderr("phonecli.encoders", level)

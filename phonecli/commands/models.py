@@ -38,7 +38,9 @@ def models(as_json: bool) -> None:
     directory (family read from its config.json) or NAME=DIR (row NAME, weights from DIR).
     """
     import json
+    from dataclasses import asdict
 
+    from phonecli.encoders.layers import CONVENTION_TEXT, LAYER_CONVENTION, describe_states
     from phonecli.encoders.registry import load_registry
 
     rows = list(load_registry().values())
@@ -49,6 +51,10 @@ def models(as_json: bool) -> None:
                  "frame_rate": s.frame_rate, "layers": s.layers, "hidden_size": s.hidden_size,
                  "status": s.status, "notes": s.notes}
             d.update({k: v for k, v in s.extra.items() if k not in d})
+            # what each stored index is (the same descriptions extraction writes as the cache's layer_info)
+            d["layer_convention"] = LAYER_CONVENTION
+            d["layer_info"] = [asdict(li) for li in describe_states(s.family, s.layers, s.frame_rate,
+                                                                    pre_ln=s.extra.get("pre_ln"))]
             out.append(d)
         click.echo(json.dumps(out, indent=2))
         return
@@ -57,3 +63,4 @@ def models(as_json: bool) -> None:
     for r in table:
         # notes are the last, free-width column: never padded, so long notes don't widen the table
         click.echo("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1])
+    click.echo(f"\nlayer indices ({LAYER_CONVENTION}): {CONVENTION_TEXT}; per index: phonecli models --json")

@@ -1,11 +1,12 @@
-"""The normalized corpus manifest every later stage reads (format ``phonecli-manifest`` v1).
+"""The normalized corpus manifest every later stage reads (format ``phonecli-manifest`` v2).
 
 On disk: ``DIR/manifest.json``::
 
-    {"format": "phonecli-manifest", "version": 1, "corpus_id": "<sha256[:16]>",
-     "source": {"kind": "openslr"|"parquet"|"sample", "path": ...},
+    {"format": "phonecli-manifest", "version": 2, "corpus_id": "<sha256[:16]>",
+     "source": {"kind": "openslr"|"parquet"|"sample"|"l2arctic"|"timit"|..., "path": ...},
+     "corpus": {CorpusSpec: name, benchmark, protocols, phone_set, scoring_map, ...},
      "dev": {"fraction": 0.1, "seed": 0},
-     "phone_set": ["AA", ...],            # the 39 phones, stress stripped
+     "phone_set": ["AA", ...],            # the CTC phone set (= corpus.phone_set)
      "phone_mappings": [{"utt_id", "word_index", "from", "to"}],   # non-CMU expansions applied
      "skipped": [{"utt_id", "reason"}],    # ids dropped by --on-error skip
      "utterances": [Utterance, ...]}
@@ -15,6 +16,13 @@ On disk: ``DIR/manifest.json``::
 fingerprint of ids, splits, texts, scores, phones and audio sample counts: the two readers
 (OpenSLR directory, HF parquet) give the same ``corpus_id`` for the same data, whatever the
 audio location.
+
+Version 2 added ``corpus`` (other corpora bring their own phone set, scoring folding and
+protocols, see :mod:`phonecli.data.corpus`) and two optional utterance fields, ``phones`` (the
+canonical sequence when it is not grouped into words: TIMIT's closures and pauses sit between
+words) and ``annotation`` (L2-ARCTIC's per-phone canonical/perceived labels). A v1 file is read
+as SpeechOcean762 with the CMU-39 phone set. The version was bumped because a v1-era phonecli
+must refuse a v2 file rather than train a TIMIT manifest on the CMU-39 vocabulary.
 """
 
 from __future__ import annotations
@@ -23,10 +31,14 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
+
+if TYPE_CHECKING:
+    from phonecli.data.corpus import CorpusSpec
 
 FORMAT = "phonecli-manifest"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MANIFEST_NAME = "manifest.json"
 SPLITS = ("train", "dev", "test")
 
@@ -55,6 +67,22 @@ class Word:
 
 
 @dataclass
+class AnnotatedPhone:
+    """One unit of a phone-level error annotation (L2-ARCTIC's ``CPL,PPL,type`` labels).
+
+    ``kind``: ``correct`` | ``substitution`` | ``deletion`` | ``addition``. ``canonical`` is ""
+    for an addition, ``perceived`` is "" for a deletion; ``perceived`` may be ``"err"`` (a sound
+    the annotators could not label with a phone). ``distorted``: the perceived phone carried the
+    corpus' distortion mark (``X*``); it is then scored as the phone X (see the MDD docs).
+    """
+
+    canonical: str
+    perceived: str
+    kind: str
+    distorted: bool = False
+
+
+@dataclass
 class Utterance:
     utt_id: str
     speaker: str
@@ -73,9 +101,13 @@ class Utterance:
     realized_phones: list[str]        # canonical with substitutions/deletions applied
     gender: str = ""
     age: int | None = None
+    phones: list[str] | None = None                     # v2: canonical phones when not word-grouped
+    annotation: list[AnnotatedPhone] | None = None      # v2: phone-level error annotation (MDD)
 
     @property
     def canonical_phones(self) -> list[str]:
+        if self.phones is not None:
+            return list(self.phones)
         return [p for w in self.words for p in w.phones]
 
     @property
@@ -105,6 +137,8 @@ class Utterance:
             w = dict(w)
             w["mispronunciations"] = [Mispronunciation(**m) for m in w.get("mispronunciations", [])]
             words.append(Word(**w))
+        if d.get("annotation") is not None:
+            d["annotation"] = [AnnotatedPhone(**a) for a in d["annotation"]]
         return Utterance(words=words, **d)
 
 
@@ -143,6 +177,7 @@ class Manifest:
     phone_mappings: list[dict] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
     root: Path | None = None          # directory the manifest was loaded from
+    corpus: "CorpusSpec | None" = None  # None: SpeechOcean762 (what every v1 manifest is)
 
     def __post_init__(self) -> None:
         order = {s: i for i, s in enumerate(SPLITS)}
@@ -150,6 +185,17 @@ class Manifest:
         self._by_id = {u.utt_id: u for u in self.utterances}
         if not self.corpus_id:
             self.corpus_id = fingerprint(self.utterances)
+        if self.corpus is None:
+            from phonecli.data.corpus import spec_for_v1
+
+            self.corpus = spec_for_v1(self.source.get("kind", ""))
+
+    @property
+    def vocab(self):
+        """The CTC :class:`~phonecli.data.phones.Vocabulary` of this corpus' phone set."""
+        from phonecli.data.phones import Vocabulary
+
+        return Vocabulary(tuple(self.corpus.phone_set))
 
     def __len__(self) -> int:
         return len(self.utterances)
@@ -174,18 +220,17 @@ class Manifest:
         return u.audio_path(self.root or Path.cwd())
 
     def to_dict(self) -> dict:
-        from phonecli.data.phones import PHONES
-
         return {
             "format": FORMAT,
             "version": VERSION,
             "corpus_id": self.corpus_id,
             "source": self.source,
+            "corpus": self.corpus.to_dict(),
             "dev": self.dev,
-            "phone_set": list(PHONES),
+            "phone_set": list(self.corpus.phone_set),
             "phone_mappings": self.phone_mappings,
             "skipped": self.skipped,
-            "utterances": [asdict(u) for u in self.utterances],
+            "utterances": [_utterance_dict(u) for u in self.utterances],
         }
 
     def save(self, directory: str | Path) -> Path:
@@ -214,9 +259,13 @@ class Manifest:
             raise ValueError(f"{path}: malformed manifest JSON ({e}); re-run `phonecli data prepare`") from e
         if d.get("format") != FORMAT:
             raise ValueError(f"{path}: not a phonecli manifest (format={d.get('format')!r})")
-        if d.get("version") != VERSION:
-            raise ValueError(f"{path}: manifest version {d.get('version')} is not supported (expected {VERSION})")
+        if d.get("version") not in READABLE_VERSIONS:
+            raise ValueError(f"{path}: manifest version {d.get('version')} is not supported "
+                             f"(this phonecli reads {', '.join(map(str, READABLE_VERSIONS))}); upgrade phonecli")
+        from phonecli.data.corpus import CorpusSpec
+
         return Manifest(
+            corpus=CorpusSpec.from_dict(d["corpus"]) if d.get("corpus") else None,
             utterances=[Utterance.from_dict(u) for u in d["utterances"]],
             corpus_id=d["corpus_id"],
             source=d.get("source", {}),
@@ -227,11 +276,24 @@ class Manifest:
         )
 
 
+#: v2 utterance fields: left out of the file and the fingerprint when unset, so a SpeechOcean762
+#: manifest keeps the corpus_id (and the caches) it had under v1
+_OPTIONAL_V2 = ("phones", "annotation")
+
+
+def _utterance_dict(u: Utterance) -> dict:
+    d = asdict(u)
+    for k in _OPTIONAL_V2:
+        if d.get(k) is None:
+            d.pop(k, None)
+    return d
+
+
 def fingerprint(utterances: list[Utterance]) -> str:
     """Content fingerprint (16 hex chars) independent of where the audio lives."""
     h = hashlib.sha256()
     for u in sorted(utterances, key=lambda u: u.utt_id):
-        d = asdict(u)
+        d = _utterance_dict(u)
         d.pop("audio")
         d.pop("duration")  # derived from num_samples / sample_rate
         h.update(json.dumps(d, sort_keys=True, allow_nan=True).encode())

@@ -1,12 +1,18 @@
-"""The phone inventory: 39 ARPAbet phones (stress stripped) and the CTC vocabulary.
+"""Phone inventories and CTC vocabularies.
 
-Vocabulary index 0 is the CTC blank; phones follow in the sorted order of ``PHONES``.
-This order is part of the run-directory format (``run.json`` stores it too).
+SpeechOcean762's inventory is the 39 CMU ARPAbet phones (stress stripped), ``PHONES``; the
+module-level ``VOCAB`` / ``encode`` / ``decode`` are that vocabulary. Other corpora bring their
+own inventory (TIMIT's 48 training phones, SUPERB's 71 stress-marked phones...), recorded in
+the manifest's ``phone_set``; :class:`Vocabulary` is the CTC vocabulary of any inventory.
+
+Vocabulary index 0 is the CTC blank; phones follow in the order of the phone set. This order
+is part of the run-directory format (``run.json`` stores it too).
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 
 from phonecli.errors import UnknownPhoneError  # noqa: F401  (re-exported)
 
@@ -64,3 +70,41 @@ def encode(phones: list[str] | tuple[str, ...]) -> list[int]:
 def decode(ids) -> list[str]:
     """Vocabulary ids -> phones (blank ids are dropped)."""
     return [VOCAB[int(i)] for i in ids if int(i) != 0]
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """The CTC vocabulary of a phone set: ``symbols[0]`` is the blank, then ``phones`` in order."""
+
+    phones: tuple[str, ...]
+    _ids: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if len(set(self.phones)) != len(self.phones) or BLANK in self.phones:
+            raise ValueError(f"a phone set needs distinct symbols other than {BLANK}: {self.phones}")
+        object.__setattr__(self, "_ids", {p: i for i, p in enumerate(self.symbols)})
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return (BLANK, *self.phones)
+
+    def __len__(self) -> int:
+        return len(self.phones) + 1
+
+    def __contains__(self, phone: str) -> bool:
+        return phone in self._ids and phone != BLANK
+
+    def id(self, phone: str) -> int:
+        return self._ids[phone]
+
+    def encode(self, phones) -> list[int]:
+        """Phones -> ids (1..len(phones)). Raises KeyError on a phone outside the set."""
+        return [self._ids[p] for p in phones]
+
+    def decode(self, ids) -> list[str]:
+        """Ids -> phones (blank ids are dropped)."""
+        syms = self.symbols
+        return [syms[int(i)] for i in ids if int(i) != 0]
+
+
+CMU39 = Vocabulary(PHONES)

@@ -1,8 +1,11 @@
 """``phonecli data prepare``: any supported corpus source -> one normalized manifest directory.
 
-SOURCE is an OpenSLR-layout directory, a directory of HF parquet shards, or the word
-``sample`` (the bundled synthetic corpus, OpenSLR layout). Everything the later stages need is
-in ``OUT/manifest.json``; audio decoded out of parquet shards goes to ``OUT/audio/``.
+SOURCE is an OpenSLR-layout directory, a directory of HF parquet shards, the word ``sample``
+(the bundled synthetic corpus, OpenSLR layout), or another corpus layout recognised by
+:func:`phonecli.data.corpus.detect_format` (L2-ARCTIC, TIMIT, LibriSpeech, Kaldi data dirs,
+lhotse manifests) or named with ``fmt``. Everything the later stages need is in
+``OUT/manifest.json``; audio decoded out of parquet shards or cut out of longer recordings goes
+to ``OUT/audio/``.
 """
 
 from __future__ import annotations
@@ -27,8 +30,26 @@ def sample_corpus_dir() -> Path:
     return Path(phonecli.data.__file__).parent / "sample_corpus"
 
 
-def open_source(source: str | Path) -> tuple[OpenSLRCorpus | ParquetCorpus, str]:
-    """``(reader, kind)`` for a SOURCE argument; :class:`CorpusError` when it is none of the three."""
+def open_source(source: str | Path, fmt: str | None = None, options: dict | None = None):
+    """``(reader, kind)`` for a SOURCE argument; :class:`CorpusError` when no reader fits.
+
+    ``fmt`` forces a layout (``speechocean762`` or a :data:`phonecli.data.corpus.FORMATS` name);
+    ``options`` are reader options such as ``{"lexicon": path}``.
+    """
+    from phonecli.data.corpus import detect_format, open_reader
+    from phonecli.data.openslr import SCORES
+
+    path = Path(source)
+    if fmt is None and str(source) != "sample" and path.is_dir() and not (path / SCORES).exists() \
+            and not parquet_shards(path):
+        fmt = detect_format(path)       # None: fall through to the SpeechOcean762 checks and their message
+    if fmt not in (None, "speechocean762"):
+        if not path.exists():
+            raise CorpusError(f"{source}: no such directory")
+        return open_reader(path, fmt, options or {}), fmt
+    if options and any(v is not None for v in options.values()):
+        raise CorpusError(f"{source}: reader options ({', '.join(k for k, v in options.items() if v is not None)}) "
+                          "do not apply to SpeechOcean762")
     if str(source) == "sample":
         root = sample_corpus_dir()
         if not is_openslr(root):
@@ -43,8 +64,9 @@ def open_source(source: str | Path) -> tuple[OpenSLRCorpus | ParquetCorpus, str]
         return OpenSLRCorpus(path), "openslr"
     if parquet_shards(path):
         return ParquetCorpus(path), "parquet"
-    raise CorpusError(f"{source}: neither an OpenSLR corpus (resource/scores.json, train/wav.scp) nor a "
-                      "directory of *.parquet shards; for the real corpus run `phonecli data download --to DIR`")
+    raise CorpusError(f"{source}: neither an OpenSLR corpus (resource/scores.json, train/wav.scp) nor a directory "
+                      "of *.parquet shards, nor L2-ARCTIC, TIMIT, LibriSpeech, Kaldi data dirs or lhotse manifests; "
+                      "pass --format, or for SpeechOcean762 run `phonecli data download --to DIR`")
 
 
 def _progress(total: int, desc: str, enabled: bool | None):
@@ -80,32 +102,37 @@ def assign_dev(utterances: list[Utterance], fraction: float, seed: int) -> list[
 
 def prepare_corpus(source: str | Path, out: str | Path, dev_fraction: float = 0.1, seed: int = 0,
                    on_error: str = "fail", progress: bool | None = None,
-                   warnings: list[Problem] | None = None) -> Manifest:
+                   warnings: list[Problem] | None = None, fmt: str | None = None,
+                   options: dict | None = None) -> Manifest:
     """Read SOURCE, normalize every utterance, carve dev, write ``OUT/manifest.json``.
 
     ``on_error="fail"`` stops at the first bad utterance with an :class:`UtteranceError`
     naming it; ``"skip"`` drops it and records ``{"utt_id", "reason"}`` in ``manifest.skipped``.
     Non-fatal findings (resampled/stereo audio, text mismatches...) are appended to
-    ``warnings`` when given. ``progress=None`` shows a bar only on a terminal.
+    ``warnings`` when given. ``progress=None`` shows a bar only on a terminal. ``fmt`` and
+    ``options``: see :func:`open_source`. A corpus whose benchmark fixes the dev split (TIMIT,
+    LibriSpeech, L2-ARCTIC) keeps it; ``dev_fraction``/``seed`` carve dev for the others.
     """
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error={on_error!r}; expected one of {', '.join(ON_ERROR)}")
     from phonecli.data.splits import dev_count
 
     dev_count(2, dev_fraction)  # validates the fraction before any work is done
-    corpus, kind = open_source(source)
+    corpus, kind = open_source(source, fmt, options)
+    build = getattr(corpus, "build", build_utterance)      # readers of other corpora build their own rows
+    spec = getattr(corpus, "spec", None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     found = warnings if warnings is not None else []
     found += [p for p in corpus.problems if not p.is_error]
     utterances: list[Utterance] = []
     mappings: list[dict] = []
-    skipped: list[dict] = []
+    skipped: list[dict] = list(getattr(corpus, "skipped", []))   # left out by the reader (known-bad files)
     with _progress(len(corpus), f"prepare {kind}", progress) as bar:
         for rec in corpus.records():
             bar.update(1)
             try:
-                utt, warns = build_utterance(rec, mappings)
+                utt, warns = build(rec, mappings)
             except UtteranceError as e:
                 if on_error == "fail":
                     raise UtteranceError(e.utt_id, f"{e.reason} (re-run with --on-error skip to drop it)") from None
@@ -117,11 +144,15 @@ def prepare_corpus(source: str | Path, out: str | Path, dev_fraction: float = 0.
             utterances.append(utt)
     if not utterances:
         raise CorpusError(f"{source}: no usable utterance ({len(skipped)} skipped); run `phonecli data validate {source}`")
-    dev_speakers = assign_dev(utterances, dev_fraction, seed)
+    if spec is not None and spec.dev is not None:
+        dev = dict(spec.dev)
+    else:
+        dev = {"fraction": dev_fraction, "seed": seed, "speakers": assign_dev(utterances, dev_fraction, seed)}
     manifest = Manifest(
         utterances=utterances,
         source={"kind": kind, "path": str(corpus.root)},
-        dev={"fraction": dev_fraction, "seed": seed, "speakers": dev_speakers},
+        corpus=spec,
+        dev=dev,
         phone_mappings=mappings,
         skipped=skipped,
     )

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from phonecli.data.normalize import CorpusError, Problem, check_entry
+from phonecli.data.normalize import CorpusError, Problem, UtteranceError, check_entry, first_error
 
 __all__ = ["Problem", "validate_corpus", "summarize"]
 
@@ -32,11 +32,20 @@ def validate_corpus(source: str | Path, progress: bool | None = None) -> list[Pr
     except CorpusError as e:
         return [Problem("error", "", str(e))]  # the message already names the file
     problems: list[Problem] = list(corpus.problems)
+    build = getattr(corpus, "build", None)      # readers of other corpora check while building
     with _progress(len(corpus), f"validate {kind}", progress) as bar:
         for rec in corpus.records():
             bar.update(1)
             problems += rec.problems
-            if rec.entry is not None:
+            if build is not None:
+                if first_error(rec.problems) is None:
+                    try:
+                        build(rec, [])
+                    except UtteranceError as e:
+                        problems.append(Problem("error", f"utterance {e.utt_id}", e.reason, e.utt_id))
+                    except CorpusError as e:
+                        problems.append(Problem("error", "", str(e), rec.utt_id))
+            elif rec.entry is not None:
                 problems += check_entry(rec.utt_id, rec.entry)
     return problems
 

@@ -17,12 +17,14 @@ from phonecli.errors import ExtractionError  # noqa: F401  (re-exported)
 
 @dataclass
 class LayerInfo:
-    """One stored state. ``index`` is the model's own hidden-state index (0 = embeddings/CNN)."""
+    """One stored state. ``index`` follows the layer convention of :mod:`phonecli.encoders.layers`
+    (0 = embeddings/stem, N = the encoder output after its final LayerNorm)."""
 
     index: int
-    name: str                 # e.g. "cnn+projection", "transformer.3", "final (pre-LayerNorm)"
+    name: str                 # e.g. "embeddings", "transformer.3", "transformer.24 -> final LayerNorm"
     frame_rate: float         # frames/s of this state as stored
     note: str = ""
+    reference: str = ""       # the same state elsewhere, e.g. "transformers 4.x hidden_states[3]; s3prl ..."
 
 
 @dataclass

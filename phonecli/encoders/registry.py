@@ -62,7 +62,7 @@ _CONFIG_NUMBER_FAMILIES = {"hubert", "wavlm", "wav2vec2", "data2vec-audio"}
 
 # Row keys that describe one checkpoint (not its family): a bare local directory of the same
 # family does not inherit them (the adapter derives them from the directory instead).
-_CHECKPOINT_ONLY_KEYS = ("normalize",)
+_CHECKPOINT_ONLY_KEYS = ("processor", "pre_ln")
 
 
 def resolve(model: str) -> tuple[ModelSpec, str]:

@@ -2,9 +2,11 @@
 
 Files written into RUN (JSON: NaN/undefined values are ``null``):
 
-- ``metrics.json``: ``{"format": "phonecli-metrics", "version": 1, "run", "seed": {...},
-  "phone": {...}, "bootstrap": {...}, "counts": {...}}``; see the protocol modules for the
-  definitions. Evaluating one protocol keeps the other's block from an earlier evaluation.
+- ``metrics.json``: ``{"format": "phonecli-metrics", "version": 1, "run", "benchmark": {...},
+  "seed": {...}, "phone": {...} | "per": {...}, "mdd": {...}, "bootstrap": {...}, "counts": {...}}``;
+  see the protocol modules for the definitions. The protocols that apply come from the manifest
+  (``corpus.protocols``; :mod:`.protocols`). Evaluating one protocol keeps the other's block
+  from an earlier evaluation.
 - ``predictions.jsonl``: one line per dev/test utterance with posteriors:
   ``{"utt_id", "split", "speaker", "hyp": [phones], "ref": [phones], "accuracy"}``.
 - ``phone_scores.jsonl``: one line per canonical phone of dev/test:
@@ -21,10 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from phonecli.evaluate import phone_protocol, seed_protocol
+from phonecli.evaluate import phone_protocol, protocols, seed_protocol
 from phonecli.evaluate.bootstrap import speaker_bootstrap
 from phonecli import ctc
 from phonecli.config import EvaluateConfig
+from phonecli.data.corpus import PROTOCOLS as CORPUS_PROTOCOLS
 from phonecli.storage import atomic_write_text
 from phonecli.errors import EvaluateError  # noqa: F401  (re-exported)
 
@@ -71,9 +74,11 @@ def _load(run_dir):
         raise EvaluateError(f"{run.path}/run.json points at data {run.info.get('data')!r}: {e}") from e
     from phonecli.data.phones import VOCAB
 
-    if run.info.get("vocab") not in (None, list(VOCAB)):
-        raise EvaluateError(f"{run.path}/run.json: vocabulary differs from phonecli's 40-symbol VOCAB "
-                            f"(blank + 39 phones in phonecli.data.phones order); re-map the posteriors first")
+    vocab = list(manifest.vocab.symbols)
+    # a run.json without "vocab" predates other corpora: it was made with SpeechOcean762's VOCAB
+    if (run.info.get("vocab") or list(VOCAB)) != vocab:
+        raise EvaluateError(f"{run.path}/run.json: vocabulary differs from the {len(vocab)}-symbol vocabulary of "
+                            f"{run.info.get('data')} (blank + its phone_set in order); re-map the posteriors first")
     want = run.info.get("corpus_id")
     if want and manifest.corpus_id != want:
         raise EvaluateError(
@@ -83,9 +88,9 @@ def _load(run_dir):
 
 
 def _posteriors(run, manifest, split: str, required: bool) -> dict[str, np.ndarray] | None:
-    from phonecli.data.phones import VOCAB
     from phonecli.runs import RunError
 
+    n_vocab = len(manifest.vocab)
     if not run.posteriors_path(split).exists():
         if required:
             raise EvaluateError(
@@ -103,9 +108,9 @@ def _posteriors(run, manifest, split: str, required: bool) -> dict[str, np.ndarr
         if manifest[u].split != split:
             raise EvaluateError(f"{run.posteriors_path(split)}: utterance {u} is in split "
                                 f"{manifest[u].split!r} of the manifest, not {split!r}")
-        if lp.ndim != 2 or lp.shape[1] != len(VOCAB):
+        if lp.ndim != 2 or lp.shape[1] != n_vocab:
             raise EvaluateError(f"{run.posteriors_path(split)}: utterance {u} has posteriors of shape "
-                                f"{lp.shape}, expected (frames, {len(VOCAB)})")
+                                f"{lp.shape}, expected (frames, {n_vocab})")
         if np.isnan(lp).any() or np.isposinf(lp).any():
             raise EvaluateError(f"{run.posteriors_path(split)}: utterance {u} has NaN/+inf log-posteriors; "
                                 f"the producing stage diverged, re-run it")
@@ -118,7 +123,8 @@ def _predictions(manifest, split: str, post: dict[str, np.ndarray]) -> list[dict
     for u in manifest.split(split):
         if u.utt_id in post:
             rows.append({"utt_id": u.utt_id, "split": split, "speaker": u.speaker,
-                         "hyp": ctc.greedy_phones(post[u.utt_id]), "ref": u.canonical_phones, "accuracy": u.accuracy})
+                         "hyp": ctc.greedy_phones(post[u.utt_id], manifest.vocab.symbols), "ref": u.canonical_phones,
+                         "accuracy": u.accuracy})
     return rows
 
 
@@ -130,7 +136,7 @@ def evaluate_run(run_dir: str | Path, config: EvaluateConfig | None = None, *, p
         run_dir: a finished run directory (``posteriors/{dev,test}.safetensors``: float32 ``(frames, 40)``
             log-posteriors per utterance; ``train`` too for the phone protocol's regressor).
         config: an :class:`~phonecli.config.EvaluateConfig`; ``overrides`` on top of it. ``protocol``:
-            ``"seed"``, ``"phone"`` or ``"all"``; ``ci``: add ``*_ci95`` speaker-bootstrap intervals
+            ``"all"`` (every protocol of the run's corpus), ``"seed"``, ``"phone"``, ``"per"`` or ``"mdd"``; ``ci``: add ``*_ci95`` speaker-bootstrap intervals
             (``n_bootstrap`` replicates, RNG ``seed``). Thresholds and the regressor are fit on train/dev
             only; test labels enter the final scoring only.
         progress: tqdm bars (default: when stderr is a terminal).
@@ -144,14 +150,19 @@ def evaluate_run(run_dir: str | Path, config: EvaluateConfig | None = None, *, p
     if progress is None:
         progress = sys.stderr.isatty()
     run, manifest = _load(run_dir)
+    applicable = tuple(manifest.corpus.protocols)
+    if protocol != "all" and protocol not in applicable:
+        raise EvaluateError(f"--protocol {protocol} does not apply to {manifest.corpus.benchmark} "
+                            f"({run.info.get('data')}); its protocols: {', '.join(applicable)}")
+    selected = applicable if protocol == "all" else (protocol,)
     post = {s: _posteriors(run, manifest, s, required=True) for s in ("dev", "test")}
     missing = {s: [u.utt_id for u in manifest.split(s) if u.utt_id not in post[s]] for s in ("dev", "test")}
     if any(missing.values()):
         print(f"warning: {run.path}: {len(missing['test'])} test and {len(missing['dev'])} dev utterances "
               f"have no posteriors (skipped upstream); they are listed in metrics.json", file=sys.stderr)
 
-    do_seed = protocol in ("seed", "all")
-    do_phone = protocol in ("phone", "all")
+    do_seed = "seed" in selected
+    do_phone = "phone" in selected
     unit_speakers: dict[str, np.ndarray] = {}
     scorers = []
     result: dict = {}
@@ -191,6 +202,13 @@ def evaluate_run(run_dir: str | Path, config: EvaluateConfig | None = None, *, p
         scorers.append(lambda ix: phone_protocol.score(test_p, test_scores, test_uscores, phone_fit,
                                                        ix["phone"], ix["putt"]))
 
+    extra = [protocols.build(name, manifest, post) for name in protocols.EXTRA_PROTOCOLS if name in selected]
+    for proto in extra:
+        unit_speakers.update(proto.unit_speakers)
+        scorers.append(proto.score)
+    if extra and not do_seed:
+        _write_jsonl(run.path / PREDICTIONS_FILE, extra[0].rows)
+
     cis: dict = {}
     undefined: dict = {}
     if ci:
@@ -203,6 +221,8 @@ def evaluate_run(run_dir: str | Path, config: EvaluateConfig | None = None, *, p
         result["seed"]["counts"]["n_dev_missing_posteriors"] = len(missing["dev"])
     if do_phone:
         result["phone"] = phone_protocol.to_metrics(phone_flat, test_p, tables, phone_fit, cis)
+    for proto in extra:
+        result[proto.name] = proto.to_metrics(proto.score(), cis)
 
     metrics_path = run.path / METRICS_FILE
     old = {}
@@ -213,11 +233,13 @@ def evaluate_run(run_dir: str | Path, config: EvaluateConfig | None = None, *, p
             old = {}
     stamp = _posteriors_stamp(run)
     # keep the other protocol's block only if it was computed from these very posteriors
-    out = {k: v for k, v in old.items() if k in ("seed", "phone") and old.get("posteriors") == stamp}
+    out = {k: v for k, v in old.items() if k in CORPUS_PROTOCOLS and old.get("posteriors") == stamp}
     out.update(result)
     out = {
         "format": "phonecli-metrics", "version": 1, "run": run.name, "kind": run.kind,
         "evaluated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "benchmark": {"corpus": manifest.corpus.name, "name": manifest.corpus.benchmark,
+                      "standard": manifest.corpus.standard, "scored_on": manifest.corpus.scored_on},
         **out,
         "bootstrap": {"n": n_bootstrap if ci else 0, "seed": seed, "unit": "test speaker", "level": 0.95,
                       "method": "percentile", "undefined_replicates": {k: v for k, v in undefined.items() if v}},

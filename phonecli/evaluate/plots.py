@@ -107,14 +107,21 @@ def layer_weights_plot(results, path: Path) -> Path | None:
     return path
 
 
+def inventory(preds: list[dict]) -> list[str]:
+    """The phones of the predictions: SpeechOcean762's 39 when they fit, else every phone seen (sorted)."""
+    seen = {x for p in preds for x in (*p["ref"], *p["hyp"])}
+    return list(PHONES) if seen <= set(PHONES) else sorted(seen)
+
+
 def phone_errors(preds: list[dict]) -> tuple[dict[str, float], np.ndarray]:
     """Per canonical phone error rate ((sub + del) / occurrences) and the confusion counts.
 
     Confusion rows = reference phones + ``<ins>``; columns = hypothesis phones + ``<del>``;
-    shape ``(40, 40)``.
+    shape ``(P + 1, P + 1)`` over the :func:`inventory` of ``preds`` (40 x 40 for SpeechOcean762).
     """
-    rows = list(PHONES) + [INS]
-    cols = list(PHONES) + [DEL]
+    phones = inventory(preds)
+    rows = phones + [INS]
+    cols = phones + [DEL]
     ri = {p: i for i, p in enumerate(rows)}
     ci = {p: i for i, p in enumerate(cols)}
     conf = np.zeros((len(rows), len(cols)), dtype=np.int64)
@@ -126,7 +133,7 @@ def phone_errors(preds: list[dict]) -> tuple[dict[str, float], np.ndarray]:
                 occ[ref] += 1
                 if hyp != ref:
                     err[ref] += 1
-    return {ph: err[ph] / occ[ph] for ph in PHONES if occ[ph]}, conf
+    return {ph: err[ph] / occ[ph] for ph in phones if occ[ph]}, conf
 
 
 def per_phone_plot(named_rates: list[tuple[str, dict[str, float]]], path: Path) -> Path | None:
@@ -142,10 +149,11 @@ def per_phone_plot(named_rates: list[tuple[str, dict[str, float]]], path: Path) 
         ax.set(ylabel="error rate (%)", title=f"Per-phone error rate (test, {name})")
         ax.tick_params(axis="x", labelrotation=90, labelsize=7)
     else:
-        mat = np.array([[100 * r.get(p, np.nan) for p in PHONES] for _, r in named_rates])
+        phones = sorted({p for _, r in named_rates for p in r})
+        mat = np.array([[100 * r.get(p, np.nan) for p in phones] for _, r in named_rates])
         fig, ax = plt.subplots(figsize=(11, 1 + 0.35 * len(named_rates)))
         im = ax.imshow(mat, aspect="auto", cmap="viridis")
-        ax.set_xticks(range(len(PHONES)), PHONES, rotation=90, fontsize=7)
+        ax.set_xticks(range(len(phones)), phones, rotation=90, fontsize=7)
         ax.set_yticks(range(len(named_rates)), [n for n, _ in named_rates], fontsize=7)
         fig.colorbar(im, ax=ax, label="error rate (%)")
         ax.set_title("Per-phone error rate (test): (substitutions + deletions) / occurrences")
@@ -155,15 +163,16 @@ def per_phone_plot(named_rates: list[tuple[str, dict[str, float]]], path: Path) 
     return path
 
 
-def confusion_plot(name: str, conf: np.ndarray, path: Path) -> Path | None:
+def confusion_plot(name: str, conf: np.ndarray, path: Path, phones: list[str] | None = None) -> Path | None:
     if conf.sum() == 0:
         return None
     plt = _plt()
     norm = conf / np.maximum(conf.sum(axis=1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(8, 7.5))
     im = ax.imshow(norm, cmap="magma_r", vmin=0, vmax=1)
-    ax.set_xticks(range(conf.shape[1]), list(PHONES) + [DEL], rotation=90, fontsize=6)
-    ax.set_yticks(range(conf.shape[0]), list(PHONES) + [INS], fontsize=6)
+    phones = list(PHONES) if phones is None else phones
+    ax.set_xticks(range(conf.shape[1]), phones + [DEL], rotation=90, fontsize=6)
+    ax.set_yticks(range(conf.shape[0]), phones + [INS], fontsize=6)
     ax.set(xlabel="hypothesis (greedy CTC)", ylabel="reference (canonical)",
            title=f"Phone confusions (test, row-normalised): {name}")
     fig.colorbar(im, ax=ax, fraction=0.046)
@@ -181,12 +190,13 @@ def write_plots(results, out: Path) -> list[Path]:
         if preds:
             from phonecli import ctc
 
-            y = np.array([p["accuracy"] <= POSITIVE_MAX_ACCURACY for p in preds])
-            s = np.array([ctc.utterance_per(ctc.edit_distance(p["ref"], p["hyp"]), len(p["ref"])) for p in preds])
-            utt_curves.append((r.name, y, s))
+            if all(p.get("accuracy") is not None for p in preds):     # human scores: SpeechOcean762 only
+                y = np.array([p["accuracy"] <= POSITIVE_MAX_ACCURACY for p in preds])
+                s = np.array([ctc.utterance_per(ctc.edit_distance(p["ref"], p["hyp"]), len(p["ref"])) for p in preds])
+                utt_curves.append((r.name, y, s))
             pr, conf = phone_errors(preds)
             rates.append((r.name, pr))
-            p = confusion_plot(r.name, conf, out / f"confusion_{_safe(r.name)}.png")
+            p = confusion_plot(r.name, conf, out / f"confusion_{_safe(r.name)}.png", inventory(preds))
             if p:
                 made.append(p)
         ps = [p for p in _jsonl(r.path / PHONE_SCORES_FILE) if p.get("split") == "test"]

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from phonecli.config import ReportConfig
+from phonecli.evaluate import benchmarks
 from phonecli.storage import atomic_write, atomic_write_text
 from phonecli.evaluate.describe import describe
 from phonecli.evaluate.evaluate import METRICS_FILE, EvaluateError, evaluate_run
@@ -214,6 +215,7 @@ def write_csv(results: list[RunResult], path: Path) -> None:
         if k not in NO_CI:
             fields += [f"{k}_ci_lo", f"{k}_ci_hi"]
     fields += ["n_test", "n_test_phones", "n_unaligned_test_phones", "regressor_fit_on"]
+    fields += benchmarks.csv_fields()
     rows = []
     for r in results:
         row = {"run": r.name, "path": str(r.path), "kind": r.info.get("kind", ""), "model": r.model,
@@ -232,6 +234,7 @@ def write_csv(results: list[RunResult], path: Path) -> None:
         if row["n_unaligned_test_phones"] is None:
             row["n_unaligned_test_phones"] = ""
         row["regressor_fit_on"] = _get(r.metrics, ("phone", "regressor", "fit_on")) or ""
+        row.update(benchmarks.csv_row(r.metrics))
         rows.append(row)
 
     def write(tmp: Path) -> None:
@@ -268,8 +271,34 @@ def write_report(run_dirs, out_dir: str | Path, config: ReportConfig | None = No
         from phonecli.evaluate import plots as P
 
         plot_paths = P.write_plots(results, out)
-    md = [
-        "# Results",
+    seed_results = [r for r in results if r.metrics.get("seed") or r.metrics.get("phone")]
+    md = ["# Results", ""] + benchmarks.sections(results)
+    if seed_results:
+        md += _seed_sections(seed_results)
+    md += [
+        "## Counts and choices",
+        "",
+        counts_table(results),
+        "",
+    ]
+    if skipped:
+        md += ["## Skipped runs", ""] + [f"- `{d}`: {reason}" for d, reason in skipped] + [""]
+    if plot_paths:
+        md += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plot_paths] + [""]
+    md_path = out / "results.md"
+    atomic_write_text(md_path, "\n".join(md))
+    csv_path = out / "results.csv"
+    write_csv(results, csv_path)
+    summary = summary_table(seed_results) if seed_results else (benchmarks.per_table(results) or "")
+    return {"results_md": md_path, "results_csv": csv_path, "plots": plot_paths, "runs": [r.name for r in results],
+            "summary": summary, "skipped": skipped}
+
+
+def _seed_sections(results: list[RunResult]) -> list[str]:
+    """The SpeechOcean762 sections (seed and phone protocols), labelled with their benchmark."""
+    labels = sorted({benchmarks.benchmark(r.metrics) for r in results})
+    return [
+        f"## {' / '.join(labels)}: seed and phone protocols",
         "",
         "Seed protocol (utterance level, test split). Task A: corpus PER (%) of greedy CTC output vs",
         "canonical phones on utterances with accuracy >= 8; Task B: Pearson of 1 - PER_utt with utterance",
@@ -286,18 +315,4 @@ def write_report(run_dirs, out_dir: str | Path, config: ReportConfig | None = No
         "",
         full_table(results),
         "",
-        "## Counts and choices",
-        "",
-        counts_table(results),
-        "",
     ]
-    if skipped:
-        md += ["## Skipped runs", ""] + [f"- `{d}`: {reason}" for d, reason in skipped] + [""]
-    if plot_paths:
-        md += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plot_paths] + [""]
-    md_path = out / "results.md"
-    atomic_write_text(md_path, "\n".join(md))
-    csv_path = out / "results.csv"
-    write_csv(results, csv_path)
-    return {"results_md": md_path, "results_csv": csv_path, "plots": plot_paths, "runs": [r.name for r in results],
-            "summary": summary_table(results), "skipped": skipped}

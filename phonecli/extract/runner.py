@@ -312,6 +312,8 @@ def build_metadata(adapter: EncoderAdapter, sel: list[int], infos: list[LayerInf
     if isinstance(adapter_settings, dict):
         settings["adapter"] = adapter_settings
     chosen = [li for li in infos if li.index in set(sel)]
+    from phonecli.encoders.layers import LAYER_CONVENTION
+
     return {
         "format": "phonecli-cache",
         "version": 1,
@@ -325,6 +327,7 @@ def build_metadata(adapter: EncoderAdapter, sel: list[int], infos: list[LayerInf
         "frame_rate": float(adapter.frame_rate),
         "sample_rate": SAMPLE_RATE,
         "layers": list(sel),
+        "layer_convention": LAYER_CONVENTION,
         "layer_info": [asdict(li) for li in chosen],
         "dim": int(adapter.hidden_size),
         "dtype": dtype,

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 from phonecli import ctc
-from phonecli.data.phones import encode
 
 SAMPLE_RATE = 16_000
 TARGETS = ("canonical", "realized")
@@ -56,7 +55,7 @@ def make_examples(manifest, split: str, targets: str, num_frames, *, max_audio_s
         n = samples_16k(u)
         frames = int(num_frames(n))
         phones = u.canonical_phones if targets == "canonical" else u.realized_phones
-        target = encode(phones)
+        target = manifest.vocab.encode(phones)
         reason = None
         if frames < 1:
             reason = f"audio too short ({n / SAMPLE_RATE:.3f} s) for a single encoder frame"

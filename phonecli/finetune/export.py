@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from phonecli.data.phones import VOCAB as CMU_VOCAB
 from phonecli.finetune.model import (
     CTCModel,
     FinetuneError,
@@ -145,7 +146,8 @@ def load_finetuned(run_dir: str | Path, *, device: str = "cpu"):
     encoder = encoder.float().eval().to(device)
     adapter.model = encoder
     adapter.device = device
-    model = CTCModel(encoder, adapter.spec.family, int(adapter.hidden_size))
+    model = CTCModel(encoder, adapter.spec.family, int(adapter.hidden_size),
+                     vocab_size=len(run.info.get("vocab") or CMU_VOCAB))
     with torch.no_grad():
         model.head.weight.copy_(weights["head.weight"])
         model.head.bias.copy_(weights["head.bias"])

@@ -10,7 +10,8 @@ can rebuild it from ``run.json`` + ``weights.safetensors``.
 
 Head: ``Dropout(final_dropout) -> Linear(hidden_size, 40)`` over the encoder's
 ``last_hidden_state`` (for pre-LN encoders that is after the final LayerNorm, as in HF ForCTC),
-vocabulary ``phonecli.data.phones.VOCAB`` (index 0 = CTC blank, 39 phones); no tokenizer,
+vocabulary of the manifest (``Manifest.vocab``; SpeechOcean762: ``phonecli.data.phones.VOCAB``,
+index 0 = CTC blank, 39 phones); no tokenizer,
 so no BOS/EOS/pad/unk symbols can enter the vocabulary.
 """
 
@@ -176,12 +177,13 @@ class CTCModel(nn.Module):
     (``adapter.num_frames(samples)``, 50 frames/s for every supported family).
     """
 
-    def __init__(self, encoder: nn.Module, family: str, hidden_size: int, dropout: float = 0.1):
+    def __init__(self, encoder: nn.Module, family: str, hidden_size: int, dropout: float = 0.1,
+                 vocab_size: int = len(VOCAB)):
         super().__init__()
         self.encoder = encoder
         self.family = family
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(hidden_size, len(VOCAB))
+        self.head = nn.Linear(hidden_size, vocab_size)   # the manifest's vocabulary (Manifest.vocab)
 
     def hidden(self, batch: dict) -> torch.Tensor:
         """Encoder output ``(batch, frames, hidden)`` (``last_hidden_state``)."""
@@ -213,7 +215,8 @@ class CTCModel(nn.Module):
 
 
 def build_model(adapter, mode: Mode, *, lora: LoraSettings | None = None, gradient_checkpointing: bool = False,
-                compute_dtype: torch.dtype = torch.float32, device: str = "cpu", seed: int = 0) -> CTCModel:
+                compute_dtype: torch.dtype = torch.float32, device: str = "cpu", seed: int = 0,
+                vocab_size: int = len(VOCAB)) -> CTCModel:
     """Wrap ``adapter.model`` (fp32, from the registry/local dir) into a trainable :class:`CTCModel`.
 
     ``mode`` decides what trains: ``full`` everything; ``freeze-feature-encoder`` all but the
@@ -230,7 +233,7 @@ def build_model(adapter, mode: Mode, *, lora: LoraSettings | None = None, gradie
     hidden = int(adapter.hidden_size)
     dropout = float(getattr(encoder.config, "final_dropout", 0.1) or 0.0)
     torch.manual_seed(seed)
-    model = CTCModel(encoder, family, hidden, dropout)
+    model = CTCModel(encoder, family, hidden, dropout, vocab_size=vocab_size)
     for p in model.encoder.parameters():
         p.requires_grad_(mode.name in ("full", "freeze-feature-encoder"))
     if mode.name == "freeze-feature-encoder":

@@ -45,7 +45,6 @@ import torch
 
 from phonecli import ctc
 from phonecli.config import FinetuneConfig
-from phonecli.data.phones import VOCAB
 from phonecli.runs import (
     Checkpoints,
     Run,
@@ -383,7 +382,7 @@ def _run(cfg: FinetuneConfig, job: _Job, mode, manifest, device: str, ctx) -> Fi
     compute_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
     lora = LoraSettings(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout)
     model = build_model(adapter, mode, lora=lora, gradient_checkpointing=cfg.gradient_checkpointing,
-                        compute_dtype=compute_dtype, device=device, seed=cfg.seed)
+                        compute_dtype=compute_dtype, device=device, seed=cfg.seed, vocab_size=len(manifest.vocab))
     if mode.lora:
         resolved["lora"] = lora_config_dict(model.encoder)
     if mode.name == "qlora":
@@ -410,10 +409,11 @@ def _run(cfg: FinetuneConfig, job: _Job, mode, manifest, device: str, ctx) -> Fi
             # at the peak of a checkpoint save: old and new checkpoint (trainable weights + AdamW's two moments),
             # old and new best weights; then every posterior
             frames = sum(adapter.num_frames(samples_16k(u)) for u in manifest)
-            check_free_space(run_dir, 8 * 4 * n_train + frames * len(VOCAB) * 4 + 2**20,
+            check_free_space(run_dir, 8 * 4 * n_train + frames * len(manifest.vocab.symbols) * 4 + 2**20,
                              "the fine-tuning run (checkpoints, weights, posteriors)")
         run = start_run(job.start, "finetune", config=resolved, corpus_id=manifest.corpus_id, data=job.data,
-                        frame_rate=adapter.frame_rate, outputs=FINETUNE_OUTPUTS, sources=[{
+                        vocab=manifest.vocab.symbols, frame_rate=adapter.frame_rate, outputs=FINETUNE_OUTPUTS,
+                        sources=[{
                             "model": adapter.spec.name, "model_id": adapter.model_id,
                             "revision": adapter.revision, "fingerprint": base_fingerprint}])
         run.info["skipped"] = skipped

@@ -313,7 +313,8 @@ def _ctc_loss(per_utt: dict[str, np.ndarray], targets: dict[str, list[int]]) -> 
 def _utt_table(per_utt: dict[str, np.ndarray], refs: dict[str, dict]):
     from phonecli.evaluate.seed_protocol import UttTable
 
-    rows = [{"utt_id": u, "speaker": refs[u]["speaker"], "hyp": ctc.greedy_phones(lp), "ref": refs[u]["ref"],
+    rows = [{"utt_id": u, "speaker": refs[u]["speaker"], "hyp": ctc.greedy_phones(lp, refs[u]["vocab"]),
+             "ref": refs[u]["ref"],
              "accuracy": refs[u]["accuracy"]} for u, lp in per_utt.items() if u in refs]
     return UttTable.build(rows)
 
@@ -398,8 +399,6 @@ def fuse_late(runs: Sequence[str | Path | Run], out: str | Path, config: LateFus
     """
     from joblib import Parallel, delayed
 
-    from phonecli.data.phones import encode
-
     cfg = LateFusionConfig.build(config, **overrides)
     rule, align, alphas, metric = cfg.rule, cfg.align, cfg.alpha_grid, cfg.metric
     t0 = time.time()
@@ -434,9 +433,10 @@ def fuse_late(runs: Sequence[str | Path | Run], out: str | Path, config: LateFus
         if missing:
             raise FusionError(f"utterance {missing[0]} of the {s} posteriors is not in the manifest "
                               f"{runs[0].info.get('data')}; the runs were made from another corpus")
-    refs = {u.utt_id: {"speaker": u.speaker, "ref": u.canonical_phones, "accuracy": u.accuracy}
+    refs = {u.utt_id: {"speaker": u.speaker, "ref": u.canonical_phones, "accuracy": u.accuracy,
+                       "vocab": manifest.vocab.symbols}
             for s in ("dev", "test") for u in manifest.split(s)}
-    targets = {u: encode(refs[u]["ref"]) for u in data["dev"].utt_ids}
+    targets = {u: manifest.vocab.encode(refs[u]["ref"]) for u in data["dev"].utt_ids}
 
     # ---- the sweep: every grid point on dev (and test, reported only) in parallel ----
     show = sys.stderr.isatty() if progress is None else progress
@@ -469,7 +469,8 @@ def fuse_late(runs: Sequence[str | Path | Run], out: str | Path, config: LateFus
     frames = sum(len(sd.flats[0]) for sd in [*data.values(), *([train] if train is not None else [])])
     check_free_space(out, frames * len(runs[0].record.vocab) * 4 + 2**20, "the late-fusion run (posteriors)")
     run = start_run(start, "late-fusion", config=config, corpus_id=runs[0].record.corpus_id, data=runs[0].record.data,
-                    frame_rate=fast, sources=sources, name=name, outputs=("posteriors", SWEEP_CSV, SWEEP_PNG))
+                    frame_rate=fast, sources=sources, vocab=runs[0].record.vocab, name=name,
+                    outputs=("posteriors", SWEEP_CSV, SWEEP_PNG))
     for s, sd in data.items():
         run.write_posteriors(s, sd.per_utt(fuse_logprobs(sd.flats, weights, rule)))
     if train is not None:

@@ -7,7 +7,9 @@ the output root, ``--out`` or the current directory)::
 
     name: seed-table
     paths: {data: data/speechocean762, cache: cache, runs: runs/seed-table, results: results/seed-table}
-    data: {source: speechocean762, dev_fraction: 0.1, seed: 0}   # source: `sample`, OpenSLR dir or parquet dir;
+    data: {source: speechocean762, dev_fraction: 0.1, seed: 0}   # source: `sample`, OpenSLR dir or parquet dir,
+                                                                 # or any `data prepare` SOURCE (+ format, lexicon,
+                                                                 # phone_set, parts: its options);
                                                                   # omit `source` to use an existing manifest dir
     expected: {utterances: 5000, hours: 5.6}        # what --plan assumes while the data dir does not exist
     defaults: {extract: {...}, probe: {...}, finetune: {...}, late: {...}, evaluate: {...}}
@@ -549,8 +551,11 @@ def _exec_prepare(ctx: dict, s: Step) -> None:
     from phonecli.data import prepare_corpus
 
     d = s.spec
+    lexicon = d.get("lexicon")
     prepare_corpus(d["source"], ctx["paths"]["data"], dev_fraction=float(d.get("dev_fraction", 0.1)),
-                   seed=int(d.get("seed", 0)), on_error=d.get("on_error", "fail"), progress=ctx["progress"])
+                   seed=int(d.get("seed", 0)), on_error=d.get("on_error", "fail"), progress=ctx["progress"],
+                   fmt=d.get("format"), options={"lexicon": [lexicon] if isinstance(lexicon, str) else lexicon,
+                                                 "phone_set": d.get("phone_set"), "parts": d.get("parts")})
 
 
 def _exec_build(ctx: dict, s: Step) -> None:

@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from phonecli.data.phones import VOCAB, encode
 from phonecli import ctc
 from phonecli.probe.features import FeatureSource, available_memory, length_batches, open_source
 from phonecli.config import ProbeConfig
@@ -164,7 +163,7 @@ def _targets(manifest, utt_ids: list[str], kind: str, source_name: str) -> dict[
             raise ProbeError(f"{source_name}: utterance {u} is not in the manifest {manifest.root}; "
                              "pass the --data directory the cache was extracted from")
         utt = manifest[u]
-        out[u] = encode(utt.canonical_phones if kind == "canonical" else utt.realized_phones)
+        out[u] = manifest.vocab.encode(utt.canonical_phones if kind == "canonical" else utt.realized_phones)
     return out
 
 
@@ -334,7 +333,8 @@ def train_probe(features, data, out, config: ProbeConfig | None = None, *, overw
     context = _default_context(source, head) if cfg.context is None else cfg.context
     head_config = {"head": head, "shapes": [list(s) for s in source.shapes],
                    "weighted": [s.selection.weighted or head == "weighted" for s in source.streams],
-                   "layer_norm": cfg.layer_norm, "context": int(context), "vocab": len(VOCAB), "dropout": cfg.dropout}
+                   "layer_norm": cfg.layer_norm, "context": int(context), "vocab": len(manifest.vocab),
+                   "dropout": cfg.dropout}
     model = ProbeHead(head_config)
     # blank share of the train frames under CTC's alignment: frames not spent on one phone each
     n_phones = sum(len(tgt[u]) for u in train_ids)
@@ -359,10 +359,10 @@ def train_probe(features, data, out, config: ProbeConfig | None = None, *, overw
     # checkpoints already hold is in use already
     held = sum(f.stat().st_size for f in (start.path / "checkpoints").rglob("*") if f.is_file()) \
         if start.action == "resume" else 0
-    check_free_space(start.path, sum(frames.values()) * len(VOCAB) * 4 + 8 * 4 * n_params + 2**20 - held,
+    check_free_space(start.path, sum(frames.values()) * len(manifest.vocab) * 4 + 8 * 4 * n_params + 2**20 - held,
                      f"the {kind} run (posteriors, weights, checkpoints)")
     run = start_run(start, kind, config=config, corpus_id=source.corpus_id, data=data, frame_rate=source.frame_rate,
-                    sources=sources, name=name, outputs=PROBE_OUTPUTS)
+                    sources=sources, vocab=manifest.vocab.symbols, name=name, outputs=PROBE_OUTPUTS)
 
     # ---- train: one epoch over length-bucketed train batches, then dev; a checkpoint after each ----
     ckpts = Checkpoints(run.path)

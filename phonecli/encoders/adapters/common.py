@@ -9,6 +9,7 @@ Whisper 30 s window) stays in its adapter module.
 from __future__ import annotations
 
 import contextlib
+import logging
 import warnings
 from collections.abc import Callable
 
@@ -18,6 +19,9 @@ from phonecli.ctc import resolve_device  # noqa: F401  (re-exported: the one dev
 from phonecli.encoders.base import ExtractionError, ModelSpec
 
 SAMPLE_RATE = 16_000
+
+# Load-time notices (registry/checkpoint disagreements); `phonecli extract` prints this logger on stderr.
+log = logging.getLogger("phonecli.encoders")
 
 # The fix suggested when config.json cannot be read (spectral adapters' wording).
 CONFIG_FIX = "check the Hub id/--revision or pass a directory written by save_pretrained"
@@ -112,20 +116,82 @@ def raise_if_missing(source: str, info: dict, cls_name: str, prefix: str = "",
         )
 
 
-def load_feature_extractor(cls, source: str, revision: str | None):
-    """``cls.from_pretrained`` of the source's ``preprocessor_config.json``, or one line with the fix."""
-    try:
-        return cls.from_pretrained(source, revision=revision)
-    except (OSError, ValueError) as e:
+PREPROCESSOR_FILE = "preprocessor_config.json"   # feature-extractor settings, transformers 4 layout
+PROCESSOR_FILE = "processor_config.json"         # transformers 5 ProcessorMixin.save_pretrained layout
+
+
+def processor_settings_file(source: str, revision: str | None) -> str | None:
+    """The file ``FeatureExtractionMixin.from_pretrained(source)`` takes its settings from, or None.
+
+    transformers 5 reads ``processor_config.json`` first when it nests a ``"feature_extractor"``
+    (or ``"audio_processor"``) entry -- what ``Wav2Vec2Processor.save_pretrained`` writes now,
+    without any ``preprocessor_config.json`` -- and ``preprocessor_config.json`` otherwise
+    (``get_feature_extractor_dict``, transformers 5.24). This mirrors that order only to *name*
+    the file in the cache metadata; loading itself is the library's ``from_pretrained``.
+    """
+    import json
+
+    from transformers.utils.hub import cached_file
+
+    found = {}
+    for name in (PROCESSOR_FILE, PREPROCESSOR_FILE):
+        try:
+            found[name] = cached_file(source, name, revision=revision, _raise_exceptions_for_missing_entries=False,
+                                      _raise_exceptions_for_connection_errors=False)
+        except OSError as e:
+            raise ExtractionError(f"{source}: cannot read {name} ({first_line(e)})") from e
+    if found[PROCESSOR_FILE]:
+        try:
+            nested = json.loads(open(found[PROCESSOR_FILE]).read())
+        except ValueError as e:
+            raise ExtractionError(f"{found[PROCESSOR_FILE]}: not valid JSON ({e}); re-save the processor") from e
+        if isinstance(nested, dict) and ("feature_extractor" in nested or "audio_processor" in nested):
+            return PROCESSOR_FILE
+    return PREPROCESSOR_FILE if found[PREPROCESSOR_FILE] else None
+
+
+def load_feature_extractor(cls, spec: ModelSpec, source: str, revision: str | None, *,
+                           base: dict | None = None, default: tuple[dict, str] | None = None):
+    """The checkpoint's feature extractor and where its settings came from: ``(fe, origin)``.
+
+    Settings are loaded by the library's own ``cls.from_pretrained`` from ``processor_config.json``
+    (transformers 5) or ``preprocessor_config.json``; ``origin`` names that file. Only when
+    neither exists: the registry row's ``processor`` values (``origin`` = "registry row ..."),
+    else the family ``default`` (``(values, origin)``), else one line with the fix. ``base`` holds
+    constructor arguments every checkpoint of the family shares (e.g. ``sampling_rate``).
+
+    A row whose ``processor`` values contradict the loaded file (e.g. ``NAME=DIR`` with a
+    fine-tuned directory saved with another ``do_normalize``) gets one warning line on the
+    ``phonecli.encoders`` logger naming both values and the one used (the file's).
+    """
+    row = dict(spec.extra.get("processor") or {})
+    found = processor_settings_file(source, revision)
+    if found:
+        try:
+            fe = cls.from_pretrained(source, revision=revision)
+        except (OSError, ValueError, TypeError) as e:
+            raise ExtractionError(f"{source}: cannot load {cls.__name__} from {found} ({first_line(e)}); "
+                                  "re-save it with save_pretrained") from e
+        origin = found
+        differ = {k: (v, getattr(fe, k, None)) for k, v in row.items() if getattr(fe, k, None) != v}
+        if differ:
+            said = ", ".join(f"{k}={got!r}" for k, (_, got) in differ.items())
+            row_said = ", ".join(f"{k}={want!r}" for k, (want, _) in differ.items())
+            log.warning("%s: %s/%s has %s but registry row %r says %s; using %s", spec.name, source, found, said,
+                        spec.name, row_said, found)
+    elif row:
+        fe, origin = cls(**{**(base or {}), **row}), (f"registry row {spec.name!r} (no {PROCESSOR_FILE} or "
+                                                      f"{PREPROCESSOR_FILE})")
+    elif default is not None:
+        fe, origin = cls(**{**(base or {}), **default[0]}), default[1]
+    else:
         raise ExtractionError(
-            f"{source}: no usable preprocessor_config.json ({first_line(e)}); save the model's "
-            f"{cls.__name__} next to it (feature_extractor.save_pretrained(dir))"
-        ) from e
-
-
-def check_sampling_rate(source: str, fe) -> None:
-    if fe.sampling_rate != SAMPLE_RATE:
+            f"{source}: no {PREPROCESSOR_FILE} or {PROCESSOR_FILE}; save the model's {cls.__name__} (or its "
+            "processor) next to it with save_pretrained(dir)"
+        )
+    if getattr(fe, "sampling_rate", SAMPLE_RATE) != SAMPLE_RATE:
         raise ExtractionError(f"{source}: feature extractor expects {fe.sampling_rate} Hz; only 16 kHz is supported")
+    return fe, origin
 
 
 def check_wave(name: str, i: int, w: np.ndarray, too_short: Callable[[int], str | None]) -> np.ndarray:
@@ -163,7 +229,6 @@ def check_registry_numbers(spec: ModelSpec, source: str, states: int, hidden: in
     if spec.name not in load_registry():
         return
     if (spec.layers, spec.hidden_size) != (states, hidden):
-        warnings.warn(
-            f"{spec.name}: registry says {spec.layers} states x {spec.hidden_size} but {source} has "
-            f"{states} x {hidden}; using the checkpoint's numbers", stacklevel=3,
-        )
+        # a log line (stderr, above the progress bar), not an error: NAME=DIR may hold a variant
+        log.warning("%s: registry says %d states x %d but %s has %d x %d; using the checkpoint's numbers",
+                    spec.name, spec.layers, spec.hidden_size, source, states, hidden)

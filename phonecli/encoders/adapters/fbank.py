@@ -15,6 +15,7 @@ import json
 import numpy as np
 
 from phonecli.encoders.base import EncoderAdapter, LayerInfo, ModelSpec
+from phonecli.encoders.layers import describe_states
 
 #: Everything that determines the output; also the adapter's fingerprint (there are no weights).
 FBANK_SETTINGS: dict = {
@@ -52,8 +53,7 @@ class Adapter(EncoderAdapter):
         self._shift = int(FBANK_SETTINGS["sample_frequency"] * FBANK_SETTINGS["frame_shift"] / 1000)    # 160
 
     def layers(self) -> list[LayerInfo]:
-        return [LayerInfo(index=0, name="log-mel fbank (80)", frame_rate=self.frame_rate,
-                          note="Kaldi fbank, 25 ms window / 10 ms shift, snip_edges")]
+        return describe_states("fbank", 1, self.frame_rate)
 
     def num_frames(self, num_samples: int) -> int:
         """Kaldi's ``snip_edges=True`` count: ``1 + (samples - 400) // 160`` (0 below one window)."""

@@ -32,7 +32,6 @@ import numpy as np
 from phonecli.encoders.adapters.common import (
     SAMPLE_RATE,
     check_registry_numbers,
-    check_sampling_rate,
     check_waves,
     expect_model_type,
     hub_commit,
@@ -43,6 +42,7 @@ from phonecli.encoders.adapters.common import (
     resolve_device,
 )
 from phonecli.encoders.base import EncoderAdapter, ExtractionError, LayerInfo, ModelSpec
+from phonecli.encoders.layers import describe_states
 
 
 class Adapter(EncoderAdapter):
@@ -65,9 +65,8 @@ class Adapter(EncoderAdapter):
         encoder = model.encoder if model_type == "parakeet_ctc" else model
         self.model = encoder.eval().to(self.device)
         self.config = self.model.config
-        self.feature_extractor = load_feature_extractor(ParakeetFeatureExtractor, source, revision)
+        self.feature_extractor, self.processor_source = load_feature_extractor(ParakeetFeatureExtractor, spec, source, revision)
         fe = self.feature_extractor
-        check_sampling_rate(source, fe)
         if fe.feature_size != self.config.num_mel_bins:
             raise ExtractionError(
                 f"{source}: preprocessor_config.json has {fe.feature_size} mel bins but the encoder expects "
@@ -80,19 +79,12 @@ class Adapter(EncoderAdapter):
         self.frame_rate = SAMPLE_RATE / (fe.hop_length * self.config.subsampling_factor)
         self.settings = {"features": f"ParakeetFeatureExtractor log-mel {fe.feature_size} bins, per-utterance "
                                      "normalisation", "subsampling": int(self.config.subsampling_factor),
-                         "attention_mask": True}
+                         "attention_mask": True, "processor_source": self.processor_source}
         check_registry_numbers(spec, source, self.num_states, self.hidden_size)
 
     def layers(self) -> list[LayerInfo]:
-        n = self.num_states - 1
-        fr = self.frame_rate
-        scale = " x sqrt(d_model)" if self.config.scale_input else ""
-        out = [LayerInfo(0, "subsampling", fr,
-                         f"{self.config.subsampling_factor}x conv subsampling -> Linear{scale} (input of block 1)")]
-        out += [LayerInfo(i, f"conformer.{i}", fr, "output of FastConformer block (ends in its own LayerNorm)")
-                for i in range(1, n + 1)]
-        out[-1].note += "; = last_hidden_state (no encoder-level final norm)"
-        return out
+        return describe_states("parakeet", self.num_states, self.frame_rate,
+                               detail={"scale_input": bool(self.config.scale_input)})
 
     def mel_frames(self, num_samples: int) -> int:
         """Valid log-mel frames: the extractor's ``(samples + n_fft//2*2 - n_fft) // hop``."""

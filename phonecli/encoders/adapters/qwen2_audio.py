@@ -10,23 +10,41 @@ a bare encoder (``model_type: qwen2_audio_encoder``). The tower's ``nn.Linear`` 
 ``bitsandbytes.nn.Linear4bit``; convolutions, positions and LayerNorms stay float32.
 Peak RAM while loading the 7B checkpoint is the whole 4-bit model (about 5 GB).
 
-Input: ``WhisperFeatureExtractor`` with 128 mel bins, fixed 30 s windows (see whisper.py:
-the same windowing, trimming and batching rules apply; ``padding_safe = True``).
+Input: ``WhisperFeatureExtractor`` with 128 mel bins, fixed 30 s windows (see whisper.py: the
+same windowing and batching rules apply; ``padding_safe = True``).
 
-What is stored (``encoder_layers + 1`` = 33 states x 1280 for the 7B model, 50 frames/s):
-the tower's own ``hidden_states`` tuple. States 0..31 are the conv stem + positions and the
-outputs of layers 1..31 at 50 frames/s. The tower then average-pools the last layer's output
-(kernel 2, stride 2) to **25 frames/s** and applies ``layer_norm``; ``capture_outputs``
-replaces the last entry of ``hidden_states`` with that ``last_hidden_state`` (what the LLM
-sees through the projector). A cache holds one frame rate per utterance, so this final state
-is **stored at 50 frames/s by exact repetition**: stored frames ``2j`` and ``2j+1`` both hold
-pooled frame ``j`` (then trimmed with the others to ``ceil(samples / 320)``). Its LayerInfo
-says so. The un-pooled output of layer 32 is not part of ``hidden_states`` and is not stored.
+Padding mask: the tower gets exactly the mask ``Qwen2AudioModel.forward`` builds (transformers
+5.24, ``modeling_qwen2_audio.py``): valid mel frames from the feature extractor's attention mask
+(``ceil(samples / 160)``), ``audio_feat_lengths = (mel - 1) // 2 + 1`` valid positions of the 1,500,
+``create_bidirectional_mask`` over those for the tower's attention. Without it every state after
+the first attends to the zero-padded rest of the 30 s window (a 1 s clip is 1,450 of 1,500
+positions of padding), which is not what Qwen2-Audio computes.
+
+What is stored (``encoder_layers + 1`` = 33 states x 1280 for the 7B model, 50 frames/s;
+:mod:`phonecli.encoders.layers`): the tower's own ``hidden_states`` tuple. States 0..31 are the
+conv stem + positions and the outputs of layers 1..31 at 50 frames/s, ``audio_feat_lengths``
+frames per window (= ``ceil(samples / 320)``). The tower then average-pools the last layer's
+output (kernel 2, stride 2) to **25 frames/s** and applies ``layer_norm``; ``capture_outputs``
+replaces the last entry of ``hidden_states`` with that ``last_hidden_state`` -- what the language
+model reads through the projector, ``audio_output_lengths = (feat - 2) // 2 + 1 = feat // 2``
+pooled frames per window (``Qwen2AudioProcessor`` inserts exactly that many audio tokens).
+
+One ``(states, frames, dim)`` array per utterance holds both rates: the pooled state is stored
+**at 50 frames/s by exact repetition** -- stored frames ``2j`` and ``2j+1`` both hold pooled frame
+``j`` -- and, when a window's full-rate count is odd, its last full-rate frame repeats the last
+pooled frame instead of a pooled frame that would average a real and a padded position (which
+Qwen never feeds its language model). So every stored state has ``feat`` frames and the last
+one holds exactly Qwen's ``feat // 2`` distinct pooled frames (a 16,001-sample clip: 51 frames,
+25 distinct pooled ones). A window with fewer than 2 full-rate frames (<= 320 samples, only
+possible as the tail of audio longer than 30 s) has no pooled frame and is dropped; Qwen2-Audio
+itself truncates audio at 30 s. The un-pooled output of the last layer is not part of
+``hidden_states`` and is not stored.
 """
 
 from __future__ import annotations
 
 import gc
+import math
 
 import numpy as np
 
@@ -39,8 +57,13 @@ from phonecli.encoders.adapters.common import (
     read_model_type,
     resolve_device,
 )
-from phonecli.encoders.adapters.whisper import WindowedLogMelAdapter, load_whisper_feature_extractor
+from phonecli.encoders.adapters.whisper import (
+    SAMPLES_PER_FRAME,
+    WindowedLogMelAdapter,
+    load_whisper_feature_extractor,
+)
 from phonecli.encoders.base import ExtractionError, LayerInfo, ModelSpec
+from phonecli.encoders.layers import describe_states
 
 POOL = 2  # Qwen2AudioEncoder.avg_pooler: AvgPool1d(2, stride=2)
 
@@ -59,6 +82,8 @@ class Adapter(WindowedLogMelAdapter):
 
     All states at 50 frames/s; the last one is 25 frames/s content repeated x2 (module docstring).
     """
+
+    min_samples = SAMPLES_PER_FRAME + 1  # > 320 samples: 2 full-rate frames, hence one pooled frame
 
     def __init__(self, spec: ModelSpec, source: str, *, revision: str | None = None,
                  device: str = "cpu", trust_remote_code: bool = False):
@@ -101,15 +126,47 @@ class Adapter(WindowedLogMelAdapter):
         self.num_states = int(self.config.encoder_layers) + 1
         self.quantization = {"method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4",
                              "bnb_4bit_compute_dtype": "float32"}
-        self.feature_extractor = load_whisper_feature_extractor(source, revision)
+        self.feature_extractor, self.processor_source = load_whisper_feature_extractor(spec, source, revision)
         self._setup_windows(source)
         self.settings = {**self.window_settings(), "quantization": self.quantization,
-                         "final_state": "avg-pooled 25 frames/s, stored at 50 frames/s by repeating each frame twice"}
+                         "attention_mask": "padding mask of Qwen2AudioModel.forward (valid mel frames from the "
+                                           "feature extractor's attention mask)",
+                         "final_state": "avg-pooled 25 frames/s (Qwen's audio_output_lengths), stored at 50 frames/s "
+                                        "by repeating each pooled frame twice; an odd last frame repeats the last "
+                                        "pooled frame"}
         check_registry_numbers(spec, source, self.num_states, self.hidden_size)
 
+    def frames_in_window(self, samples: int) -> int:
+        """``audio_feat_lengths`` of a window with ``samples`` real samples (= ``ceil(samples / 320)``),
+        or 0 when it has no pooled frame (``audio_output_lengths`` = 0: <= 320 samples)."""
+        feat = (math.ceil(samples / (SAMPLES_PER_FRAME // 2)) - 1) // 2 + 1 if samples > 0 else 0
+        return feat if self.pooled_frames(feat) > 0 else 0
+
+    @staticmethod
+    def pooled_frames(feat: int) -> int:
+        """``Qwen2AudioEncoder._get_feat_extract_output_lengths``' second value for ``feat`` full-rate frames."""
+        return (feat - 2) // 2 + 1 if feat > 0 else 0
+
+    def _encode(self, feats, mel_lengths) -> tuple:
+        """The tower's ``hidden_states`` with the padding mask ``Qwen2AudioModel.forward`` builds
+        (transformers 5.24 ``modeling_qwen2_audio.py``; the same steps, written out because the
+        model builds it inline)."""
+        import torch
+        from transformers.masking_utils import create_bidirectional_mask
+
+        feat_lengths, _ = self.model._get_feat_extract_output_lengths(mel_lengths)
+        batch, _, max_mel = feats.shape
+        max_seq_len = (max_mel - 2) // 2 + 1
+        seq_range = torch.arange(max_seq_len, dtype=feat_lengths.dtype, device=feat_lengths.device)
+        padding_mask = seq_range[None, :].expand(batch, max_seq_len) >= feat_lengths[:, None]
+        mask_2d = (~padding_mask).to(dtype=torch.long)
+        dummy = torch.zeros((batch, max_seq_len, 1), dtype=self._input_dtype(), device=feats.device)
+        mask = create_bidirectional_mask(config=self.model.config, inputs_embeds=dummy, attention_mask=mask_2d)
+        return self.model(feats, attention_mask=mask, output_hidden_states=True).hidden_states
+
     def _window_states(self, hidden_states: tuple, b: int, frames: int) -> np.ndarray:
-        """Window ``b`` trimmed to ``frames`` -> float32 ``(S, frames, D)``, the pooled last
-        state repeated x2 back to 50 frames/s."""
+        """Window ``b`` trimmed to ``frames`` -> float32 ``(S, frames, D)``; the pooled last state
+        repeated x2 back to 50 frames/s, holding exactly ``frames // 2`` distinct pooled frames."""
         import torch
 
         *full_rate, pooled = hidden_states
@@ -118,18 +175,11 @@ class Adapter(WindowedLogMelAdapter):
                 f"{self.spec.name}: final state has {pooled.shape[1]} frames for {full_rate[0].shape[1]} "
                 f"input frames; expected the {POOL}x average pool of Qwen2AudioEncoder"
             )
-        # Exact repetition, not interpolation: stored frames 2j and 2j+1 are both pooled frame j.
-        repeated = pooled[b, : -(-frames // POOL)].repeat_interleave(POOL, dim=0)[:frames]
+        # Exact repetition, not interpolation: stored frames 2j and 2j+1 are both pooled frame j;
+        # an odd last frame repeats the last valid pooled frame (never the one averaging padding).
+        source = torch.clamp(torch.arange(frames, device=pooled.device) // POOL, max=self.pooled_frames(frames) - 1)
+        repeated = pooled[b].index_select(0, source)
         return torch.stack([*(h[b, :frames] for h in full_rate), repeated]).float().cpu().numpy()
 
     def layers(self) -> list[LayerInfo]:
-        n = self.num_states - 1
-        fr = self.frame_rate
-        out = [LayerInfo(0, "conv+positions", fr, "gelu(conv1) -> gelu(conv2, stride 2) + learned positions")]
-        out += [LayerInfo(i, f"encoder_layer.{i}", fr, "output of encoder layer (4-bit nf4 linears)") for i in range(1, n)]
-        out.append(LayerInfo(
-            n, f"avgpool(encoder_layer.{n}) + final LayerNorm [25 fps, repeated x2]", fr,
-            f"last_hidden_state: AvgPool1d(2,2) -> layer_norm, natively {fr / POOL:g} frames/s; stored at "
-            f"{fr:g} frames/s by exact repetition (frames 2j and 2j+1 are identical)",
-        ))
-        return out
+        return describe_states("qwen2-audio", self.num_states, self.frame_rate)

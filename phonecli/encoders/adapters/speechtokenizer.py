@@ -46,6 +46,7 @@ from phonecli.encoders.adapters.common import (
     resolve_device,
 )
 from phonecli.encoders.base import EncoderAdapter, ExtractionError, LayerInfo, ModelSpec
+from phonecli.encoders.layers import describe_states
 DEFAULT_SUBFOLDER = "speechtokenizer_hubert_avg"
 CHECKPOINT = "SpeechTokenizer.pt"
 INSTALL_HINT = "pip install 'phonecli[tokenizer]'"
@@ -141,14 +142,7 @@ class Adapter(EncoderAdapter):
         check_registry_numbers(spec, source, self.num_states, self.hidden_size)
 
     def layers(self) -> list[LayerInfo]:
-        fr = self.frame_rate
-        out = [LayerInfo(0, "seanet_encoder", fr, "continuous SEANet+BiLSTM encoder output, before quantization")]
-        for k in range(1, self.n_q + 1):
-            note = "code embedding of RVQ level %d (per-level vector, not a running sum)" % k
-            if k == 1:
-                note += "; HuBERT-distilled semantic level"
-            out.append(LayerInfo(k, f"rvq.{k}", fr, note))
-        return out
+        return describe_states("speechtokenizer", self.num_states, self.frame_rate)
 
     def num_frames(self, num_samples: int) -> int:
         """``ceil`` through each stride-r SEANet conv = ``ceil(samples / prod(strides))``

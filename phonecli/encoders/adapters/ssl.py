@@ -5,26 +5,26 @@ All four share one design (CNN feature encoder, 320 samples per frame -> 50 fram
 convolutional position embedding, Transformer encoder), so one adapter serves them; only the
 transformers class differs.
 
-What is stored (transformers 5.23, verified in ``modeling_*.py``): the model's own
-``hidden_states`` tuple, ``num_hidden_layers + 1`` states:
+What is stored: ``num_hidden_layers + 1`` states under phonecli's layer convention
+(:mod:`phonecli.encoders.layers`; = transformers 4.x ``hidden_states`` and s3prl/SUPERB):
 
 * state 0 is the input of the first Transformer layer: ``projection(CNN) + pos_conv``, followed
   by the encoder LayerNorm for post-LN encoders (``do_stable_layer_norm=False``: base models,
   DistilHuBERT, data2vec-audio) and *without* it for pre-LN ("stable layer norm") encoders
   (large models, XLS-R, MMS, phoneme-CTC checkpoints);
 * state i is the output of Transformer layer i;
-* the last state of a pre-LN encoder is the output of the last layer *before* the encoder's
-  final LayerNorm (``capture_outputs(tie_last_hidden_states=False)`` since transformers 5.16;
-  ``last_hidden_state`` is LayerNorm of it). This is also what fairseq's ``layer_results`` and
-  s3prl's hidden states hold. For post-LN encoders the last state equals ``last_hidden_state``.
-
-``layers()`` names each state and says which of the two the last one is.
+* state N is the encoder's output, taken from ``model.encoder`` itself: for a pre-LN encoder the
+  last layer's output *after* the encoder's final LayerNorm. transformers >= 5.16 puts the
+  pre-LayerNorm state last in ``hidden_states`` (``capture_outputs(tie_last_hidden_states=False)``),
+  which is neither what transformers 4.x returned, nor what s3prl's hook on the encoder output
+  holds, nor what a CTC head reads; that entry is replaced. For post-LN encoders the two agree.
+  (The model-level ``last_hidden_state`` is not used: with ``add_adapter`` it is the output of
+  the seq2seq adapter, at another frame rate.)
 """
 
 from __future__ import annotations
 
 import inspect
-import logging
 import warnings
 from pathlib import Path
 
@@ -32,9 +32,11 @@ import numpy as np
 
 from phonecli.encoders.adapters.common import (
     SAMPLE_RATE,
+    check_registry_numbers,
     check_wave,
     first_line,
     hub_commit,
+    load_feature_extractor,
     load_pretrained,
     quiet_transformers,
     raise_if_missing,
@@ -42,6 +44,7 @@ from phonecli.encoders.adapters.common import (
 )
 from phonecli.encoders.adapters.common import read_config_dict as _read_config_dict
 from phonecli.encoders.base import EncoderAdapter, ExtractionError, LayerInfo, ModelSpec
+from phonecli.encoders.layers import describe_states
 
 # registry family -> (transformers model class, config.json model_type values it accepts)
 FAMILY_CLASSES: dict[str, tuple[str, frozenset[str]]] = {
@@ -54,9 +57,6 @@ FAMILY_CLASSES: dict[str, tuple[str, frozenset[str]]] = {
 # Parameters a base model may legitimately lack in a checkpoint: the SpecAugment mask vector
 # is only used in training (and only exists when mask_time_prob > 0).
 _OPTIONAL_WEIGHTS = ("masked_spec_embed",)
-
-log = logging.getLogger(__name__)  # a child of "phonecli.extract": the extract CLI prints it to stderr
-
 
 # Old private names, kept because other modules (fine-tuning) import them from here.
 _quiet_transformers = quiet_transformers
@@ -77,13 +77,15 @@ class Adapter(EncoderAdapter):
     ``frames = model._get_feat_extract_output_lengths(samples)`` (50 frames/s at 16 kHz),
     ``dim = hidden_size``.
 
-    Input normalisation follows the checkpoint's ``preprocessor_config.json``
-    (``Wav2Vec2FeatureExtractor``: ``do_normalize`` = zero mean / unit variance per utterance)
-    when the source has one; otherwise the registry row's ``normalize`` value, and for a bare
-    local directory without one: normalise iff ``feat_extract_norm == "layer"`` (the fairseq
-    convention, facebookresearch/fairseq#4687: "normalize in dataloader -> layer norm in feature
-    extractor; no normalization -> group norm"). ``self.settings`` (stored in the cache metadata by the runner) records what
-    was used and why.
+    Input normalisation follows the checkpoint's own feature-extractor settings
+    (``Wav2Vec2FeatureExtractor``: ``do_normalize`` = zero mean / unit variance per utterance),
+    loaded by ``Wav2Vec2FeatureExtractor.from_pretrained`` from ``processor_config.json``
+    (transformers 5 processors) or ``preprocessor_config.json``. Only when the source has
+    neither: the registry row's ``processor`` values, and for a bare local directory:
+    normalise iff ``feat_extract_norm == "layer"`` (the fairseq convention,
+    facebookresearch/fairseq#4687: "normalize in dataloader -> layer norm in feature
+    extractor; no normalization -> group norm"). ``self.settings`` (stored in the cache
+    metadata by the runner) records what was used and which file (or row) it came from.
 
     ``padding_safe`` is True only for "layer"-norm CNN feature encoders with a single
     position convolution (HuBERT-large, WavLM-large, wav2vec 2.0 large/XLS-R/MMS): a GroupNorm
@@ -130,10 +132,6 @@ class Adapter(EncoderAdapter):
         self.frame_rate = SAMPLE_RATE / float(np.prod(self.config.conv_stride))
         self.conv_norm = getattr(self.config, "feat_extract_norm", "layer")  # data2vec-audio: always layer
         self.pre_ln = bool(getattr(self.config, "do_stable_layer_norm", False))
-        # These forwards use capture_outputs(tie_last_hidden_states=False); a config attribute
-        # tie_last_hidden_states=True overrides it and swaps last_hidden_state (post-LN) in.
-        tie = getattr(self.config, "tie_last_hidden_states", None)
-        self.last_pre_ln = self.pre_ln and not tie
         # data2vec-audio's position embedding is a stack of convolutions (5 in the released
         # models) with LayerNorm+GELU between them: after the first one the padded frames are no
         # longer zero and leak into the position embedding of the last ~0.9 s of valid frames
@@ -142,10 +140,7 @@ class Adapter(EncoderAdapter):
         self.stacked_pos_conv = model_type == "data2vec-audio"
         self.padding_safe = self.conv_norm == "layer" and not self.stacked_pos_conv
         self.feature_extractor, self.settings = self._feature_extractor(source, revision)
-        if (spec.layers, spec.hidden_size) != (self.num_states, self.hidden_size):
-            # a log line (stderr, above the progress bar), not an error: NAME=DIR may hold a variant
-            log.warning("%s: registry says %d states x %d but %s has %d x %d; using the checkpoint's numbers",
-                        spec.name, spec.layers, spec.hidden_size, source, self.num_states, self.hidden_size)
+        check_registry_numbers(spec, source, self.num_states, self.hidden_size)
         # wav2vec2/WavLM accept add_adapter: the optional seq2seq adapter downsamples after the
         # encoder, but hidden_states come from the encoder itself, so it must not count.
         params = inspect.signature(self.model._get_feat_extract_output_lengths).parameters
@@ -154,54 +149,22 @@ class Adapter(EncoderAdapter):
     # -- preprocessing -------------------------------------------------------------------------
     def _feature_extractor(self, source: str, revision: str | None):
         from transformers import Wav2Vec2FeatureExtractor
-        from transformers.utils.hub import cached_file
 
-        try:
-            found = cached_file(source, "preprocessor_config.json", revision=revision,
-                                _raise_exceptions_for_missing_entries=False)
-        except OSError as e:
-            raise ExtractionError(f"{source}: cannot read preprocessor_config.json ({first_line(e)})") from e
-        if found:
-            fe = Wav2Vec2FeatureExtractor.from_pretrained(source, revision=revision)
-            origin = "preprocessor_config.json"
-        else:
-            normalize = self.spec.extra.get("normalize")
-            if normalize is None:
-                normalize = self.conv_norm == "layer"
-                origin = f"default for a {self.conv_norm}-norm CNN (no preprocessor_config.json)"
-            else:
-                origin = f"registry row {self.spec.name!r} (no preprocessor_config.json)"
-            fe = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0,
-                                          do_normalize=bool(normalize), return_attention_mask=self.padding_safe)
-        if fe.sampling_rate != SAMPLE_RATE:
-            raise ExtractionError(f"{source}: preprocessor expects {fe.sampling_rate} Hz; only 16 kHz encoders are supported")
+        base = {"feature_size": 1, "sampling_rate": SAMPLE_RATE, "padding_value": 0.0,
+                "return_attention_mask": self.padding_safe}
+        default = ({"do_normalize": self.conv_norm == "layer"},
+                   f"default for a {self.conv_norm}-norm CNN (no processor_config.json or preprocessor_config.json)")
+        fe, origin = load_feature_extractor(Wav2Vec2FeatureExtractor, self.spec, source, revision,
+                                            base=base, default=default)
         info = {"class": type(self.model).__name__, "do_normalize": bool(fe.do_normalize),
-                "normalize_from": origin, "feat_extract_norm": self.conv_norm,
+                "processor_source": origin, "feat_extract_norm": self.conv_norm,
                 "pre_ln_encoder": self.pre_ln, "padding_safe": self.padding_safe,
-                "last_state": "pre final LayerNorm" if self.last_pre_ln else "last_hidden_state"}
+                "last_state": "encoder output (after the final LayerNorm of pre-LN encoders)"}
         return fe, info
 
     # -- contract --------------------------------------------------------------------------------
     def layers(self) -> list[LayerInfo]:
-        n = self.num_states - 1
-        emb = ("CNN features -> projection + conv position embedding, before any LayerNorm (pre-LN encoder)"
-               if self.pre_ln else
-               "CNN features -> projection + conv position embedding -> encoder LayerNorm (post-LN encoder)")
-        out = [LayerInfo(0, "embeddings", self.frame_rate, emb)]
-        for i in range(1, n + 1):
-            out.append(LayerInfo(i, f"transformer.{i}", self.frame_rate, "output of Transformer layer"))
-        if self.last_pre_ln:
-            out[-1] = LayerInfo(n, f"transformer.{n} (pre final LayerNorm)", self.frame_rate,
-                                "last layer output before encoder.layer_norm; last_hidden_state = LayerNorm of it "
-                                "(transformers >= 5.16 hidden_states; fairseq/s3prl convention)")
-        elif self.pre_ln:
-            out[-1] = LayerInfo(n, f"transformer.{n} (= last_hidden_state)", self.frame_rate,
-                                "pre-LN encoder with config.tie_last_hidden_states=True: last layer output "
-                                "after encoder.layer_norm")
-        else:
-            out[-1] = LayerInfo(n, f"transformer.{n} (= last_hidden_state)", self.frame_rate,
-                                "post-LN encoder: the last layer output is last_hidden_state")
-        return out
+        return describe_states(self.spec.family, self.num_states, self.frame_rate, pre_ln=self.pre_ln)
 
     def num_frames(self, num_samples: int) -> int:
         import torch
@@ -246,13 +209,20 @@ class Adapter(EncoderAdapter):
         enc = self.feature_extractor(batch, sampling_rate=SAMPLE_RATE, padding=True,
                                      return_attention_mask=True, return_tensors="pt")
         kwargs = {"attention_mask": enc["attention_mask"].to(self.device)} if mask else {}
-        with torch.inference_mode(), warnings.catch_warnings():
-            # torch deprecation notice about WavLM's float position bias next to a bool padding mask
-            warnings.filterwarnings("ignore", message=".*mismatched key_padding_mask.*")
-            res = self.model(enc["input_values"].to(self.device, torch.float32),
-                             output_hidden_states=True, **kwargs)
-            # per utterance, trimmed before stacking: never holds a second (B, S, T, D) copy.
-            # np.stack, not torch.stack: torch's threaded copy of strided slices measured 5-20x
-            # slower on a busy 2-core CPU (143 ms vs 7 ms for 13 x 249 x 768).
-            return [np.stack([h[b, : self.num_frames(len(w))].float().cpu().numpy() for h in res.hidden_states])
-                    for b, w in enumerate(batch)]
+        encoder_out: list = []
+        # The encoder's own output (after its final LayerNorm) is layer N; see the module docstring.
+        hook = self.model.encoder.register_forward_hook(lambda _m, _i, out: encoder_out.append(out[0]))
+        try:
+            with torch.inference_mode(), warnings.catch_warnings():
+                # torch deprecation notice about WavLM's float position bias next to a bool padding mask
+                warnings.filterwarnings("ignore", message=".*mismatched key_padding_mask.*")
+                res = self.model(enc["input_values"].to(self.device, torch.float32),
+                                 output_hidden_states=True, **kwargs)
+        finally:
+            hook.remove()
+        states = [*res.hidden_states[:-1], encoder_out[-1]]
+        # per utterance, trimmed before stacking: never holds a second (B, S, T, D) copy.
+        # np.stack, not torch.stack: torch's threaded copy of strided slices measured 5-20x
+        # slower on a busy 2-core CPU (143 ms vs 7 ms for 13 x 249 x 768).
+        return [np.stack([h[b, : self.num_frames(len(w))].float().cpu().numpy() for h in states])
+                for b, w in enumerate(batch)]

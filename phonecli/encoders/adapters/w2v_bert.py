@@ -28,7 +28,6 @@ import numpy as np
 from phonecli.encoders.adapters.common import (
     SAMPLE_RATE,
     check_registry_numbers,
-    check_sampling_rate,
     check_waves,
     expect_model_type,
     hub_commit,
@@ -39,6 +38,7 @@ from phonecli.encoders.adapters.common import (
     resolve_device,
 )
 from phonecli.encoders.base import EncoderAdapter, ExtractionError, LayerInfo, ModelSpec
+from phonecli.encoders.layers import describe_states
 WIN, HOP = 400, 160  # fixed in SeamlessM4TFeatureExtractor._extract_fbank_features
 
 
@@ -61,9 +61,8 @@ class Adapter(EncoderAdapter):
         raise_if_missing(source, info, "Wav2Vec2BertModel", optional=("masked_spec_embed",))
         self.model = model.eval().to(self.device)
         self.config = model.config
-        self.feature_extractor = load_feature_extractor(SeamlessM4TFeatureExtractor, source, revision)
+        self.feature_extractor, self.processor_source = load_feature_extractor(SeamlessM4TFeatureExtractor, spec, source, revision)
         fe = self.feature_extractor
-        check_sampling_rate(source, fe)
         if fe.num_mel_bins * fe.stride != self.config.feature_projection_input_dim:
             raise ExtractionError(
                 f"{source}: feature extractor gives {fe.num_mel_bins} x stride {fe.stride} = "
@@ -76,18 +75,12 @@ class Adapter(EncoderAdapter):
         self.num_states = int(self.config.num_hidden_layers) + 1
         self.frame_rate = SAMPLE_RATE / (HOP * self.stride)
         self.settings = {"features": f"SeamlessM4TFeatureExtractor {fe.num_mel_bins}-bin fbank, stride-{self.stride} "
-                                     "stacking, per-utterance mel-bin normalisation", "attention_mask": True}
+                                     "stacking, per-utterance mel-bin normalisation", "attention_mask": True,
+                         "processor_source": self.processor_source}
         check_registry_numbers(spec, source, self.num_states, self.hidden_size)
 
     def layers(self) -> list[LayerInfo]:
-        n = self.num_states - 1
-        fr = self.frame_rate
-        out = [LayerInfo(0, "feature_projection", fr,
-                         f"LayerNorm -> Linear of {self.stride}-frame-stacked 80-bin fbank (input of conformer layer 1)")]
-        out += [LayerInfo(i, f"conformer.{i}", fr, "output of conformer layer (ends in its own LayerNorm)")
-                for i in range(1, n + 1)]
-        out[-1].note += "; no model-level final LayerNorm: this is the encoder output"
-        return out
+        return describe_states("w2v-bert", self.num_states, self.frame_rate, detail={"stride": self.stride})
 
     def num_frames(self, num_samples: int) -> int:
         """Stacked fbank frames: ``(1 + (samples - 400) // 160) // 2`` (0 below 400 samples)."""
