@@ -10,9 +10,9 @@ a full disk leaves either the old file or the new one, never half of one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,13 +23,19 @@ SPACE_MARGIN = 1.1
 
 
 def free_bytes(path: str | Path) -> int | None:
-    """Free bytes on the file system that holds ``path`` (or its nearest existing parent); None for URLs."""
+    """Free bytes on the file system that holds ``path`` (or its nearest existing parent); None for URLs.
+
+    A read-only file system is an ``OSError(EROFS)`` naming ``path``: it has no room for anything.
+    """
     if "://" in str(path):
         return None
     p = Path(path).absolute()
     while not p.exists():
         p = p.parent
-    return shutil.disk_usage(p).free
+    st = os.statvfs(p)
+    if st.f_flag & os.ST_RDONLY:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+    return st.f_bavail * st.f_frsize
 
 
 def check_free_space(path: str | Path, need: int, what: str) -> None:

@@ -80,8 +80,8 @@ def assert_same_cache(a_path: Path, b_path: Path) -> None:
 
 def test_sigkill_mid_run_then_resume_equals_uninterrupted(tiny_corpus, tmp_path, reference):
     cmd = [PY, "-m", "phonecli", *_extract_args(tiny_corpus, tmp_path)]
-    proc = subprocess.Popen([PY, "-c", SLOW_PARTS, *_extract_args(tiny_corpus, tmp_path)],
-                            env=_env(PHONECLI_LOG_LEVEL="DEBUG"),
+    proc = subprocess.Popen([PY, "-c", SLOW_PARTS, "--log-level", "debug", *_extract_args(tiny_corpus, tmp_path)],
+                            env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         written = []
@@ -112,9 +112,9 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(tiny_corpus, tmp_path,
 
 
 def test_torchrun_two_ranks_equals_one_process(tiny_corpus, tmp_path, reference):
-    cmd = [TORCHRUN, "--standalone", "--nproc-per-node", "2", "-m", "phonecli",
+    cmd = [TORCHRUN, "--standalone", "--nproc-per-node", "2", "-m", "phonecli", "--log-level", "debug",
            *_extract_args(tiny_corpus, tmp_path)]
-    res = _run(cmd, PHONECLI_LOG_LEVEL="DEBUG")
+    res = _run(cmd)
     # both ranks wrote their own parts (index % 2 == rank)
     for rank in (0, 1):
         parts = [int(line.split("part ")[1].split()[0]) for line in res.stderr.splitlines()

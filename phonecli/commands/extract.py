@@ -33,7 +33,6 @@ def extract(model, data, cache_root, out, config: ExtractConfig):
 
     from phonecli.extract.runner import run_extraction
 
-    _setup_logging(os.environ.get("PHONECLI_LOG_LEVEL", "INFO").upper())
     if cache_root is None and out is None:
         raise click.UsageError("give --cache ROOT (or --out PATH)")
     report = run_extraction(model, data, cache_root, config, out=out)
@@ -41,12 +40,3 @@ def extract(model, data, cache_root, out, config: ExtractConfig):
         return  # under torchrun rank 0 alone reports
     click.echo(report.summary())
     click.echo(str(report.path))
-
-
-def _setup_logging(level: str) -> None:
-    """Runner messages (resume, skips, parts) and encoder load notices (registry/checkpoint
-    disagreements) to stderr, printed above any tqdm bar."""
-    from phonecli.commands._stderr_log import log_to_stderr
-
-    log_to_stderr("phonecli.extract", level)
-    log_to_stderr("phonecli.encoders", level)

@@ -34,7 +34,6 @@ def finetune(model, data, out, config: FinetuneConfig, overwrite, resume):
 
     from phonecli.finetune.train import finetune as run_finetune
 
-    _setup_logging(os.environ.get("PHONECLI_LOG_LEVEL", "INFO").upper())
     result = run_finetune(model, data, out, config, overwrite=overwrite, resume=resume)
     if int(os.environ.get("RANK", "0")) != 0:
         return
@@ -43,15 +42,3 @@ def finetune(model, data, out, config: FinetuneConfig, overwrite, resume):
         click.echo(f"best epoch {sel.get('epoch')}: dev PER {sel.get('value', float('nan')):.2f}%, "
                    f"dev loss {sel.get('dev_loss', float('nan')):.4f}; {len(result.skipped)} training utterances skipped")
     click.echo(str(result.run.path))
-
-
-def _setup_logging(level: str) -> None:
-    """Loop messages (epochs, skips, resume) to stderr above any tqdm bar."""
-    import logging
-
-    from phonecli.commands._stderr_log import log_to_stderr
-
-    # bitsandbytes' CPU backend warns on import that the optional `kernels` package is absent; the
-    # fallback it uses is the tested one, so the line is noise for users of this command
-    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-    log_to_stderr("phonecli.finetune", level)

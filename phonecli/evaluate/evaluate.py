@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import math
 import sys
 from pathlib import Path
@@ -29,11 +30,12 @@ from phonecli import ctc
 from phonecli.config import EvaluateConfig
 from phonecli.data.corpus import PROTOCOLS as CORPUS_PROTOCOLS
 from phonecli.storage import atomic_write_text
-from phonecli.errors import EvaluateError  # noqa: F401  (re-exported)
+from phonecli.errors import DataError, EvaluateError  # noqa: F401  (re-exported)
 
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.jsonl"
 PHONE_SCORES_FILE = "phone_scores.jsonl"
+log = logging.getLogger("phonecli.evaluate")
 LOG_FLOOR = -100.0   # natural log; e**-100 is 0 for every practical purpose
 
 
@@ -70,7 +72,7 @@ def _load(run_dir):
         raise EvaluateError(str(e)) from e
     try:
         manifest = run.manifest()
-    except (FileNotFoundError, ValueError) as e:
+    except DataError as e:
         raise EvaluateError(f"{run.path}/run.json points at data {run.info.get('data')!r}: {e}") from e
     from phonecli.data.phones import VOCAB
 
@@ -99,8 +101,8 @@ def _posteriors(run, manifest, split: str, required: bool) -> dict[str, np.ndarr
         return None
     try:
         post = run.read_posteriors(split)
-    except (RunError, OSError, ValueError, KeyError) as e:
-        raise EvaluateError(f"{run.posteriors_path(split)}: unreadable posteriors ({e}); re-run the stage") from e
+    except RunError as e:        # missing, truncated or inconsistent: one line naming the file
+        raise EvaluateError(str(e)) from e
     for u, lp in post.items():
         if u not in manifest:
             raise EvaluateError(f"{run.posteriors_path(split)}: utterance {u} is not in the manifest "
@@ -158,8 +160,8 @@ def evaluate_run(run_dir: str | Path, config: EvaluateConfig | None = None, *, p
     post = {s: _posteriors(run, manifest, s, required=True) for s in ("dev", "test")}
     missing = {s: [u.utt_id for u in manifest.split(s) if u.utt_id not in post[s]] for s in ("dev", "test")}
     if any(missing.values()):
-        print(f"warning: {run.path}: {len(missing['test'])} test and {len(missing['dev'])} dev utterances "
-              f"have no posteriors (skipped upstream); they are listed in metrics.json", file=sys.stderr)
+        log.warning("%s: %d test and %d dev utterances have no posteriors (skipped upstream); they are listed in "
+                    "metrics.json", run.path, len(missing["test"]), len(missing["dev"]))
 
     do_seed = "seed" in selected
     do_phone = "phone" in selected
@@ -183,14 +185,8 @@ def evaluate_run(run_dir: str | Path, config: EvaluateConfig | None = None, *, p
         tables = {}
         for s, p in (("train", train_post), ("dev", post["dev"]), ("test", post["test"])):
             if p is not None:
-                try:
-                    tables[s] = phone_protocol.build_table(s, manifest.split(s), p, progress=progress)
-                except ValueError as e:
-                    raise EvaluateError(f"{run.info['data']}: {e}") from e
-        try:
-            phone_fit = phone_protocol.fit(tables.get("train"), tables["dev"], seed=seed)
-        except ValueError as e:
-            raise EvaluateError(f"{run.path}: {e}") from e
+                tables[s] = phone_protocol.build_table(s, manifest.split(s), p, progress=progress)
+        phone_fit = phone_protocol.fit(tables.get("train"), tables["dev"], seed=seed)
         test_p = tables["test"]
         test_scores = phone_fit.predict(test_p)
         test_uscores = phone_protocol.utterance_means(test_p, test_scores)

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from phonecli.evaluate.describe import describe
 from phonecli.evaluate.evaluate import METRICS_FILE, EvaluateError, evaluate_run
 from phonecli.errors import ReportError  # noqa: F401  (re-exported)
 
+log = logging.getLogger("phonecli.evaluate")
 SUMMARY_HEADER = ["Model", "Input", "Task A PER (HQ)", "Task B Pearson", "Task C AUC", "Note"]
 # (csv/markdown label, protocol block path, format, higher is better)
 FULL_COLUMNS = [
@@ -117,7 +118,7 @@ def load_results(run_dirs, evaluate_missing: bool = True, n_bootstrap: int = 100
             if not mfile.exists():
                 if not evaluate_missing:
                     raise ReportError(f"{run.path}: no metrics.json; run `phonecli evaluate {run.path}` first")
-                print(f"{run.path}: no metrics.json yet; evaluating it first", file=sys.stderr)
+                log.info("%s: no metrics.json yet; evaluating it first", run.path)
                 evaluate_run(run.path, n_bootstrap=n_bootstrap, seed=seed)
             try:
                 metrics = json.loads(mfile.read_text())
@@ -126,7 +127,7 @@ def load_results(run_dirs, evaluate_missing: bool = True, n_bootstrap: int = 100
         except EvaluateError as e:
             if skipped is None:
                 raise
-            print(f"skipping {d}: {e}", file=sys.stderr)
+            log.warning("skipping %s: %s", d, e)
             skipped.append((str(d), str(e)))
             continue
         name = run.name

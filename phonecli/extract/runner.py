@@ -30,7 +30,8 @@ import numpy as np
 from phonecli.config import ExtractConfig
 from phonecli.ctc import resolve_device
 from phonecli.encoders.base import EncoderAdapter, ExtractionError, LayerInfo, ModelSpec
-from phonecli.errors import UtteranceError
+from phonecli.errors import PhonecliError, UtteranceError
+from phonecli.storage import check_free_space, os_errors
 
 log = logging.getLogger("phonecli.extract")
 
@@ -252,7 +253,8 @@ def run_extraction(model: str, data: str | Path, cache_root: str | Path | None =
         writer, exc, err = None, None, None
         if ctx.rank == 0:
             try:
-                writer = CacheWriter.create_or_open(str(path), metadata, plan)
+                with os_errors(path):
+                    writer = CacheWriter.create_or_open(str(path), metadata, plan)
             except Exception as e:
                 exc, err = e, str(e)
         err = ctx.broadcast_error(err)
@@ -261,9 +263,15 @@ def run_extraction(model: str, data: str | Path, cache_root: str | Path | None =
         if err is not None:
             raise ExtractionError(f"rank 0 could not open the cache: {err}")
         if writer is None:
-            writer = CacheWriter.create_or_open(str(path), metadata, plan)
+            with os_errors(path):
+                writer = CacheWriter.create_or_open(str(path), metadata, plan)
 
         pending = writer.pending(ctx.rank, ctx.world_size)
+        if ctx.rank == 0:
+            todo = writer.pending(0, 1)
+            frames = sum(sum(p.est_frames) for p in todo)
+            scales = sum(len(p.utt_ids) for p in todo) * len(sel) * adapter.hidden_size * 4 if dtype == "int8" else 0
+            check_free_space(path, frames * bytes_per_frame + scales, f"the {name} cache ({len(todo)} parts to write)")
         remaining = len(writer.pending(0, 1)) if ctx.active else len(pending)
         if ctx.rank == 0 and 0 < remaining < len(plan):
             log.info("resuming %s: %d of %d parts already complete, %d to do", path,
@@ -277,7 +285,8 @@ def run_extraction(model: str, data: str | Path, cache_root: str | Path | None =
         n_utts, seconds, n_parts = ctx.sum([stats["utterances"], stats["seconds"], len(pending)])
         nbytes = 0
         if ctx.rank == 0:
-            writer.finalize()
+            with os_errors(path):
+                writer.finalize()
             nbytes = _store_size(path)
         elapsed = time.perf_counter() - t0
         ctx.barrier()
@@ -367,7 +376,8 @@ def _process_parts(pending, writer, adapter: EncoderAdapter, manifest, by_id: di
     writer_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="phonecli-write")
     in_flight: Future | None = None
     try:
-        audio_batches = _prefetch([b for _, b in jobs], lambda ids: _load_audio(ids, manifest, by_id), loader)
+        audio_batches = _prefetch([b for _, b in jobs], lambda ids: _load_audio(ids, manifest, by_id, on_error == "skip"),
+                                  loader)
         j = 0
         for k, part in enumerate(pending):
             features: dict[str, np.ndarray] = {}
@@ -421,19 +431,25 @@ def _failure_handler(on_error: str, failures: dict[str, str]):
         failures[utt_id] = reason
         log.warning("skipping utterance %s: %s", utt_id, reason)
 
+    fail.skips = on_error == "skip"
     return fail
 
 
 def _write(writer, part, features: dict, skipped: list[dict], on_part_written: Callable | None, rank: int) -> None:
-    writer.write_part(part, features, skipped)
+    with os_errors(f"{writer.path}/parts/p{part.index:05d}"):     # a full disk names the store, in one line
+        writer.write_part(part, features, skipped)
     log.debug("rank %d: part %d written (%d utterances, %d skipped)", rank, part.index, len(features),
               len(skipped))
     if on_part_written is not None:
         on_part_written(part)
 
 
-def _load_audio(utt_ids: list[str], manifest, by_id: dict) -> dict[str, np.ndarray | str]:
-    """utt_id -> float32 waveform at 16 kHz, or the error line for that utterance."""
+def _load_audio(utt_ids: list[str], manifest, by_id: dict, skip: bool) -> dict[str, np.ndarray | str]:
+    """utt_id -> float32 waveform at 16 kHz, or the error line for that utterance.
+
+    ``load_audio`` turns every bad-file case it knows into an AudioError; anything else is recorded only
+    under ``--on-error skip`` (the user asked to go on past failing utterances), else it keeps its traceback.
+    """
     from phonecli.data.audio import AudioError, load_audio
 
     out: dict[str, np.ndarray | str] = {}
@@ -442,7 +458,9 @@ def _load_audio(utt_ids: list[str], manifest, by_id: dict) -> dict[str, np.ndarr
             out[utt_id] = load_audio(manifest.audio_path(by_id[utt_id]))
         except AudioError as e:
             out[utt_id] = str(e)
-        except Exception as e:  # decoder/resampler failures not foreseen by load_audio
+        except Exception as e:
+            if not skip:
+                raise
             out[utt_id] = f"{manifest.audio_path(by_id[utt_id])}: {type(e).__name__}: {e}"
     return out
 
@@ -480,13 +498,25 @@ def _run_batch(batch: list[str], audio: dict, adapter: EncoderAdapter, positions
 
 
 def _forward(adapter: EncoderAdapter, batch: list[str], waves: dict, fail):
-    """Yield ``(utt_id, states)``; a failing batch is retried one by one to isolate the culprit."""
+    """Yield ``(utt_id, states)``; a failing batch is retried one by one to isolate the culprit.
+
+    The culprit's problem is an utterance error when the adapter says so (a PhonecliError), or when
+    ``--on-error skip`` asked to go on past failing utterances (recorded with the exception's type and
+    message). Otherwise the input passed every check before the forward, so the exception is a bug
+    (phonecli's or the model's) and keeps its traceback.
+    """
     try:
         outs = adapter.forward([waves[u] for u in batch])
         yield from zip(batch, outs)
         return
+    except PhonecliError as e:
+        if len(batch) == 1:
+            fail(batch[0], f"{adapter.spec.name}: {e}")
+            return
     except Exception as e:
         if len(batch) == 1:
+            if not fail.skips:
+                raise
             msg = " ".join(str(e).split())[:300]
             fail(batch[0], f"{adapter.spec.name} forward failed ({type(e).__name__}: {msg})")
             return

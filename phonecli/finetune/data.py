@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from phonecli import ctc
+from phonecli.errors import ConfigError
 
 SAMPLE_RATE = 16_000
 TARGETS = ("canonical", "realized")
@@ -48,7 +49,7 @@ def make_examples(manifest, split: str, targets: str, num_frames, *, max_audio_s
     skipped except utterances that give no frame at all.
     """
     if targets not in TARGETS:
-        raise ValueError(f"--targets {targets!r}: choose canonical or realized")
+        raise ConfigError(f"--targets {targets!r}: choose canonical or realized")
     out: list[Example] = []
     skipped: list[dict] = []
     for u in manifest.split(split):

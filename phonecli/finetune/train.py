@@ -369,8 +369,6 @@ def _run(cfg: FinetuneConfig, job: _Job, mode, manifest, device: str, ctx) -> Fi
     from phonecli.cache.dataset import LengthBucketSampler
 
     show = (sys.stderr.isatty() if job.progress is None else job.progress) and ctx.rank == 0
-    if ctx.rank != 0:
-        log.setLevel(logging.ERROR)  # under torchrun rank 0 alone reports (every rank sees the same data)
     run_dir = job.out
     # QLoRA: the float32 base only serves the checks and the fingerprint; it stays on the CPU
     adapter = load_adapter(job.model, device="cpu" if mode.name == "qlora" else device, revision=cfg.revision,

@@ -47,7 +47,7 @@ from phonecli import ctc
 from phonecli.config import FUSION_ALIGN, FUSION_RULES, LateFusionConfig
 from phonecli.runs import Run, RunError, finish_run, prepare_run, refuse_structural_change, start_run
 from phonecli.storage import atomic_write, check_free_space
-from phonecli.errors import FusionError  # noqa: F401  (re-exported)
+from phonecli.errors import DataError, FusionError  # noqa: F401  (re-exported)
 
 log = logging.getLogger("phonecli.fuse")
 
@@ -253,9 +253,8 @@ def load_split(runs: list[Run], split: str, factors: list[int]) -> SplitData:
     for r in runs:
         try:
             p = r.read_posteriors(split)
-        except (RunError, OSError, KeyError, ValueError) as e:
-            raise FusionError(f"{r.posteriors_path(split)}: unreadable posteriors ({e}); re-run the stage "
-                              f"that made {r.path}") from e
+        except RunError as e:        # missing, truncated or inconsistent: one line naming the file
+            raise FusionError(str(e)) from e
         posts.append(p)
     ids = list(posts[0])
     for r, p in zip(runs[1:], posts[1:]):
@@ -422,7 +421,7 @@ def fuse_late(runs: Sequence[str | Path | Run], out: str | Path, config: LateFus
             log.info("%s: %g fps, each frame repeated %dx to %g fps", r.path, r.frame_rate, k, fast)
     try:
         manifest = runs[0].manifest()
-    except (FileNotFoundError, ValueError) as e:
+    except DataError as e:
         raise FusionError(f"{runs[0].path}/run.json points at data {runs[0].info.get('data')!r}: {e}") from e
     if manifest.corpus_id != runs[0].info.get("corpus_id"):
         raise FusionError(f"{runs[0].path}: run.json corpus {runs[0].info.get('corpus_id')} but its data dir "

@@ -53,7 +53,7 @@ from phonecli.config import (
     ProbeConfig,
     ReportConfig,
 )
-from phonecli.errors import ExperimentError, PhonecliError
+from phonecli.errors import DataError, ExperimentError, PhonecliError
 
 STEP_KINDS = ("prepare", "build", "extract", "probe", "finetune", "late", "evaluate", "report")
 RUN_KINDS = ("probe", "finetune", "late")
@@ -281,7 +281,7 @@ def corpus_facts(exp: dict, paths: dict[str, Path]) -> Corpus:
     if mfile.exists():
         try:
             m = Manifest.load(paths["data"])
-        except (ValueError, OSError, KeyError) as e:
+        except DataError as e:
             raise ExperimentError(f"{mfile}: unreadable manifest ({e}); re-run `phonecli data prepare`") from e
         return Corpus(m.corpus_id, len(m), float(sum(u.duration for u in m)), True, paths["data"])
     exp_ = {**DEFAULT_EXPECTED, **(exp.get("expected") or {})}
