@@ -50,6 +50,9 @@ BENCHES = [
           [("float16 B/value", r"bytes per value float16 ([\d.]+)"), ("int8 B/value", r"int8 ([\d.]+);"),
            ("PER change (points)", r"PER \(HQ\) change int8 - float16 = ([-+\d.]+)")],
           ["--epochs", "8"]),
+    Bench("probe_checkpoint_cost", "probe_checkpoint_cost.py", "probe resume checkpoint / the epoch it protects",
+          [("linear", r"\| linear \|[^\n]*\| ([\d.]+) \|\n"), ("mlp", r"\| mlp \|[^\n]*\| ([\d.]+) \|\n"),
+           ("transformer", r"\| transformer \|[^\n]*\| ([\d.]+) \|\n")], ["--epochs", "3"]),
 ]
 
 

@@ -130,13 +130,14 @@ def _predictions(manifest, split: str, post: dict[str, np.ndarray]) -> list[dict
     return rows
 
 
-def evaluate_run(run_dir: str | Path, config: EvaluateConfig | None = None, *, progress: bool | None = None,
+def evaluate_run(run_dir, config: EvaluateConfig | None = None, *, progress: bool | None = None,
                  **overrides) -> dict:
     """Evaluate the run at ``run_dir``; write and return its metrics (see module docstring).
 
     Args:
-        run_dir: a finished run directory (``posteriors/{dev,test}.safetensors``: float32 ``(frames, 40)``
-            log-posteriors per utterance; ``train`` too for the phone protocol's regressor).
+        run_dir: a finished run (directory or :class:`~phonecli.runs.Run`) with
+            ``posteriors/{dev,test}.safetensors`` (float32 ``(frames, vocab)`` log-posteriors per utterance;
+            ``train`` too for the phone protocol's regressor).
         config: an :class:`~phonecli.config.EvaluateConfig`; ``overrides`` on top of it. ``protocol``:
             ``"all"`` (every protocol of the run's corpus), ``"seed"``, ``"phone"``, ``"per"`` or ``"mdd"``; ``ci``: add ``*_ci95`` speaker-bootstrap intervals
             (``n_bootstrap`` replicates, RNG ``seed``). Thresholds and the regressor are fit on train/dev
@@ -151,7 +152,7 @@ def evaluate_run(run_dir: str | Path, config: EvaluateConfig | None = None, *, p
     protocol, ci, n_bootstrap, seed = cfg.protocol, cfg.ci, cfg.n_bootstrap, cfg.seed
     if progress is None:
         progress = sys.stderr.isatty()
-    run, manifest = _load(run_dir)
+    run, manifest = _load(getattr(run_dir, "path", run_dir))
     applicable = tuple(manifest.corpus.protocols)
     if protocol != "all" and protocol not in applicable:
         raise EvaluateError(f"--protocol {protocol} does not apply to {manifest.corpus.benchmark} "

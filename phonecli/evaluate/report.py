@@ -108,7 +108,7 @@ def load_results(run_dirs, evaluate_missing: bool = True, n_bootstrap: int = 100
 
     out: list[RunResult] = []
     names: set[str] = set()
-    for d in run_dirs:
+    for d in (getattr(x, "path", x) for x in run_dirs):
         try:
             try:
                 run = Run.open(d)
@@ -248,7 +248,7 @@ def write_csv(results: list[RunResult], path: Path) -> None:
 
 
 def write_report(run_dirs, out_dir: str | Path, config: ReportConfig | None = None, **overrides) -> dict:
-    """Write results.md, results.csv and plots for ``run_dirs`` into ``out_dir``.
+    """Write results.md, results.csv and plots for ``run_dirs`` (directories or Runs) into ``out_dir``.
 
     ``config``: a :class:`~phonecli.config.ReportConfig` (``plots``, ``evaluate_missing``: evaluate runs
     without metrics.json first, with ``n_bootstrap`` replicates and ``seed``); ``overrides`` on top of it.
