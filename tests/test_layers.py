@@ -80,3 +80,59 @@ def test_probe_entry_point(tiny_corpus):
     assert stream("weighted").selection.weighted
     with pytest.raises(LayerSpecError, match="named twice"):
         stream("6,6")
+
+
+def test_probe_run_records_the_same_selection_for_6_1_and_1_6(tiny_corpus, tmp_path):
+    from phonecli.data.manifest import Manifest
+    from phonecli.probe import train_probe
+    from phonecli.probe.features import ArrayStream
+
+    from phonecli.errors import FeatureSourceError
+
+    m = Manifest.load(tiny_corpus)
+    rng = np.random.default_rng(0)
+    feats = {u.utt_id: rng.standard_normal((8, int(u.duration * 50), 4)).astype(np.float32) for u in m}
+    splits = {u.utt_id: u.split for u in m}
+    cache = write_cache(tmp_path / "c8.zarr", feats, splits, m.corpus_id)
+    fast = dict(epochs=1, patience=1, device="cpu", progress=False)
+    a = train_probe(cache, tiny_corpus, tmp_path / "a", layers="6,1", **fast)
+    b = train_probe(cache, tiny_corpus, tmp_path / "b", layers="1,6", **fast)
+    assert a.record.config["layers"] == b.record.config["layers"] == [[1, 6]]
+    with pytest.raises(LayerSpecError, match="named twice"):
+        train_probe(cache, tiny_corpus, tmp_path / "c", layers="6,6", **fast)
+    assert not (tmp_path / "c").exists()
+    # an in-memory stream chose its layers when it was built: a --layers for it is refused, never ignored
+    stream = ArrayStream(feats, splits, frame_rate=50.0, corpus_id=m.corpus_id)
+    with pytest.raises(FeatureSourceError, match="in-memory stream, whose layers are chosen when it is built"):
+        train_probe(stream, tiny_corpus, tmp_path / "d", layers="6,1", **fast)
+
+
+def write_cache(path, feats, splits, corpus_id):
+    """A real 8-layer cache (plan_parts + CacheWriter) holding ``feats``."""
+    from phonecli.cache import CacheWriter, plan_parts
+
+    layers = list(range(8))
+    md = {"format": "phonecli-cache", "version": 1, "model": "random8", "model_id": "random8", "revision": None,
+          "weights_fingerprint": "none", "frame_rate": 50.0, "sample_rate": 16000, "layers": layers,
+          "layer_info": [{"index": i, "name": f"l{i}", "frame_rate": 50.0, "note": ""} for i in layers],
+          "dim": 4, "dtype": "float32", "corpus_id": corpus_id, "settings": {}, "complete": False}
+    w = CacheWriter.create_or_open(str(path), md, plan_parts([(u, splits[u], x.shape[1]) for u, x in feats.items()],
+                                                             8 * 4 * 4))
+    for part in w.pending():
+        w.write_part(part, {u: feats[u] for u in part.utt_ids}, [])
+    w.finalize()
+    return path
+
+
+def test_stage_boundaries():
+    """report reads caches only through FeatureCache (nobody but phonecli.cache opens zarr.json); the pipeline
+    calls the stage APIs, never the command line."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "phonecli"
+    outside_cache = [f for f in root.rglob("*.py") if "zarr.json" in f.read_text() and f.parent.name != "cache"]
+    assert outside_cache == []
+    pipeline = [f for f in (root / "pipeline").glob("*.py")
+                if re.search(r"phonecli\.cli|import click|phonecli\.commands", f.read_text())]
+    assert pipeline == []

@@ -341,12 +341,18 @@ class FeatureSource:
                 yield b, data
 
 
-def open_source(features, layers=None, *, align: str = "repeat", memory: str = "auto") -> FeatureSource:
+def open_source(features, layers=None, *, default=None, align: str = "repeat",
+                memory: str = "auto") -> FeatureSource:
     """``features``: a cache path/URL/FeatureCache, a :class:`Stream`, a :class:`FeatureSource`, or a list.
 
-    ``layers``: one spec for every stream, or a list with one spec per stream.
+    ``layers``: one spec for every stream, or a list with one spec per stream; ``default``: the spec of
+    caches when ``layers`` is None. A Stream or FeatureSource has its layers chosen when it is built, so
+    an explicit ``layers`` for one is refused rather than ignored.
     """
     if isinstance(features, FeatureSource):
+        if layers is not None:
+            raise FeatureSourceError("--layers given for a FeatureSource, whose layers were chosen when it was "
+                                     "built; choose them there")
         return features
     items = list(features) if isinstance(features, (list, tuple)) else [features]
     if isinstance(layers, (list, tuple)) and layers and not all(isinstance(x, int) for x in layers):
@@ -362,11 +368,15 @@ def open_source(features, layers=None, *, align: str = "repeat", memory: str = "
     streams = []
     for item, spec in zip(items, specs):
         if isinstance(item, Stream):
+            if spec is not None:
+                raise FeatureSourceError(f"{item.name}: --layers {spec} given for an in-memory stream, whose layers "
+                                         "are chosen when it is built (ArrayStream(..., layers=...))")
             streams.append(item)
-        else:
-            if isinstance(item, (str, Path)) and "://" not in str(item) and not Path(item).exists():
-                raise FeatureSourceError(f"{item}: no such cache; create it with `phonecli extract` or fix the path")
-            streams.append(CacheStream(item, spec, memory=memory))
+            continue
+        spec = default if spec is None else spec
+        if isinstance(item, (str, Path)) and "://" not in str(item) and not Path(item).exists():
+            raise FeatureSourceError(f"{item}: no such cache; create it with `phonecli extract` or fix the path")
+        streams.append(CacheStream(item, spec, memory=memory))
     return FeatureSource(streams, align=align)
 
 

@@ -286,8 +286,8 @@ def train_probe(features, data, out, config: ProbeConfig | None = None, *, overw
         return start.run
     head, targets, seed = cfg.head, cfg.targets, cfg.seed
     t_start = time.time()
-    layers = list(cfg.layers) or ("weighted" if head == "weighted" else None)
-    source = open_source(features, layers, align=cfg.align, memory=cfg.memory)
+    source = open_source(features, list(cfg.layers) or None, default="weighted" if head == "weighted" else None,
+                         align=cfg.align, memory=cfg.memory)
     n_streams = len(source.streams)
     if head == "gated" and n_streams != 2:
         raise ProbeError(f"--head gated mixes exactly 2 caches; got {n_streams} --features")
