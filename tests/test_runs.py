@@ -5,7 +5,6 @@ derived files, --resume continues, readers refuse a half-written run."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np

@@ -15,7 +15,6 @@ Files in OUT:
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -24,7 +23,7 @@ from pathlib import Path
 
 from phonecli.config import ReportConfig
 from phonecli.evaluate import benchmarks
-from phonecli.storage import atomic_write, atomic_write_text
+from phonecli.storage import atomic_write_csv, atomic_write_text
 from phonecli.evaluate.describe import describe
 from phonecli.evaluate.evaluate import METRICS_FILE, EvaluateError, evaluate_run
 from phonecli.errors import ReportError  # noqa: F401  (re-exported)
@@ -237,14 +236,7 @@ def write_csv(results: list[RunResult], path: Path) -> None:
         row["regressor_fit_on"] = _get(r.metrics, ("phone", "regressor", "fit_on")) or ""
         row.update(benchmarks.csv_row(r.metrics))
         rows.append(row)
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=fields)
-            w.writeheader()
-            w.writerows(rows)
-
-    atomic_write(path, write)
+    atomic_write_csv(path, fields, rows)
 
 
 def write_report(run_dirs, out_dir: str | Path, config: ReportConfig | None = None, **overrides) -> dict:

@@ -7,13 +7,12 @@ Writes into ``OUT``: ``layer-NN/`` (a normal run per layer), ``layers.csv``, ``l
 
 from __future__ import annotations
 
-import csv
 from dataclasses import replace
 from pathlib import Path
 
 from phonecli.config import ProbeConfig
 from phonecli.errors import ProbeError
-from phonecli.storage import atomic_write, atomic_write_text
+from phonecli.storage import atomic_write, atomic_write_csv, atomic_write_text
 
 COLUMNS = ("layer", "dev_per", "dev_loss", "best_epoch", "epochs_run", "seconds", "run")
 
@@ -62,14 +61,7 @@ def sweep_layers(features, data, out, config: ProbeConfig | None = None, *, jobs
         rows = Parallel(n_jobs=jobs)(delayed(_one)(features, data, out, x, config, kwargs) for x in todo)
     rows.sort(key=lambda r: r["layer"])
 
-    table_csv = out / "layers.csv"
-    def write_csv(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=COLUMNS)
-            w.writeheader()
-            w.writerows(rows)
-
-    atomic_write(table_csv, write_csv)
+    table_csv = atomic_write_csv(out / "layers.csv", list(COLUMNS), rows)
     best = min(rows, key=lambda r: r["dev_per"])
     md = ["| layer | dev PER (%) | dev loss | best epoch | epochs run |", "|---:|---:|---:|---:|---:|"]
     md += [f"| {r['layer']}{' **(best)**' if r is best else ''} | {r['dev_per']:.2f} | {r['dev_loss']:.3f} | "
