@@ -136,3 +136,19 @@ def test_stage_boundaries():
     pipeline = [f for f in (root / "pipeline").glob("*.py")
                 if re.search(r"phonecli\.cli|import click|phonecli\.commands", f.read_text())]
     assert pipeline == []
+
+
+def test_cache_export_entry_point(tiny_corpus, tmp_path):
+    import h5py
+
+    from phonecli.cache.export import export_hdf5
+    from phonecli.data.manifest import Manifest
+
+    m = Manifest.load(tiny_corpus)
+    rng = np.random.default_rng(1)
+    feats = {u.utt_id: rng.standard_normal((8, 5, 4)).astype(np.float32) for u in m}
+    cache = write_cache(tmp_path / "c.zarr", feats, {u.utt_id: u.split for u in m}, m.corpus_id)
+    with h5py.File(export_hdf5(cache, tmp_path / "a.h5", layers="6,1"), "r") as f:
+        assert list(f.attrs["layers"]) == [1, 6]
+    with pytest.raises(LayerSpecError, match="named twice"):
+        export_hdf5(cache, tmp_path / "b.h5", layers="6,6")
