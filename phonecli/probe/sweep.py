@@ -20,8 +20,11 @@ COLUMNS = ("layer", "dev_per", "dev_loss", "best_epoch", "epochs_run", "seconds"
 def _one(features, data, out: Path, layer: int, config: ProbeConfig, kwargs: dict) -> dict:
     from phonecli.probe.train import train_probe
 
-    run = train_probe(features, data, out / f"layer-{layer:02d}", replace(config, layers=(str(layer),)),
-                      name=f"{out.name}-L{layer}", **kwargs)
+    run_dir = out / f"layer-{layer:02d}"
+    # resuming a sweep: layers it had not reached yet simply start
+    kwargs = {**kwargs, "resume": kwargs.get("resume", False) and (run_dir / "run.json").exists()}
+    run = train_probe(features, data, run_dir, replace(config, layers=(str(layer),)), name=f"{out.name}-L{layer}",
+                      **kwargs)
     sel = run.info["selection"]
     return {"layer": layer, "dev_per": round(sel["value"], 3), "dev_loss": round(sel["dev_loss"], 4),
             "best_epoch": sel["epoch"], "epochs_run": sel["epochs_run"], "seconds": run.info.get("seconds"),
