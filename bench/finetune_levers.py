@@ -55,12 +55,11 @@ def child(args) -> None:
         u.audio = str(m.audio_path(u))
     data = Path(args.tmp) / "data"
     sub.save(data)
-    cfg = T.FinetuneConfig(model=args.model, data=str(data), mode=opts["mode"], out=str(Path(args.tmp) / "run"),
-                           epochs=1, lr=3e-5, batch_seconds=args.batch_seconds, device="cpu", progress=False,
+    cfg = T.FinetuneConfig(mode=opts["mode"], epochs=1, lr=3e-5, batch_seconds=args.batch_seconds, device="cpu",
                            precision=opts.get("precision", "fp32"),
                            gradient_checkpointing=opts.get("gradient_checkpointing", False))
     t0 = time.perf_counter()
-    res = T.finetune(cfg)
+    res = T.finetune(args.model, data, Path(args.tmp) / "run", cfg, overwrite=True, progress=False)
     wall = time.perf_counter() - t0
     log = res.run.read_log()
     print(json.dumps({"steps": log[-1]["step"], "train_seconds": log[-1]["seconds"], "wall": wall,

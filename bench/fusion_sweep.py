@@ -63,7 +63,7 @@ def main() -> None:
 
     from phonecli.data import prepare_corpus
     from phonecli.evaluate import evaluate_run
-    from phonecli.fuse import late_fusion
+    from phonecli.fuse import fuse_late
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -75,7 +75,7 @@ def main() -> None:
         n_dev = len(a.read_posteriors("dev"))
         n_test = len(a.read_posteriors("test"))
         # warm-up: imports (torch for the CTC loss, matplotlib, sklearn) are not what we measure
-        late_fusion([a, b], tmp / "warm", alphas="0.5", n_jobs=1)
+        fuse_late([a, b], tmp / "warm", alphas="0.5", n_jobs=1)
         evaluate_run(a.path, ci=False)
 
         def best(fn) -> float:
@@ -88,8 +88,8 @@ def main() -> None:
 
         t_eval = best(lambda: evaluate_run(a.path, n_bootstrap=1000))
         t_eval_seed = best(lambda: evaluate_run(a.path, protocol="seed", ci=False))
-        t_sweep = best(lambda: late_fusion([a, b], tmp / "late", alphas="0:1:0.1", n_jobs=1))
-        t_sweep_auto = best(lambda: late_fusion([a, b], tmp / "late2", alphas="0:1:0.1"))
+        t_sweep = best(lambda: fuse_late([a, b], tmp / "late", alphas="0:1:0.1", n_jobs=1, overwrite=True))
+        t_sweep_auto = best(lambda: fuse_late([a, b], tmp / "late2", alphas="0:1:0.1", overwrite=True))
         from phonecli.runs import Run
 
         chosen = Run.open(tmp / "late").info["selection"]

@@ -89,7 +89,7 @@ def main() -> None:
         per = {k: (m["seed"]["task_a"]["per_hq"], m["seed"]["task_a"]["per_all"]) for k, m in
                (("float16", m16), ("int8", m8))}
         dev = {}
-        from phonecli.probe.decode import greedy_ids, phone_error_rate
+        from phonecli.ctc import greedy_ids, phone_error_rate
 
         man = run16.manifest()
         dev_ids = caches["float16"].utterance_ids("dev")

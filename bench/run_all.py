@@ -64,6 +64,9 @@ BENCHES = [
     Bench("s3_read", "s3_read.py", "minibatch read from an S3 server (moto, 127.0.0.1) / local disk; int8 / float16 on S3",
           [("S3/local float16", r"float16: S3/local frames/s = ([\d.]+)"), ("int8/float16 on S3", r"S3 ([\d.]+)x,")],
           ["--utts", "40", "--batches", "5", "--repeats", "1"]),
+    Bench("probe_checkpoint_cost", "probe_checkpoint_cost.py", "probe resume checkpoint / the epoch it protects",
+          [("linear", r"\| linear \|[^\n]*\| ([\d.]+) \|\n"), ("mlp", r"\| mlp \|[^\n]*\| ([\d.]+) \|\n"),
+           ("transformer", r"\| transformer \|[^\n]*\| ([\d.]+) \|\n")], ["--epochs", "3"]),
 ]
 
 

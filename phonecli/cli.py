@@ -55,7 +55,12 @@ class _Phonecli(click.Group):
 
 @click.group(cls=_Phonecli, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="phonecli")
-def main() -> None:
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+              default=None, help="Messages of the stages on stderr from this level up [default: info; warning for "
+                                 "quickstart and run, whose step lines say what happens].")
+@click.option("-v", "--verbose", is_flag=True, help="Same as --log-level debug.")
+@click.pass_context
+def main(ctx: click.Context, log_level: str | None, verbose: bool) -> None:
     """Benchmark frozen speech encoders for phoneme recognition and pronunciation assessment.
 
     \b
@@ -66,6 +71,10 @@ def main() -> None:
       phonecli evaluate runs/hubert-w
       phonecli report runs/* --out results
     """
+    from phonecli.commands._stderr_log import configure_logging, resolve_level
+
+    # the library only logs; this is the one place where those records are given a destination
+    configure_logging(resolve_level("debug" if verbose else log_level and log_level.lower(), ctx.invoked_subcommand))
 
 
 def _apply_threads(ctx: click.Context, param: click.Parameter, value: int | None) -> None:

@@ -141,6 +141,10 @@ class NonFiniteError(PhonecliError):
     """A NaN/inf value where a number was expected (feature, loss, posterior); names where."""
 
 
+class DiskSpaceError(PhonecliError):
+    """Not enough free space for what a stage is about to write (checked before it starts)."""
+
+
 # -- environment ---------------------------------------------------------------------------------
 #: ``OSError.errno`` values that are the machine's fault, not a bug: commands print one line
 #: naming the path and the fix instead of a traceback.

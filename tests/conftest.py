@@ -181,3 +181,33 @@ def s3_bucket(s3_server) -> str:
     name = f"phonecli-{uuid.uuid4().hex[:12]}"
     fsspec.filesystem("s3", use_listings_cache=False, skip_instance_cache=True).mkdir(name)
     return f"s3://{name}"
+@pytest.fixture(scope="session")
+def tiny_fbank(tiny_corpus, tmp_path_factory):
+    """A real fbank cache of the tiny corpus (``phonecli extract``'s code path): its path."""
+    from phonecli.extract.runner import extract_features
+
+    return extract_features("fbank", tiny_corpus, tmp_path_factory.mktemp("tiny_fbank"), device="cpu",
+                            progress=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """``mount(size, readonly=False) -> Path``: a real tmpfs of ``size`` (e.g. "2m") under tmp_path, so a
+    full disk (ENOSPC) or a read-only file system (EROFS) is the kernel's, not a mock. Unmounted after."""
+    import subprocess
+
+    mounted = []
+
+    def mount(size: str, readonly: bool = False) -> Path:
+        d = tmp_path / f"disk{len(mounted)}"
+        d.mkdir()
+        opts = f"size={size}" + (",ro" if readonly else "")
+        res = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(d)], capture_output=True, text=True)
+        if res.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here (needs root / CAP_SYS_ADMIN): {res.stderr.strip()}")
+        mounted.append(d)
+        return d
+
+    yield mount
+    for d in reversed(mounted):
+        subprocess.run(["umount", "-l", str(d)], check=False)

@@ -17,6 +17,7 @@ from phonecli.data import load_manifest, prepare_corpus
 from phonecli.data.manifest import Manifest
 from phonecli.data.normalize import CorpusError, UtteranceError
 from phonecli.data.phones import PHONES
+from phonecli.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -212,9 +213,9 @@ def test_bad_sources_give_one_clear_line(tmp_path):
         prepare_corpus(tmp_path, tmp_path / "m")
     with pytest.raises(CorpusError, match="no such directory"):
         prepare_corpus(tmp_path / "nope", tmp_path / "m")
-    with pytest.raises(ValueError, match="dev fraction 1.5"):
+    with pytest.raises(ConfigError, match="--dev-fraction 1.5: must be in"):
         prepare_corpus("sample", tmp_path / "m", dev_fraction=1.5)
-    with pytest.raises(ValueError, match="on_error"):
+    with pytest.raises(ConfigError, match="--on-error 'ignore'"):
         prepare_corpus("sample", tmp_path / "m", on_error="ignore")
 
 

@@ -9,6 +9,7 @@ import pytest
 from data_corpus import make_openslr
 from phonecli.data import prepare_corpus
 from phonecli.data.splits import choose_dev_speakers, dev_count, stratum
+from phonecli.errors import ConfigError
 
 
 def _speakers(n: int) -> dict[str, tuple[str, str]]:
@@ -23,7 +24,7 @@ def test_dev_count():
     assert dev_count(1, 0.5) == 0             # ... unless train would be left empty
     assert dev_count(3, 0.9) == 2             # at least one speaker stays in train
     assert dev_count(100, 0.0) == 0
-    with pytest.raises(ValueError, match="must be in"):
+    with pytest.raises(ConfigError, match="must be in"):
         dev_count(10, 1.0)
 
 

@@ -19,11 +19,12 @@ from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_sco
 
 from phonecli.data.phones import PHONE_TO_ID, PHONES, VOCAB
 from phonecli.evaluate import metrics as M
-from phonecli.evaluate.align import forced_align, min_frames, uniform_spans
+from phonecli.ctc import min_frames
+from phonecli.evaluate.align import forced_align, uniform_spans
 from phonecli.evaluate.bootstrap import speaker_bootstrap
-from phonecli.evaluate.decode import greedy_decode, greedy_ids
+from phonecli.ctc import edit_distance, greedy_ids, greedy_phones, phone_error_rate
 from phonecli.evaluate.gop import gop_features
-from phonecli.evaluate.per import DEL, INS, align, corpus_per, edit_counts, edit_distance, utterance_per
+from phonecli.evaluate.per import DEL, INS, align, edit_counts
 
 
 def onehot_logp(frames: list[int], p: float = 0.9) -> np.ndarray:
@@ -37,9 +38,9 @@ def onehot_logp(frames: list[int], p: float = 0.9) -> np.ndarray:
 def test_greedy_decode_merges_repeats_and_keeps_blank_separated_repeats():
     a, b = PHONE_TO_ID["AA"], PHONE_TO_ID["B"]
     lp = onehot_logp([0, a, a, 0, a, b, b, 0, 0])
-    assert greedy_decode(lp) == ["AA", "AA", "B"]
+    assert greedy_phones(lp) == ["AA", "AA", "B"]
     assert greedy_ids(lp) == [a, a, b]
-    assert greedy_decode(np.zeros((0, 40))) == []
+    assert greedy_phones(np.zeros((0, 40))) == []
     with pytest.raises(ValueError, match="frames, vocab"):
         greedy_ids(np.zeros(40))
 
@@ -66,13 +67,13 @@ def test_edit_distance_matches_torchaudio_and_alignment_is_consistent():
     assert edit_distance([], ["AA", "B"]) == 2 and edit_distance(["AA"], []) == 1
 
 
-def test_corpus_per_matches_jiwer_wer_on_space_joined_phones():
+def test_phone_error_rate_matches_jiwer_wer_on_space_joined_phones():
     pairs = _random_pairs(200, seed=1)
     refs, hyps = [r for r, _ in pairs], [h for _, h in pairs]
     expected = 100 * jiwer.wer([" ".join(r) for r in refs], [" ".join(h) for h in hyps])
-    assert corpus_per(refs, hyps) == pytest.approx(expected, rel=1e-12)
+    assert phone_error_rate(refs, hyps) == pytest.approx(expected, rel=1e-12)
     for ref, hyp in pairs[:50]:
-        assert utterance_per(ref, hyp) == pytest.approx(jiwer.wer(" ".join(ref), " ".join(hyp)))
+        assert phone_error_rate([ref], [hyp]) == pytest.approx(100 * jiwer.wer(" ".join(ref), " ".join(hyp)))
 
 
 def test_edit_counts_split_into_sub_del_ins():

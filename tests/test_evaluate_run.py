@@ -22,7 +22,7 @@ from conftest import make_tiny_corpus
 from phonecli.cli import main
 from phonecli.data.manifest import Manifest
 from phonecli.data.phones import PHONE_TO_ID, VOCAB
-from phonecli.errors import NonFiniteError
+from phonecli.errors import ConfigError, NonFiniteError
 from phonecli.evaluate import EvaluateError, evaluate_run
 from phonecli.runs import Run
 
@@ -218,7 +218,7 @@ def test_bad_inputs_give_one_clear_error(corpus, tmp_path):
         run.write_posteriors("test", {u: np.full((5, 40), np.nan)})   # a run never writes them...
     with pytest.raises(EvaluateError, match="this run failed"):
         evaluate_run(run.path)                                        # ...and is marked failed
-    with pytest.raises(EvaluateError, match="unknown protocol"):
+    with pytest.raises(ConfigError, match=r"protocol \(--protocol\): 'gop' is not one of seed, phone, per, mdd, all"):
         evaluate_run(run.path, protocol="gop")
 
 

@@ -59,7 +59,7 @@ def _write_preset(tmp_path: Path, data: Path, epochs: int = 2) -> Path:
         "paths": {"data": str(data), "cache": "cache", "runs": "runs", "results": "results"},
         "defaults": {"extract": {"device": "cpu"},
                      "probe": {"device": "cpu", "epochs": epochs, "batch_frames": 2000, "patience": 2, "lr": 0.003},
-                     "evaluate": {"protocol": "seed", "bootstrap": 0}},
+                     "evaluate": {"protocol": "seed", "ci": False}},
         "encoders": {"fbank": {"model": "fbank"}},
         "runs": [
             {"name": "lin", "probe": {"features": ["fbank"], "head": "linear"}},

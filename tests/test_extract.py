@@ -114,19 +114,21 @@ def test_make_batches_caps_padded_seconds_and_groups_unpadded():
     assert sorted(u for b in unpadded for u in b) == sorted(k for k, _ in lengths)
 
 
-def test_layer_parsing_and_names():
-    from phonecli.encoders.base import ExtractionError, LayerInfo
-    from phonecli.extract.runner import cache_location, compact_layers, parse_layers
+def test_layer_selection_and_names():
+    from phonecli.encoders.base import LayerInfo
+    from phonecli.errors import LayerSpecError
+    from phonecli.extract.runner import cache_location, select_layers
 
     infos = [LayerInfo(i, f"l{i}", 50.0) for i in range(13)]
-    assert parse_layers("all", infos) == list(range(13))
-    assert parse_layers("0,9-12,4,4", infos) == [0, 4, 9, 10, 11, 12]
-    assert parse_layers("last", infos) == [12]
-    with pytest.raises(ExtractionError, match=r"hidden states 0\.\.12; \[13\] not available"):
-        parse_layers("3,13", infos)
-    with pytest.raises(ExtractionError, match="not an index"):
-        parse_layers("x", infos)
-    assert compact_layers([0, 1, 2, 3, 7, 9, 10]) == "0-3_7_9-10"
+    assert select_layers("all", infos) == list(range(13))
+    assert select_layers("0,9-12,4", infos) == [0, 4, 9, 10, 11, 12]
+    assert select_layers("last", infos) == [12]
+    with pytest.raises(LayerSpecError, match=r"layer\(s\) 13 not available \(available: 0-12\)"):
+        select_layers("3,13", infos)
+    with pytest.raises(LayerSpecError, match="'x' is not understood"):
+        select_layers("x", infos)
+    with pytest.raises(LayerSpecError, match="not accepted here"):
+        select_layers("weighted", infos)
     p = cache_location("root", "cid", "hubert large", layers=[9, 10, 11, 12], all_layers=list(range(13)),
                        dtype="int8", splits=["train", "dev", "test"], all_splits=["train", "dev", "test"])
     assert p == Path("root/cid/hubert_large.L9-12.int8.zarr")
@@ -232,9 +234,8 @@ def test_bad_inputs_skip_records_reasons_and_fixes_the_rest(bad_corpus, tmp_path
     from phonecli.cache import FeatureCache
 
     root, ids, mono, hi = bad_corpus
-    monkeypatch.setenv("PHONECLI_EXTRACT_PART_BYTES", "1")
     res = run_cli(["--model", "fbank", "--data", str(root), "--cache", str(tmp_path), "--on-error", "skip",
-                   "--device", "cpu"])
+                   "--device", "cpu", "--part-bytes", "1"])
     assert res.exit_code == 0, res.output
     c = FeatureCache.open(res.stdout.strip().splitlines()[-1])
     assert c.is_complete and "3 skipped" in res.stdout
@@ -266,8 +267,7 @@ def test_bad_input_fail_names_utterance_and_keeps_complete_parts(bad_corpus, tmp
         sf.write(m.audio_path(ids[i]), mono[ids[i]], 16000)
     _reprepare(m, [ids[i] for i in bad])
     m.save(root)
-    monkeypatch.setenv("PHONECLI_EXTRACT_PART_BYTES", "1")
-    args = ["--model", "fbank", "--data", str(root), "--cache", str(tmp_path), "--device", "cpu"]
+    args = ["--model", "fbank", "--data", str(root), "--cache", str(tmp_path), "--device", "cpu", "--part-bytes", "1"]
     res = run_cli(args)
     assert res.exit_code != 0
     msg = res.stderr.strip().splitlines()[-1]
@@ -450,7 +450,7 @@ def test_cli_missing_manifest_and_bad_options(tmp_path):
     res = run_cli(["--model", "fbank", "--data", str(tmp_path / "c"), "--cache", str(tmp_path), "--splits", "dev"])
     assert res.exit_code != 0 and "the manifest has splits train" in res.stderr
     res = run_cli(["--model", "fbank", "--data", str(tmp_path / "c"), "--cache", str(tmp_path), "--layers", "3"])
-    assert res.exit_code != 0 and "hidden states 0..0" in res.stderr
+    assert res.exit_code != 0 and "fbank (hidden states): layer(s) 3 not available (available: 0)" in res.stderr
 
 
 def test_int8_cache_within_half_a_quantization_step(tiny_corpus, tmp_path):

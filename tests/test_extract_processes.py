@@ -21,14 +21,36 @@ TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
 PART_BYTES = "30000"  # ~2 utterances per part of fbank float16 -> ~12 parts for the tiny corpus
 
 
+# `python -m phonecli` with a pause after each written part (monkeypatched here, not a library hook), so the
+# process lives long enough to be killed mid-run
+SLOW_PARTS = """
+import sys, time
+import phonecli.extract.runner as runner
+write = runner._write
+def slow_write(*args, **kwargs):
+    result = write(*args, **kwargs)
+    time.sleep({delay})
+    return result
+runner._write = slow_write
+from phonecli.cli import main
+main(sys.argv[1:], prog_name="phonecli")
+"""
+
+
+def slow_cmd(delay: float, args: list[str]) -> list[str]:
+    """``phonecli --log-level debug ARGS`` pausing ``delay`` s after each written part."""
+    return [PY, "-c", SLOW_PARTS.format(delay=delay), "--log-level", "debug", *args]
+
+
 def _env(**extra: str) -> dict:
-    env = {**os.environ, "PHONECLI_EXTRACT_PART_BYTES": PART_BYTES, "OMP_NUM_THREADS": "1", **extra}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **extra}
     env.pop("WORLD_SIZE", None)
     return env
 
 
 def _extract_args(data: Path, cache: Path | str) -> list[str]:
-    return ["extract", "--model", "fbank", "--data", str(data), "--cache", str(cache), "--device", "cpu"]
+    return ["extract", "--model", "fbank", "--data", str(data), "--cache", str(cache), "--device", "cpu",
+            "--part-bytes", PART_BYTES]
 
 
 def _store_in(root: Path | str, reference: Path) -> Path | str:
@@ -74,7 +96,7 @@ def kill_mid_run_then_resume(data: Path, root: Path | str, reference: Path) -> N
     """SIGKILL an extraction after it wrote two parts, rerun the same command, compare with ``reference``."""
     cmd = [PY, "-m", "phonecli", *_extract_args(data, root)]
     # a pause after each written part keeps the process alive long enough to be killed mid-run
-    proc = subprocess.Popen(cmd, env=_env(PHONECLI_EXTRACT_PART_DELAY="0.4", PHONECLI_LOG_LEVEL="DEBUG"),
+    proc = subprocess.Popen(slow_cmd(0.4, _extract_args(data, root)), env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         written = []
@@ -107,9 +129,8 @@ def kill_mid_run_then_resume(data: Path, root: Path | str, reference: Path) -> N
 def two_concurrent_extractions(data: Path, root: Path | str, reference: Path) -> None:
     """Two independent processes run the same extraction into one store at the same time: both succeed,
     they share the parts (each skips what the other completed), and the store equals ``reference``."""
-    cmd = [PY, "-m", "phonecli", *_extract_args(data, root)]
-    env = _env(PHONECLI_EXTRACT_PART_DELAY="0.2", PHONECLI_LOG_LEVEL="DEBUG")
-    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cmd = slow_cmd(0.2, _extract_args(data, root))
+    procs = [subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
     outs = [p.communicate(timeout=240) for p in procs]
     for p, (out, err) in zip(procs, outs):
@@ -134,9 +155,8 @@ def torchrun_two_nodes(data: Path, root: Path | str, reference: Path) -> None:
 
     rdzv = ["--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "static",
             "--rdzv-endpoint", f"127.0.0.1:{_free_port()}"]
-    env = _env(PHONECLI_LOG_LEVEL="DEBUG")
-    procs = [subprocess.Popen([TORCHRUN, *rdzv, "--node-rank", str(r), "-m", "phonecli", *_extract_args(data, root)],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    procs = [subprocess.Popen([TORCHRUN, *rdzv, "--node-rank", str(r), "-m", "phonecli", "--log-level", "debug",
+                               *_extract_args(data, root)], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in (0, 1)]
     outs = [p.communicate(timeout=240) for p in procs]
     for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
@@ -158,9 +178,9 @@ def test_two_concurrent_extractions_equal_one_process(tiny_corpus, tmp_path, ref
 
 
 def test_torchrun_two_ranks_equals_one_process(tiny_corpus, tmp_path, reference):
-    cmd = [TORCHRUN, "--standalone", "--nproc-per-node", "2", "-m", "phonecli",
+    cmd = [TORCHRUN, "--standalone", "--nproc-per-node", "2", "-m", "phonecli", "--log-level", "debug",
            *_extract_args(tiny_corpus, tmp_path)]
-    res = _run(cmd, PHONECLI_LOG_LEVEL="DEBUG")
+    res = _run(cmd)
     # both ranks wrote their own parts (index % 2 == rank)
     for rank in (0, 1):
         parts = [int(line.split("part ")[1].split()[0]) for line in res.stderr.splitlines()

@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from phonecli.data.manifest import Manifest
-from phonecli.finetune.data import ctc_min_frames, make_examples
+from phonecli.ctc import min_frames as ctc_min_frames
+from phonecli.finetune.data import make_examples
 from phonecli.finetune.model import FinetuneError, parse_mode
 from phonecli.finetune.train import FinetuneConfig, finetune
 from phonecli.runs import Run
@@ -62,10 +63,10 @@ def _base_state(d) -> dict[str, torch.Tensor]:
     return load_file(str(Path(d) / "model.safetensors"))
 
 
-def _cfg(model, data, out, mode, **kw):
-    base = dict(epochs=3, lr=2e-3, batch_seconds=4.0, warmup_ratio=0.0, device="cpu", progress=False)
+def _ft(model, data, out, mode, **kw):
+    base = dict(epochs=3, lr=2e-3, batch_seconds=4.0, warmup_ratio=0.0, device="cpu")
     base.update(kw)
-    return FinetuneConfig(model=str(model), data=str(data), mode=mode, out=str(out), **base)
+    return finetune(str(model), str(data), out, FinetuneConfig(mode=mode, **base), progress=False)
 
 
 def _weights(run) -> dict[str, torch.Tensor]:
@@ -80,7 +81,7 @@ def _weights(run) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("mode", ["full", "freeze-feature-encoder", "top:1", "lora", "qlora"])
 def test_each_mode_trains_only_its_parameters_and_loss_falls(mode, hubert_dir, tiny_corpus, tmp_path, device):
-    res = finetune(_cfg(hubert_dir, tiny_corpus, tmp_path / "run", mode, device=device))
+    res = _ft(hubert_dir, tiny_corpus, tmp_path / "run", mode, device=device)
     assert all(p.device.type == device for p in res.model.parameters() if p.requires_grad)
     log = res.run.read_log()
     assert [r["epoch"] for r in log] == [1, 2, 3]
@@ -150,7 +151,7 @@ def test_the_loop_can_memorise_three_utterances(hubert_dir, tiny_corpus, tmp_pat
     import copy
 
     from phonecli.data.phones import encode
-    from phonecli.evaluate.decode import greedy_ids
+    from phonecli.ctc import greedy_ids
 
     m = Manifest.load(tiny_corpus)
     for u in m:
@@ -162,7 +163,7 @@ def test_the_loop_can_memorise_three_utterances(hubert_dir, tiny_corpus, tmp_pat
         d.utt_id, d.split, d.speaker = "dev" + u.utt_id, "dev", "D" + u.speaker
         dev.append(d)
     Manifest(utterances=train + dev + m.split("test")[:1], source={"kind": "tiny-test"}).save(tmp_path / "data")
-    res = finetune(_cfg(hubert_dir, tmp_path / "data", tmp_path / "run", "full", epochs=120, lr=3e-3, batch_seconds=8.0))
+    res = _ft(hubert_dir, tmp_path / "data", tmp_path / "run", "full", epochs=120, lr=3e-3, batch_seconds=8.0)
     post = res.run.read_posteriors("train")
     assert [greedy_ids(post[u.utt_id]) for u in train] == [encode(u.canonical_phones) for u in train]
     assert res.run.info["selection"]["value"] == 0.0
@@ -183,7 +184,7 @@ def test_parse_mode():
 @pytest.fixture(scope="module")
 def lora_run(hubert_dir, tiny_corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "ft-lora"
-    return finetune(_cfg(hubert_dir, tiny_corpus, out, "lora", epochs=2))
+    return _ft(hubert_dir, tiny_corpus, out, "lora", epochs=2)
 
 
 def test_run_directory_has_posteriors_for_every_split_with_encoder_frame_counts(lora_run, tiny_corpus, hubert_dir):
@@ -285,7 +286,7 @@ def test_extract_qlora_run_matches_the_trained_4bit_model(hubert_dir, tiny_corpu
     from phonecli.data.audio import load_audio
     from phonecli.extract.models import load_encoder as get_adapter
 
-    res = finetune(_cfg(hubert_dir, tiny_corpus, tmp_path / "ft-q", "qlora", epochs=1))
+    res = _ft(hubert_dir, tiny_corpus, tmp_path / "ft-q", "qlora", epochs=1)
     adapter = get_adapter(str(res.run.path))
     m = Manifest.load(tiny_corpus)
     waves = [load_audio(m.audio_path(u)) for u in m.split("dev")[:2]]
@@ -322,7 +323,7 @@ def test_late_fusion_of_two_finetune_runs(lora_run, hubert_dir, tiny_corpus, tmp
 
     from phonecli.cli import main
 
-    other = finetune(_cfg(hubert_dir, tiny_corpus, tmp_path / "ft-top", "top:1", epochs=1)).run
+    other = _ft(hubert_dir, tiny_corpus, tmp_path / "ft-top", "top:1", epochs=1).run
     res = CliRunner().invoke(main, ["fuse", "late", str(lora_run.run.path), str(other.path), "--alphas", "0:1:0.5",
                                     "--out", str(tmp_path / "late"), "--jobs", "1", "--no-plot"])
     assert res.exit_code == 0, res.output
@@ -341,7 +342,7 @@ def test_memory_levers_bf16_checkpointing_accumulation(hubert_dir, tiny_corpus, 
     runs = {}
     for name, kw in {"plain": {}, "ckpt": {"gradient_checkpointing": True},
                      "accum": {"grad_accum": 2}, "bf16": {"precision": "bf16", "gradient_checkpointing": True}}.items():
-        runs[name] = finetune(_cfg(hubert_dir, tiny_corpus, tmp_path / name, "freeze-feature-encoder", epochs=2, **kw))
+        runs[name] = _ft(hubert_dir, tiny_corpus, tmp_path / name, "freeze-feature-encoder", epochs=2, **kw)
     logs = {k: r.run.read_log() for k, r in runs.items()}
     wp, wc = load_file(str(runs["plain"].run.weights_path)), load_file(str(runs["ckpt"].run.weights_path))
     assert all(torch.allclose(wp[k], wc[k], atol=1e-5) for k in wp)
@@ -354,12 +355,14 @@ def test_memory_levers_bf16_checkpointing_accumulation(hubert_dir, tiny_corpus, 
 def test_mixed_precision_on_each_device(precision, hubert_dir, tiny_corpus, tmp_path, device):
     """bf16 autocast trains on CPU and CUDA without a GradScaler; fp16 takes the GradScaler path on CUDA
     (float32 master weights: GradScaler.unscale_ refuses float16 gradients) and is refused on the CPU."""
-    cfg = _cfg(hubert_dir, tiny_corpus, tmp_path / precision, "lora", precision=precision, epochs=2, device=device)
+    from phonecli.errors import ConfigError
+
+    kw = dict(precision=precision, epochs=2, device=device)
     if precision == "fp16" and device == "cpu":
-        with pytest.raises(FinetuneError, match="--precision fp16 needs a CUDA device"):
-            finetune(cfg)
+        with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
+            _ft(hubert_dir, tiny_corpus, tmp_path / precision, "lora", **kw)
         return
-    res = finetune(cfg)
+    res = _ft(hubert_dir, tiny_corpus, tmp_path / precision, "lora", **kw)
     log = res.run.read_log()
     assert all(math.isfinite(r["train_loss"]) and math.isfinite(r["dev_loss"]) for r in log)
     assert log[-1]["train_loss"] < log[0]["train_loss"]
@@ -402,7 +405,7 @@ def test_ssl_families_and_a_ctc_checkpoint_get_a_fresh_40_way_head(kind, tiny_co
         transformers.Data2VecAudioModel(transformers.Data2VecAudioConfig(**small)).save_pretrained(d)
         prefix = ""
     saved = load_file(str(d / "model.safetensors"))
-    res = finetune(_cfg(d, tiny_corpus, tmp_path / "run", "top:1", epochs=1))
+    res = _ft(d, tiny_corpus, tmp_path / "run", "top:1", epochs=1)
     w = _weights(res.run)
     assert w["head.weight"].shape == (40, 64) and not any("lm_head" in k for k in w)
     k = "encoder.layers.0.attention.q_proj.weight"
@@ -449,7 +452,7 @@ def test_whisper_and_w2v_bert_encoders_train_with_a_ctc_head(tiny_corpus, tmp_pa
     m = Manifest.load(tiny_corpus)
     for d, mode, frames in ((wd, "top:1", lambda n: math.ceil(n / 320)),
                             (bd, "freeze-feature-encoder", lambda n: (1 + (n - 400) // 160) // 2)):
-        res = finetune(_cfg(d, tiny_corpus, tmp_path / f"run-{d.name}", mode, epochs=2, batch_seconds=6.0))
+        res = _ft(d, tiny_corpus, tmp_path / f"run-{d.name}", mode, epochs=2, batch_seconds=6.0)
         log = res.run.read_log()
         assert log[-1]["train_loss"] < log[0]["train_loss"], d.name
         post = res.run.read_posteriors("dev")
@@ -509,7 +512,7 @@ def test_guards_skip_infeasible_and_too_long_utterances(hubert_dir, tiny_corpus,
     m, bad = _corpus_with_bad_utterance(tiny_corpus, tmp_path / "data")
     long_ids = {u.utt_id for u in m.split("train") if u.num_samples > 1.2 * 16000 and u.utt_id != bad}
     assert long_ids  # the tiny corpus has 0.6-1.6 s utterances
-    res = finetune(_cfg(hubert_dir, tmp_path / "data", tmp_path / "run", "top:1", epochs=1, max_audio_seconds=1.2))
+    res = _ft(hubert_dir, tmp_path / "data", tmp_path / "run", "top:1", epochs=1, max_audio_seconds=1.2)
     skipped = {s["utt_id"]: s["reason"] for s in res.run.info["skipped"]}
     u = m[bad]
     from phonecli.data.phones import encode
@@ -522,12 +525,6 @@ def test_guards_skip_infeasible_and_too_long_utterances(hubert_dir, tiny_corpus,
     assert set(skipped) == long_ids and all("--max-audio-seconds 1.2 (dropped)" in r for r in skipped.values())
     # posteriors still cover every utterance, skipped ones included
     assert bad in res.run.read_posteriors("train") and long_ids <= set(res.run.read_posteriors("train"))
-
-
-def test_ctc_min_frames_counts_blanks_between_repeats():
-    assert ctc_min_frames([1, 2, 3]) == 3
-    assert ctc_min_frames([1, 1, 2, 2, 2]) == 8
-    assert ctc_min_frames([]) == 0
 
 
 def test_make_examples_realized_targets(tiny_corpus):
@@ -544,11 +541,11 @@ def test_non_finite_loss_stops_naming_step_and_utterances(hubert_dir, tiny_corpu
     from phonecli.runs import Run
 
     with pytest.raises(NonFiniteError) as e:
-        finetune(_cfg(hubert_dir, tiny_corpus, tmp_path / "run", "full", epochs=3, lr=1e9))
+        _ft(hubert_dir, tiny_corpus, tmp_path / "run", "full", epochs=3, lr=1e9)
     msg = str(e.value)
     assert "non-finite CTC loss at step " in msg and msg.startswith("utterance 0000000") and "\n" not in msg
     assert "lower --lr" in msg and f"{tiny_corpus}/audio/" in msg          # names the utterance's audio file
-    assert Run.open(tmp_path / "run").info["status"] == "failed"
+    assert Run.open(tmp_path / "run", require_complete=False).info["status"] == "failed"
     # the stopped run is not an encoder yet: extract says so in one line
     from click.testing import CliRunner
 
@@ -556,7 +553,7 @@ def test_non_finite_loss_stops_naming_step_and_utterances(hubert_dir, tiny_corpu
 
     res = CliRunner().invoke(main, ["extract", "--model", str(tmp_path / "run"), "--data", str(tiny_corpus),
                                     "--out", str(tmp_path / "x.zarr")])
-    assert res.exit_code != 0 and "the fine-tuning run is not complete" in res.output
+    assert res.exit_code != 0 and "the run is not complete" in res.output and "--resume" in res.output
 
 
 def test_unreadable_audio_stops_with_one_line_naming_the_utterance(hubert_dir, tiny_corpus, tmp_path):
@@ -571,7 +568,7 @@ def test_unreadable_audio_stops_with_one_line_naming_the_utterance(hubert_dir, t
     m.split("train")[3].audio_sha256 = file_hash(broken)     # as `data prepare` would record it
     Manifest(utterances=m.utterances, source={"kind": "tiny-test"}).save(tmp_path / "data")
     with pytest.raises(FinetuneError) as e:
-        finetune(_cfg(hubert_dir, tmp_path / "data", tmp_path / "run", "top:1", epochs=1))
+        _ft(hubert_dir, tmp_path / "data", tmp_path / "run", "top:1", epochs=1)
     msg = str(e.value)
     assert msg.startswith(f"utterance {m.split('train')[3].utt_id}: {broken}: unreadable audio") and "--resume" in msg
 
@@ -607,7 +604,7 @@ def test_cli_errors(hubert_dir, tiny_corpus, lora_run, tmp_path):
     r = CliRunner()
     common = ["finetune", "--model", str(hubert_dir), "--data", str(tiny_corpus)]
     res = r.invoke(main, common + ["--mode", "lora", "--out", str(lora_run.run.path)])
-    assert res.exit_code != 0 and "a run already exists here; pass --resume" in res.output
+    assert res.exit_code != 0 and "holds a finished finetune run; pass --overwrite to replace it" in res.output
     res = r.invoke(main, common + ["--mode", "top:9", "--out", str(tmp_path / "x"), "--device", "cpu"])
     assert res.exit_code != 0 and "has only 2 Transformer layers" in res.output
     res = r.invoke(main, common + ["--mode", "full", "--out", str(tmp_path / "y"), "--precision", "fp16",

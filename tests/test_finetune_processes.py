@@ -20,6 +20,22 @@ pytest.importorskip("peft")
 TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
 
 
+# `python -m phonecli` with a 30 s pause after each checkpoint (monkeypatched here, not a library hook), so the
+# job can be killed right after its first one
+SLOW_CHECKPOINTS = """
+import sys, time
+import phonecli.finetune.train as train
+save = train._save_checkpoint
+def slow_save(*args, **kwargs):
+    out = save(*args, **kwargs)
+    time.sleep(30)
+    return out
+train._save_checkpoint = slow_save
+from phonecli.cli import main
+main(sys.argv[1:], prog_name="phonecli")
+"""
+
+
 def _tiny_hubert(d: Path, dropout: float = 0.1) -> Path:
     from transformers import HubertConfig, HubertModel
 
@@ -44,9 +60,9 @@ def test_sigkilled_run_resumes_and_equals_an_uninterrupted_one(tiny_corpus, tmp_
     args = ["finetune", "--model", str(model_dir), "--data", str(tiny_corpus), "--mode", "freeze-feature-encoder",
             "--epochs", "3", "--lr", "1e-3", "--batch-seconds", "3", "--save-steps", "2", "--device", "cpu"]
     killed = tmp_path / "killed"
-    env = {**os.environ, "PHONECLI_FINETUNE_CHECKPOINT_DELAY": "30", "OMP_NUM_THREADS": "1",
-           "PHONECLI_LOG_LEVEL": "WARNING"}
-    proc = subprocess.Popen([sys.executable, "-m", "phonecli", *args, "--out", str(killed)], env=env,
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_CHECKPOINTS, "--log-level", "warning", *args, "--out",
+                             str(killed)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.time() + 180
@@ -103,9 +119,10 @@ def test_torchrun_two_ranks_equals_one_process_with_accumulation(tiny_corpus, tm
     # 4.5 s batches: 4 batches per epoch on the tiny corpus, so each rank gets 2 (no padding repeat)
     args = ["finetune", "--model", str(model_dir), "--data", str(tiny_corpus), "--mode", "full", "--epochs", "2",
             "--lr", "1e-3", "--batch-seconds", "4.5", "--device", "cpu", "--warmup-ratio", "0"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PHONECLI_LOG_LEVEL": "WARNING"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     ddp = tmp_path / "ddp"
-    proc = subprocess.run([TORCHRUN, "--standalone", "--nproc-per-node", "2", "-m", "phonecli", *args,
+    proc = subprocess.run([TORCHRUN, "--standalone", "--nproc-per-node", "2", "-m", "phonecli", "--log-level",
+                           "warning", *args,
                            "--out", str(ddp)], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == str(ddp)  # rank 0 alone prints

@@ -15,7 +15,8 @@ from scipy.special import log_softmax
 
 from phonecli.data.manifest import Manifest
 from phonecli.data.phones import VOCAB, encode
-from phonecli.fuse import FusionError, fuse_logprobs, late_fusion, parse_values, weight_grid
+from phonecli.errors import ConfigError
+from phonecli.fuse import FusionError, fuse_logprobs, fuse_late, parse_values, weight_grid
 from phonecli.runs import Run
 
 
@@ -129,7 +130,7 @@ def test_zero_weight_never_multiplies_minus_inf():
 @pytest.mark.parametrize("alpha, which", [("1", 0), ("0", 1)])
 def test_alpha_one_and_zero_reproduce_each_input_exactly(runs, tmp_path, alpha, which):
     src = runs[which]
-    fused = late_fusion(list(runs), tmp_path / "f", alphas=alpha, n_jobs=1, plot=False)
+    fused = fuse_late(list(runs), tmp_path / "f", alphas=alpha, n_jobs=1, plot=False)
     assert fused.kind == "late-fusion" and fused.info["selection"]["weights"][which] == 1.0
     for s in ("train", "dev", "test"):
         got, want = fused.read_posteriors(s), src.read_posteriors(s)
@@ -152,21 +153,21 @@ def _dev_per_reference(a: Run, b: Run, alpha: float, manifest: Manifest) -> floa
     """Corpus dev PER of the log-linear fusion at alpha, via torchaudio's edit distance."""
     import torchaudio.functional as AF
 
-    from phonecli.evaluate.decode import greedy_decode
+    from phonecli.ctc import greedy_phones
 
     pa, pb = a.read_posteriors("dev"), b.read_posteriors("dev")
     edits = n = 0
     for u in pa:
         fused = log_softmax(alpha * pa[u].astype(np.float64) + (1 - alpha) * pb[u].astype(np.float64), axis=1)
         ref = manifest[u].canonical_phones
-        edits += AF.edit_distance(ref, greedy_decode(fused))
+        edits += AF.edit_distance(ref, greedy_phones(fused))
         n += len(ref)
     return 100.0 * edits / n
 
 
 def test_weights_are_chosen_on_dev_only(runs, tmp_path, tiny_corpus):
     a, b = runs
-    fused = late_fusion([a, b], tmp_path / "f", alphas="0:1:0.25", n_jobs=2)
+    fused = fuse_late([a, b], tmp_path / "f", alphas="0:1:0.25", n_jobs=2)
     rows = list(csv.DictReader(open(fused.path / "sweep.csv")))
     assert len(rows) == 5 and sum(r["selected"] == "yes" for r in rows) == 1
     assert any("not used for selection" in k for k in rows[0])
@@ -188,7 +189,7 @@ def test_weights_are_chosen_on_dev_only(runs, tmp_path, tiny_corpus):
         test = bad.read_posteriors("test")
         bad.write_posteriors("test", {u: lp[::-1].copy() for u, lp in test.items()})
         moved.append(bad)
-    again = late_fusion(moved, tmp_path / "g", alphas="0:1:0.25", n_jobs=1, plot=False)
+    again = fuse_late(moved, tmp_path / "g", alphas="0:1:0.25", n_jobs=1, plot=False)
     assert again.info["selection"]["weights"] == fused.info["selection"]["weights"]
     rows2 = list(csv.DictReader(open(again.path / "sweep.csv")))
     assert [r["dev_per_all"] for r in rows2] == [r["dev_per_all"] for r in rows]
@@ -197,17 +198,17 @@ def test_weights_are_chosen_on_dev_only(runs, tmp_path, tiny_corpus):
 
 
 def test_select_on_other_metrics_and_unknown(runs, tmp_path):
-    f = late_fusion(list(runs), tmp_path / "f", alphas="0,0.5,1", select_on="dev-ctc-loss", n_jobs=1, plot=False)
+    f = fuse_late(list(runs), tmp_path / "f", alphas="0,0.5,1", select_on="dev-ctc-loss", n_jobs=1, plot=False)
     rows = list(csv.DictReader(open(f.path / "sweep.csv")))
     best = min(rows, key=lambda r: float(r["dev_ctc_loss"]))
     assert best["selected"] == "yes" and f.info["selection"]["metric"] == "dev_ctc_loss"
-    with pytest.raises(FusionError, match="--select-on 'bleu'"):
-        late_fusion(list(runs), tmp_path / "g", select_on="bleu")
+    with pytest.raises(ConfigError, match=r"select_on \(--select-on\): 'bleu': choose one of dev-per, "):
+        fuse_late(list(runs), tmp_path / "g", select_on="bleu")
 
 
 def test_three_runs_simplex(runs, tmp_path, tiny_corpus):
     c = make_run(tmp_path / "c", tiny_corpus, noise=1.8, seed=3, splits=("dev", "test"))
-    f = late_fusion([*runs, c], tmp_path / "f", alphas="0:1:0.5", n_jobs=1, plot=True)
+    f = fuse_late([*runs, c], tmp_path / "f", alphas="0:1:0.5", n_jobs=1, plot=True)
     assert f.info["config"]["grid_size"] == 6 and len(f.info["sources"]) == 3
     assert f.posterior_splits() == ["dev", "test"]          # c has no train posteriors -> none fused
     assert abs(sum(f.info["selection"]["weights"]) - 1) < 1e-12
@@ -216,49 +217,49 @@ def test_three_runs_simplex(runs, tmp_path, tiny_corpus):
 def test_frame_rate_mismatch_is_aligned_by_repetition(tiny_corpus, tmp_path):
     slow = make_run(tmp_path / "slow", tiny_corpus, rate=50, seed=4)
     fast = make_run(tmp_path / "fast", tiny_corpus, rate=100, seed=5)
-    f = late_fusion([slow, fast], tmp_path / "f", alphas="1,0.5", n_jobs=1, plot=False, select_on="ctc-loss")
+    f = fuse_late([slow, fast], tmp_path / "f", alphas="1,0.5", n_jobs=1, plot=False, select_on="ctc-loss")
     assert f.frame_rate == 100 and f.info["sources"][0]["repeat"] == 2 and f.info["sources"][1]["repeat"] == 1
     # alpha 1 = the slow run alone, frames repeated x2, trimmed to the common length
-    one = late_fusion([slow, fast], tmp_path / "one", alphas="1", n_jobs=1, plot=False)
+    one = fuse_late([slow, fast], tmp_path / "one", alphas="1", n_jobs=1, plot=False)
     ps, pf, po = slow.read_posteriors("dev"), fast.read_posteriors("dev"), one.read_posteriors("dev")
     for u in ps:
         n = min(2 * len(ps[u]), len(pf[u]))
         assert abs(2 * len(ps[u]) - len(pf[u])) <= 2 and len(po[u]) == n
         np.testing.assert_array_equal(po[u], np.repeat(ps[u], 2, axis=0)[:n])
     with pytest.raises(FusionError, match="50 frames/s but .* has 100.*--align repeat"):
-        late_fusion([slow, fast], tmp_path / "r", align="refuse")
+        fuse_late([slow, fast], tmp_path / "r", align="refuse")
 
 
 def test_refusals(runs, tiny_corpus, tmp_path):
     a, b = runs
     other = make_run(tmp_path / "other", tiny_corpus, seed=6, splits=("dev", "test"), corpus_id="0123456789abcdef")
     with pytest.raises(FusionError, match="corpus_id 0123456789abcdef differs"):
-        late_fusion([a, other], tmp_path / "x")
+        fuse_late([a, other], tmp_path / "x")
     first_dev = Manifest.load(tiny_corpus).split("dev")[0].utt_id
     fewer = make_run(tmp_path / "fewer", tiny_corpus, seed=7, splits=("dev", "test"), drop=first_dev)
     with pytest.raises(FusionError, match=f"dev utterances differ .* e.g. {first_dev}"):
-        late_fusion([a, fewer], tmp_path / "x")
+        fuse_late([a, fewer], tmp_path / "x")
     odd = make_run(tmp_path / "odd", tiny_corpus, rate=33.3, seed=8, splits=("dev", "test"))
     with pytest.raises(FusionError, match="not an integer fraction"):
-        late_fusion([a, odd], tmp_path / "x")
+        fuse_late([a, odd], tmp_path / "x")
     quarter = make_run(tmp_path / "quarter", tiny_corpus, rate=25, seed=9, splits=("dev", "test"))
     shutil.copytree(quarter.path, tmp_path / "q2")
     q2 = Run.open(tmp_path / "q2")
     q2.write_posteriors("dev", {u: np.concatenate([lp, lp]) for u, lp in q2.read_posteriors("dev").items()})
     with pytest.raises(FusionError, match="frame counts disagree after alignment"):
-        late_fusion([a, q2], tmp_path / "x")
+        fuse_late([a, q2], tmp_path / "x")
     raw = make_run(tmp_path / "raw", tiny_corpus, seed=10, splits=("dev", "test"))
     raw.write_posteriors("dev", {u: lp + 3.0 for u, lp in raw.read_posteriors("dev").items()})
     with pytest.raises(FusionError, match="not log-posteriors"):
-        late_fusion([a, raw], tmp_path / "x")
+        fuse_late([a, raw], tmp_path / "x")
     with pytest.raises(FusionError, match="at least 2 runs"):
-        late_fusion([a], tmp_path / "x")
+        fuse_late([a], tmp_path / "x")
     with pytest.raises(FusionError, match="given twice"):
-        late_fusion([a, a], tmp_path / "x")
+        fuse_late([a, a], tmp_path / "x")
     with pytest.raises(FusionError, match="is one of the input runs"):
-        late_fusion([a, b], a.path)
+        fuse_late([a, b], a.path)
     with pytest.raises(FusionError, match="not a run directory"):
-        late_fusion([a, tmp_path / "nothing"], tmp_path / "x")
+        fuse_late([a, tmp_path / "nothing"], tmp_path / "x")
     assert not (tmp_path / "x").exists()                      # nothing half-written
 
 

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from phonecli.cli import main
 from test_extract_processes import (  # noqa: F401  (shared fixture and helpers)
-    PART_BYTES, _env, _extract_args, _store_in, assert_same_cache, kill_mid_run_then_resume, reference,
+    _env, _extract_args, _store_in, assert_same_cache, kill_mid_run_then_resume, reference,
     torchrun_two_nodes, two_concurrent_extractions,
 )
 
@@ -43,12 +43,7 @@ def s3_pipeline(s3_server, tiny_corpus, reference, tmp_path_factory):
     bucket = "phonecli-pipeline"
     fsspec.filesystem("s3", use_listings_cache=False, skip_instance_cache=True).mkdir(bucket)
     root = tmp_path_factory.mktemp("s3_pipeline")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("PHONECLI_EXTRACT_PART_BYTES", PART_BYTES)
-    try:
-        out = cli(*_extract_args(tiny_corpus, f"s3://{bucket}/cache"))
-    finally:
-        mp.undo()
+    out = cli(*_extract_args(tiny_corpus, f"s3://{bucket}/cache"))
     url = out.strip().splitlines()[-1]
     runs = {}
     for name, cache in (("s3", url), ("local", str(reference))):

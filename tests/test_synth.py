@@ -240,12 +240,12 @@ def test_espeak_mapping_covers_the_inventory():
 
 
 def test_missing_tools_one_clear_line(tmp_path, monkeypatch):
-    from phonecli.commands.synth import synth
+    from phonecli.cli import main
 
     monkeypatch.setenv("PATH", str(tmp_path))  # neither espeak-ng nor sox on PATH
     with pytest.raises(SynthError, match=re.escape(INSTALL_HINT)):
         generate(tmp_path / "c", 6)
-    res = CliRunner().invoke(synth, ["--out", str(tmp_path / "c"), "--utterances", "6"])
+    res = CliRunner().invoke(main, ["data", "synth", "--out", str(tmp_path / "c"), "--utterances", "6"])
     assert res.exit_code != 0
     assert INSTALL_HINT in res.output and len(res.output.strip().splitlines()) == 1
 
@@ -254,18 +254,13 @@ def test_missing_tools_one_clear_line(tmp_path, monkeypatch):
 def test_cli_refuses_nonempty_out_and_overwrites(tmp_path):
     from phonecli.cli import main
 
-    data_group = main.commands.get("data")
     runner = CliRunner()
     out = tmp_path / "c"
     out.mkdir()
     (out / "keep.txt").write_text("x")
 
-    def invoke(*args):
-        if data_group is not None:  # the normal path: `phonecli data synth`
-            return runner.invoke(main, ["data", "synth", *args])
-        from phonecli.commands.synth import synth
-
-        return runner.invoke(synth, list(args))
+    def invoke(*args):      # through the root group, which turns errors into one line
+        return runner.invoke(main, ["data", "synth", *args])
 
     res = invoke("--out", str(out), "--utterances", "3")
     assert res.exit_code != 0 and "--overwrite" in res.output

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from phonecli.cache.reader import FeatureCache
+from phonecli.errors import ConfigError
 
 
 class FeatureDataset(Dataset):
@@ -79,7 +80,7 @@ class LengthBucketSampler(Sampler[list[int]]):
     def __init__(self, frame_counts: list[int], batch_frames: int, shuffle: bool = True, seed: int = 0,
                  jitter: float = 0.1, num_replicas: int = 1, rank: int = 0):
         if batch_frames < 1:
-            raise ValueError(f"batch_frames must be >= 1, got {batch_frames}")
+            raise ConfigError(f"batch size {batch_frames} (frames or samples) must be >= 1; raise the batch size option")
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} outside num_replicas {num_replicas}")
         self.frame_counts = [int(f) for f in frame_counts]

@@ -15,6 +15,9 @@ leaves a file that looks complete.
 
 from __future__ import annotations
 
+from phonecli.layers import EXTRACT
+from phonecli.layers import resolve as resolve_layers
+
 import json
 import os
 import sys
@@ -44,7 +47,9 @@ def export_hdf5(path: str, out: str | Path, *, splits: list[str] | None = None,
     unknown = [s for s in chosen if s not in cache.splits()]
     if unknown:
         raise CacheError(f"split(s) {unknown} not in cache {cache.path} (it has {cache.splits()})")
-    stored_layers = cache.layers if layers is None else [int(x) for x in layers]
+    # the one --layers grammar (phonecli.layers): "0,6,12-24", "last", "all", or a list of indices
+    stored_layers = list(resolve_layers("all" if layers is None else layers, cache.layers, EXTRACT,
+                                        source=str(cache.path)).layers)
     ids = [u for s in chosen for u in cache.utterance_ids(s)]
     tmp = out.with_name(out.name + ".partial")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -10,10 +10,6 @@ import json
 import click
 
 
-def _fail(e: Exception) -> click.ClickException:
-    return click.ClickException(str(e))
-
-
 @click.group("cache")
 def cache() -> None:
     """Inspect and maintain Zarr feature caches written by `phonecli extract`."""
@@ -24,13 +20,9 @@ def cache() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (a JSON list).")
 def ls_cmd(root: str, as_json: bool) -> None:
     """List the caches under ROOT (a directory or fsspec URL)."""
-    from phonecli.cache import CacheError
     from phonecli.cache.manage import human_bytes, list_caches
 
-    try:
-        rows = list_caches(root)
-    except CacheError as e:
-        raise _fail(e) from None
+    rows = list_caches(root)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -50,13 +42,9 @@ def ls_cmd(root: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def info_cmd(path: str, as_json: bool) -> None:
     """Metadata, per-split counts and skipped utterances of the cache at PATH."""
-    from phonecli.cache import CacheError
     from phonecli.cache.manage import cache_info, human_bytes
 
-    try:
-        info = cache_info(path)
-    except CacheError as e:
-        raise _fail(e) from None
+    info = cache_info(path)
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -104,22 +92,14 @@ def verify_cmd(path: str, repair: bool) -> None:
 @click.option("--format", "fmt", type=click.Choice(["hdf5"]), default="hdf5", show_default=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output file (e.g. feats.h5).")
 @click.option("--splits", default=None, help="Comma-separated splits (default: all).")
-@click.option("--layers", default=None, help="Comma-separated layer indices (default: all stored).")
+@click.option("--layers", default=None, help="Stored layers to export: all, last, or indices/ranges like 0,6,12-24 "
+                                            "(default: all stored).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
 def export_cmd(path: str, fmt: str, out: str, splits: str | None, layers: str | None, overwrite: bool) -> None:
     """Export the cache at PATH to HDF5: /<split>/<utt_id> datasets (layers, frames, dim)."""
-    from phonecli.cache import CacheError
     from phonecli.cache.export import export_hdf5
 
-    try:
-        layer_list = [int(x) for x in layers.split(",")] if layers else None
-    except ValueError:
-        raise click.BadParameter(f"--layers must be comma-separated integers, got {layers!r}") from None
-    try:
-        written = export_hdf5(path, out, splits=splits.split(",") if splits else None,
-                              layers=layer_list, overwrite=overwrite)
-    except CacheError as e:
-        raise _fail(e) from None
+    written = export_hdf5(path, out, splits=splits.split(",") if splits else None, layers=layers, overwrite=overwrite)
     click.echo(str(written))
 
 
@@ -128,7 +108,6 @@ def export_cmd(path: str, fmt: str, out: str, splits: str | None, layers: str | 
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def rm_cmd(path: str, yes: bool) -> None:
     """Delete the cache at PATH (refuses anything that is not a phonecli cache)."""
-    from phonecli.cache import CacheError
     from phonecli.cache.manage import _fs, _root_attrs, remove_cache
     from phonecli.cache.store import normalize_path
 
@@ -138,7 +117,4 @@ def rm_cmd(path: str, yes: bool) -> None:
         raise click.ClickException(f"{full} is not a phonecli cache: refusing to delete it")
     if not yes:
         click.confirm(f"delete cache {full}?", abort=True)
-    try:
-        click.echo(f"removed {remove_cache(full)}")
-    except CacheError as e:
-        raise _fail(e) from None
+    click.echo(f"removed {remove_cache(full)}")

@@ -7,12 +7,6 @@ from __future__ import annotations
 
 import click
 
-from phonecli.errors import PhonecliError
-
-
-def _fail(e: Exception) -> click.ClickException:
-    return click.ClickException(str(e))
-
 
 @click.group()
 def data() -> None:
@@ -58,12 +52,9 @@ def prepare(source: str, out: str, dev_fraction: float, seed: int, on_error: str
     from phonecli.data.prepare import prepare_corpus
 
     warnings: list = []
-    try:
-        options = {"lexicon": list(lexicon) or None, "phone_set": phone_set, "parts": parts}
-        m = prepare_corpus(source, out, dev_fraction=dev_fraction, seed=seed, on_error=on_error, warnings=warnings,
-                           fmt=fmt, options=options)
-    except (PhonecliError, OSError) as e:
-        raise _fail(e) from e
+    options = {"lexicon": list(lexicon) or None, "phone_set": phone_set, "parts": parts}
+    m = prepare_corpus(source, out, dev_fraction=dev_fraction, seed=seed, on_error=on_error, warnings=warnings,
+                       fmt=fmt, options=options)
     if not quiet:
         for w in warnings:
             click.echo(str(w), err=True)
@@ -91,10 +82,7 @@ def info(directory: str, as_json: bool) -> None:
     from phonecli.data.info import corpus_info, format_info
     from phonecli.data.manifest import Manifest
 
-    try:
-        stats = corpus_info(Manifest.load(directory))
-    except (PhonecliError, OSError) as e:
-        raise _fail(e) from e
+    stats = corpus_info(Manifest.load(directory))
     click.echo(json.dumps(stats, indent=1) if as_json else format_info(stats))
 
 
@@ -152,17 +140,11 @@ def download(to: str, corpus_name: str, url: str | None, md5: str | None, retrie
 
         if md5:
             raise click.UsageError("--md5 applies to SpeechOcean762; LibriSpeech archives are SHA-256 checked")
-        try:
-            root = download_librispeech(to, mirror=url or MIRROR, retries=retries, keep_archive=keep_archive)
-        except (PhonecliError, OSError) as e:
-            raise _fail(e) from e
+        root = download_librispeech(to, mirror=url or MIRROR, retries=retries, keep_archive=keep_archive)
         click.echo(str(root))
         return
 
-    try:
-        root = download_corpus(to, url or DEFAULT_URL, md5, retries=retries, keep_archive=keep_archive)
-    except (PhonecliError, OSError) as e:
-        raise _fail(e) from e
+    root = download_corpus(to, url or DEFAULT_URL, md5, retries=retries, keep_archive=keep_archive)
     done = json.loads((Path(to) / MARKER).read_text())
     click.echo(f"archive: {done['bytes']} bytes, md5 {done['md5']} "
                f"({'checked' if done['md5_checked'] else 'not checked: pass --md5 to check'})", err=True)

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import click
 
+from phonecli.commands._options import config_options
+from phonecli.config import EvaluateConfig, ReportConfig
+
 
 @click.command("evaluate")
 @click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False))
-@click.option("--protocol", type=click.Choice(["seed", "phone", "per", "mdd", "all"]), default="all", show_default=True,
-              help="all = every protocol of the run's corpus; seed = utterance-level Tasks A/B/C; phone = "
-                   "forced-alignment GOP protocol (SpeechOcean762); per = phone error rate after the corpus' "
-                   "folding; mdd = mispronunciation detection and diagnosis (L2-ARCTIC).")
-@click.option("--no-ci", "no_ci", is_flag=True, help="Skip the speaker-bootstrap 95% confidence intervals.")
-@click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=1), default=1000, show_default=True,
-              help="Bootstrap replicates (test speakers resampled with replacement).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap and the regressor.")
-def evaluate(runs: tuple[str, ...], protocol: str, no_ci: bool, n_bootstrap: int, seed: int) -> None:
+@config_options(EvaluateConfig)
+def evaluate(runs: tuple[str, ...], config: EvaluateConfig) -> None:
     """Score RUN(s): writes RUN/metrics.json, predictions.jsonl and phone_scores.jsonl.
 
     \b
@@ -23,15 +19,16 @@ def evaluate(runs: tuple[str, ...], protocol: str, no_ci: bool, n_bootstrap: int
       phonecli evaluate runs/hubert-w
       phonecli evaluate runs/* --protocol seed --no-ci
     """
-    from phonecli.evaluate import EvaluateError, evaluate_run
+    from phonecli.errors import PhonecliError
+    from phonecli.evaluate import evaluate_run
 
     failed = []
     for run in runs:
         try:
-            m = evaluate_run(run, protocol=protocol, ci=not no_ci, n_bootstrap=n_bootstrap, seed=seed)
-        except EvaluateError as e:
+            m = evaluate_run(run, config)
+        except PhonecliError as e:
             if len(runs) == 1:
-                raise click.ClickException(str(e)) from e
+                raise
             click.echo(f"error: {e}", err=True)      # the other runs are still evaluated
             failed.append(run)
             continue
@@ -73,11 +70,8 @@ def _summary(run: str, m: dict) -> str:
 @click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="results", show_default=True,
               help="Directory for results.md, results.csv and the PNG plots.")
-@click.option("--no-plots", is_flag=True, help="Tables only.")
-@click.option("--no-evaluate", is_flag=True, help="Fail on runs without metrics.json instead of evaluating them.")
-@click.option("--bootstrap", "n_bootstrap", type=click.IntRange(min=1), default=1000, show_default=True,
-              help="Bootstrap replicates for runs evaluated on the fly.")
-def report(runs: tuple[str, ...], out_dir: str, no_plots: bool, no_evaluate: bool, n_bootstrap: int) -> None:
+@config_options(ReportConfig)
+def report(runs: tuple[str, ...], out_dir: str, config: ReportConfig) -> None:
     """Tables (results.md, results.csv) and plots over evaluated RUNs.
 
     \b
@@ -87,13 +81,8 @@ def report(runs: tuple[str, ...], out_dir: str, no_plots: bool, no_evaluate: boo
     import os
 
     os.environ.setdefault("MPLBACKEND", "Agg")
-    from phonecli.evaluate import EvaluateError
     from phonecli.evaluate.report import write_report
 
-    try:
-        out = write_report(runs, out_dir, evaluate_missing=not no_evaluate, plots=not no_plots,
-                           n_bootstrap=n_bootstrap)
-    except EvaluateError as e:
-        raise click.ClickException(str(e)) from e
+    out = write_report(runs, out_dir, config)
     click.echo(out["summary"])
     click.echo(f"wrote {out['results_md']}, {out['results_csv']} and {len(out['plots'])} plots")

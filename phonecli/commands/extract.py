@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import click
 
+from phonecli.commands._options import config_options
+from phonecli.config import ExtractConfig
+
 
 @click.command("extract")
 @click.option("--model", "-m", required=True, metavar="NAME|DIR",
@@ -14,25 +17,8 @@ import click
               help="Cache root (local path or fsspec URL); the store goes to ROOT/<corpus_id>/<model>.zarr.")
 @click.option("--out", default=None, metavar="PATH",
               help="Write exactly this store path/URL instead of the ROOT/<corpus_id>/... default.")
-@click.option("--splits", default=None, metavar="LIST",
-              help="Comma list of splits (default: every split in the manifest).")
-@click.option("--layers", default="all", show_default=True, metavar="all|LIST",
-              help="Hidden-state indices to keep: all, or e.g. 0,6,9-12 or last.")
-@click.option("--dtype", type=click.Choice(["float16", "float32", "int8"]), default="float16",
-              show_default=True, help="Stored dtype (int8: per-channel scales).")
-@click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda",
-              help="Where the encoder runs.")
-@click.option("--precision", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32",
-              show_default=True, help="Encoder compute precision (half precision via torch.autocast; mainly for GPUs).")
-@click.option("--batch-seconds", type=float, default=60.0, show_default=True, metavar="S",
-              help="Cap per forward batch, in seconds of padded audio.")
-@click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
-              help="Bad utterance: stop (completed parts kept) or record it as skipped and go on.")
-@click.option("--revision", default=None, metavar="R", help="Hub revision (branch, tag or commit).")
-@click.option("--trust-remote-code", is_flag=True, default=False,
-              help="Allow model code from the Hub (off by default).")
-def extract(model, data, cache_root, out, splits, layers, dtype, device, precision, batch_seconds, on_error,
-            revision, trust_remote_code):
+@config_options(ExtractConfig)
+def extract(model, data, cache_root, out, config: ExtractConfig):
     """Extract every hidden state of an encoder for a manifest into the feature cache.
 
     Resumable: rerunning the same command after a crash only does the missing parts. Under
@@ -48,23 +34,10 @@ def extract(model, data, cache_root, out, splits, layers, dtype, device, precisi
 
     from phonecli.extract.runner import run_extraction
 
-    _setup_logging(os.environ.get("PHONECLI_LOG_LEVEL", "INFO").upper())
     if cache_root is None and out is None:
         raise click.UsageError("give --cache ROOT (or --out PATH)")
-    report = run_extraction(model, data, cache_root, splits=splits, layers=layers, dtype=dtype,
-                            device=device, batch_seconds=batch_seconds, on_error=on_error,
-                            revision=revision, trust_remote_code=trust_remote_code, out=out,
-                            precision=precision)
+    report = run_extraction(model, data, cache_root, config, out=out)
     if int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun rank 0 alone reports
     click.echo(report.summary())
     click.echo(str(report.path))
-
-
-def _setup_logging(level: str) -> None:
-    """Runner messages (resume, skips, parts) and encoder load notices (registry/checkpoint
-    disagreements) to stderr, printed above any tqdm bar."""
-    from phonecli.commands._stderr_log import log_to_stderr
-
-    log_to_stderr("phonecli.extract", level)
-    log_to_stderr("phonecli.encoders", level)

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import click
 
+from phonecli.commands._options import config_options, lifecycle_options
+from phonecli.config import LateFusionConfig
+
 
 @click.group("fuse")
 def fuse() -> None:
@@ -23,21 +26,13 @@ def fuse() -> None:
 @click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False))
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), metavar="RUN",
               help="Directory of the fused run (a normal run dir + sweep.csv + sweep.png).")
-@click.option("--alphas", default="0:1:0.1", show_default=True, metavar="GRID",
-              help="Weight of the first run: comma list (0.3,0.5,0.7) or START:STOP:STEP (inclusive). "
-                   "3+ runs: every weight vector on the simplex using these values.")
-@click.option("--rule", type=click.Choice(["log-linear", "linear"]), default="log-linear", show_default=True,
-              help="log-linear: log_softmax(sum a_i log p_i); linear: log(sum a_i p_i).")
-@click.option("--select-on", default="dev-per", show_default=True, metavar="METRIC",
-              help="Dev metric that picks the weights: dev-per, dev-per-hq, dev-auc, dev-pearson, "
-                   "dev-spearman, dev-f1, dev-ctc-loss.")
-@click.option("--align", type=click.Choice(["repeat", "refuse"]), default="repeat", show_default=True,
-              help="Runs at different frame rates: repeat the slower run's frames, or refuse.")
+@config_options(LateFusionConfig)
 @click.option("--jobs", "-j", "n_jobs", type=int, default=-1, show_default=True,
               help="Worker processes for the sweep (-1: one per core, serial when the sweep is small).")
 @click.option("--name", default=None, help="Run name (default: the --out directory name).")
 @click.option("--no-plot", is_flag=True, help="Skip sweep.png.")
-def late(runs, out, alphas, rule, select_on, align, n_jobs, name, no_plot) -> None:
+@lifecycle_options
+def late(runs, out, config: LateFusionConfig, n_jobs, name, no_plot, overwrite, resume) -> None:
     """Late fusion of RUN_A RUN_B [RUN_C ...]: weights swept on dev, test at the dev-chosen weights.
 
     \b
@@ -45,25 +40,12 @@ def late(runs, out, alphas, rule, select_on, align, n_jobs, name, no_plot) -> No
       phonecli fuse late runs/hubert-w runs/wavlm-w --alphas 0:1:0.1 --out runs/late-hw
       phonecli evaluate runs/late-hw
     """
-    import logging
-    import sys
-
-    from phonecli.fuse.late import SWEEP_CSV, FusionError, late_fusion
+    from phonecli.fuse.late import SWEEP_CSV, fuse_late
 
     if len(runs) < 2:
         raise click.UsageError("give at least two runs to fuse")
-    logger = logging.getLogger("phonecli.fuse")
-    if not logger.handlers:
-        h = logging.StreamHandler(sys.stderr)
-        h.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(h)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
-    try:
-        run = late_fusion(list(runs), out, alphas=alphas, rule=rule, select_on=select_on, align=align,
-                          n_jobs=n_jobs, plot=not no_plot, name=name)
-    except FusionError as e:
-        raise click.ClickException(str(e)) from e
+    run = fuse_late(list(runs), out, config, overwrite=overwrite, resume=resume, n_jobs=n_jobs, plot=not no_plot,
+                    name=name)
     sel = run.info["selection"]
     w = ", ".join(f"{x:g}" for x in sel["weights"])
     click.echo(f"chose weights ({w}) on {sel['metric']} = {sel['value']:.4g} "

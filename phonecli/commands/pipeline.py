@@ -5,23 +5,6 @@ from __future__ import annotations
 import click
 
 
-def _logging() -> None:
-    """Stage loggers (probe epochs, fusion choice, extraction resume) to stderr at WARNING+: the runner
-    prints one line per step itself."""
-    import logging
-    import os
-
-    level = os.environ.get("PHONECLI_LOG_LEVEL", "WARNING").upper()
-    for name in ("phonecli.probe", "phonecli.fuse", "phonecli.extract"):
-        lg = logging.getLogger(name)
-        if not lg.handlers:
-            h = logging.StreamHandler()
-            h.setFormatter(logging.Formatter("  %(message)s"))
-            lg.addHandler(h)
-            lg.propagate = False
-        lg.setLevel(level if level in logging.getLevelNamesMapping() else "WARNING")
-
-
 @click.command("quickstart")
 @click.option("--out", "-o", default="phonecli-quickstart", show_default=True, type=click.Path(file_okay=False),
               help="Directory for data/, cache/, models/, runs/ and results/.")
@@ -39,14 +22,9 @@ def quickstart(out: str) -> None:
     import os
 
     os.environ.setdefault("MPLBACKEND", "Agg")
-    _logging()
-    from phonecli.pipeline.experiment import ExperimentError
     from phonecli.pipeline.quickstart import quickstart as run_quickstart
 
-    try:
-        res = run_quickstart(out, echo=click.echo)
-    except ExperimentError as e:
-        raise click.ClickException(str(e)) from e
+    res = run_quickstart(out, echo=click.echo)
     click.echo("")
     click.echo(res["summary"])
     click.echo(f"\nfull report: {res['results_md']}")
@@ -72,10 +50,6 @@ def run(experiment: str, plan_only: bool, out: str | None) -> None:
     import os
 
     os.environ.setdefault("MPLBACKEND", "Agg")
-    _logging()
-    from phonecli.pipeline.experiment import ExperimentError, run_experiment
+    from phonecli.pipeline.experiment import run_experiment
 
-    try:
-        run_experiment(experiment, out, plan_only=plan_only, echo=click.echo)
-    except ExperimentError as e:
-        raise click.ClickException(str(e)) from e
+    run_experiment(experiment, out, plan_only=plan_only, echo=click.echo)

@@ -29,13 +29,9 @@ def synth(out: str, utterances: int, seed: int, per_speaker: int, fmt: str, jobs
       phonecli data synth --out synth_corpus --utterances 240 --seed 0
       phonecli data prepare synth_corpus --out data/synth
     """
-    from phonecli.data.synth import SynthError, generate
+    from phonecli.data.synth import generate
 
-    try:
-        summary = generate(out, utterances, seed, fmt=fmt, utts_per_speaker=per_speaker, jobs=jobs,
-                           overwrite=overwrite)
-    except SynthError as e:
-        raise click.ClickException(str(e)) from e
+    summary = generate(out, utterances, seed, fmt=fmt, utts_per_speaker=per_speaker, jobs=jobs, overwrite=overwrite)
     sp = summary["splits"]
     click.echo(
         f"wrote {summary['utterances']} utterances ({sp['train']['utterances']} train / {sp['test']['utterances']} test), "

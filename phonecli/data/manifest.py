@@ -41,6 +41,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+from phonecli.errors import CorpusError, CorpusNotFoundError
+
 if TYPE_CHECKING:
     from phonecli.data.corpus import CorpusSpec
 
@@ -270,17 +272,17 @@ class Manifest:
         if path.is_dir():
             path = path / MANIFEST_NAME
         if not path.exists():
-            raise FileNotFoundError(
+            raise CorpusNotFoundError(
                 f"{path}: no manifest here; create one with `phonecli data prepare SOURCE --out {path.parent}`"
             )
         try:
             d = json.loads(path.read_text())
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: malformed manifest JSON ({e}); re-run `phonecli data prepare`") from e
+            raise CorpusError(f"{path}: malformed manifest JSON ({e}); re-run `phonecli data prepare`") from e
         if d.get("format") != FORMAT:
-            raise ValueError(f"{path}: not a phonecli manifest (format={d.get('format')!r})")
+            raise CorpusError(f"{path}: not a phonecli manifest (format={d.get('format')!r})")
         if d.get("version") not in READABLE_VERSIONS:
-            raise ValueError(f"{path}: manifest version {d.get('version')} is not supported "
+            raise CorpusError(f"{path}: manifest version {d.get('version')} is not supported "
                              f"(this phonecli reads {', '.join(map(str, READABLE_VERSIONS))}); upgrade phonecli")
         from phonecli.data.corpus import CorpusSpec
 

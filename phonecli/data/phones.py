@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from phonecli.errors import UnknownPhoneError  # noqa: F401  (re-exported)
+from phonecli.errors import CorpusError, UnknownPhoneError  # noqa: F401  (re-exported)
 
 PHONES: tuple[str, ...] = (
     "AA", "AE", "AH", "AO", "AW", "AY", "B", "CH", "D", "DH", "EH", "ER", "EY",
@@ -81,7 +81,8 @@ class Vocabulary:
 
     def __post_init__(self) -> None:
         if len(set(self.phones)) != len(self.phones) or BLANK in self.phones:
-            raise ValueError(f"a phone set needs distinct symbols other than {BLANK}: {self.phones}")
+            raise CorpusError(f"the manifest's phone set needs distinct symbols other than {BLANK}: {self.phones}; "
+                              "fix corpus.phone_set (re-run `phonecli data prepare`)")
         object.__setattr__(self, "_ids", {p: i for i, p in enumerate(self.symbols)})
 
     @property

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from phonecli.data.audio import content_hash, file_hash
+from phonecli.errors import ConfigError
 from phonecli.data.manifest import Manifest, Utterance
 from phonecli.data.normalize import CorpusError, Problem, RawRecord, UtteranceError, build_utterance
 from phonecli.data.openslr import OpenSLRCorpus, is_openslr
@@ -135,7 +136,7 @@ def prepare_corpus(source: str | Path, out: str | Path, dev_fraction: float = 0.
     LibriSpeech, L2-ARCTIC) keeps it; ``dev_fraction``/``seed`` carve dev for the others.
     """
     if on_error not in ON_ERROR:
-        raise ValueError(f"on_error={on_error!r}; expected one of {', '.join(ON_ERROR)}")
+        raise ConfigError(f"--on-error {on_error!r}: expected one of {', '.join(ON_ERROR)}")
     from phonecli.data.splits import dev_count
 
     dev_count(2, dev_fraction)  # validates the fraction before any work is done

@@ -18,6 +18,8 @@ import hashlib
 import math
 from collections import defaultdict
 
+from phonecli.errors import ConfigError
+
 CHILD_MAX_AGE = 15  # SpeechOcean762's "children" are 5-15 years old; adults are 16+
 
 
@@ -33,7 +35,7 @@ def _rank(seed: int, speaker: str) -> str:
 def dev_count(n_speakers: int, fraction: float) -> int:
     """How many of ``n_speakers`` train speakers go to dev."""
     if not 0 <= fraction < 1:
-        raise ValueError(f"dev fraction {fraction} must be in [0, 1)")
+        raise ConfigError(f"--dev-fraction {fraction}: must be in [0, 1)")
     if fraction == 0 or n_speakers < 2:
         return 0
     k = math.floor(fraction * n_speakers + 0.5)

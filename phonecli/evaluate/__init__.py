@@ -1,19 +1,16 @@
-"""Evaluation: greedy CTC decoding, PER, forced alignment + GOP, Tasks A/B/C, bootstrap CIs, report.
+"""Evaluation: Tasks A/B/C, forced alignment + GOP, phone protocol, bootstrap CIs, report.
 
-Public API::
+Greedy decoding and PER are the CTC core (:mod:`phonecli.ctc`). Public API::
 
-    evaluate_run(run_dir, protocol="all", ci=True, n_bootstrap=1000, seed=0) -> dict
-    write_report(run_dirs, out_dir, ...) -> dict           # results.md, results.csv, plots
-    greedy_decode(log_probs) -> list[str]; corpus_per(refs, hyps) -> float (percent)
+    evaluate_run(run_dir, config=None, **overrides) -> dict   # metrics.json, predictions, phone scores
+    write_report(run_dirs, out_dir, ...) -> dict              # results.md, results.csv, plots
 """
 
 from __future__ import annotations
 
-from phonecli.evaluate.decode import greedy_decode
 from phonecli.evaluate.evaluate import EvaluateError, evaluate_run
-from phonecli.evaluate.per import corpus_per, edit_distance
 
-__all__ = ["EvaluateError", "corpus_per", "edit_distance", "evaluate_run", "greedy_decode", "write_report"]
+__all__ = ["EvaluateError", "evaluate_run", "write_report"]
 
 
 def write_report(*args, **kwargs):

@@ -1,18 +1,16 @@
 """CTC forced alignment of canonical phones over a run's log-posteriors (torchaudio).
 
 A CTC path for ``L`` labels needs ``L + R`` frames, ``R`` = number of adjacent repeated
-labels (a blank must separate them). Utterances with fewer frames cannot be aligned; the
-caller gets ``None`` and uses :func:`uniform_spans` as the documented fallback.
+labels (a blank must separate them; :func:`phonecli.ctc.min_frames`). Utterances with fewer
+frames cannot be aligned; the caller gets ``None`` and uses :func:`uniform_spans` as the
+documented fallback.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-
-def min_frames(ids: list[int]) -> int:
-    """Frames a CTC path needs for ``ids``: labels plus adjacent repeats."""
-    return len(ids) + sum(1 for a, b in zip(ids, ids[1:]) if a == b)
+from phonecli import ctc
 
 
 def forced_align(log_probs: np.ndarray, ids: list[int], blank: int = 0) -> list[tuple[int, int]] | None:
@@ -26,7 +24,7 @@ def forced_align(log_probs: np.ndarray, ids: list[int], blank: int = 0) -> list[
     import torchaudio.functional as F
 
     lp = np.asarray(log_probs, dtype=np.float32)
-    if not ids or lp.shape[0] < min_frames(ids):
+    if not ctc.feasible(ids, lp.shape[0]):
         return None
     emission = torch.from_numpy(np.ascontiguousarray(lp))[None]
     targets = torch.tensor([ids], dtype=torch.int32)

@@ -21,12 +21,9 @@ KIND_LABELS = {"late-fusion": "Late fusion", "early-fusion": "Early fusion", "ga
 
 
 def _registry() -> dict:
-    try:
-        from phonecli.encoders.registry import load_registry
+    from phonecli.encoders.registry import load_registry
 
-        return load_registry()
-    except Exception:  # the report still works without a readable registry
-        return {}
+    return load_registry()
 
 
 def _origin_of_source(src: dict, reg: dict) -> tuple[str, str] | None:
@@ -83,12 +80,18 @@ def origins(info: dict) -> list[tuple[str, str]]:
 
 
 def _input_from_cache(cache) -> str:
-    """Input label from a local cache's ``settings.input`` (written by `phonecli extract`), else "?"."""
-    if not isinstance(cache, str) or "://" in cache:
+    """Input label from a local cache's ``settings.input`` (written by `phonecli extract`), else "?".
+
+    Read through :class:`~phonecli.cache.FeatureCache` (the cache's one reader); a cache that is gone or
+    unreadable leaves the label "?" (the report still shows the run)."""
+    if not isinstance(cache, str) or "://" in cache or not Path(cache).exists():
         return "?"
+    from phonecli.cache import FeatureCache
+    from phonecli.errors import CacheError
+
     try:
-        attrs = json.loads((Path(cache) / "zarr.json").read_text()).get("attributes", {})
-    except (OSError, json.JSONDecodeError):
+        attrs = FeatureCache.open(cache).metadata
+    except (CacheError, OSError):
         return "?"
     kind = (attrs.get("settings") or {}).get("input")
     return INPUT_LABELS.get(kind, kind) if isinstance(kind, str) and kind else "?"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import math
 import sys
 from pathlib import Path
@@ -28,15 +29,18 @@ import numpy as np
 
 from phonecli.evaluate import floors, phone_protocol, protocols, seed_protocol
 from phonecli.evaluate.bootstrap import speaker_bootstrap
-from phonecli.evaluate.decode import greedy_decode
+from phonecli import ctc
+from phonecli.config import EvaluateConfig
+from phonecli.data.corpus import PROTOCOLS as CORPUS_PROTOCOLS
 from phonecli.evaluate.describe import corpus_summary
-from phonecli.errors import EvaluateError  # noqa: F401  (re-exported)
+from phonecli.errors import DataError, EvaluateError  # noqa: F401  (re-exported)
 from phonecli.finite import check_posteriors, refuse_failed
+from phonecli.storage import atomic_write_text
 
-PROTOCOLS = ("seed", "phone", "per", "mdd", "all")   # which apply: the manifest's corpus.protocols
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.jsonl"
 PHONE_SCORES_FILE = "phone_scores.jsonl"
+log = logging.getLogger("phonecli.evaluate")
 LOG_FLOOR = -100.0   # natural log; e**-100 is 0 for every practical purpose
 
 
@@ -57,17 +61,11 @@ def clean(obj):
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(clean(obj), indent=2))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(clean(obj), indent=2))
 
 
 def _write_jsonl(path: Path, rows) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as f:
-        for r in rows:
-            f.write(json.dumps(clean(r)) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, "".join(json.dumps(clean(r)) + "\n" for r in rows))
 
 
 def _load(run_dir):
@@ -80,7 +78,7 @@ def _load(run_dir):
     refuse_failed(run, EvaluateError)
     try:
         manifest = run.manifest()
-    except (FileNotFoundError, ValueError) as e:
+    except DataError as e:
         raise EvaluateError(f"{run.path}/run.json points at data {run.info.get('data')!r}: {e}") from e
     from phonecli.data.phones import VOCAB
 
@@ -109,8 +107,8 @@ def _posteriors(run, manifest, split: str, required: bool) -> dict[str, np.ndarr
         return None
     try:
         post = run.read_posteriors(split)
-    except (RunError, OSError, ValueError, KeyError) as e:
-        raise EvaluateError(f"{run.posteriors_path(split)}: unreadable posteriors ({e}); re-run the stage") from e
+    except RunError as e:        # missing, truncated or inconsistent: one line naming the file
+        raise EvaluateError(str(e)) from e
     for u, lp in post.items():
         if u not in manifest:
             raise EvaluateError(f"{run.posteriors_path(split)}: utterance {u} is not in the manifest "
@@ -132,24 +130,34 @@ def _predictions(manifest, split: str, post: dict[str, np.ndarray]) -> list[dict
     for u in manifest.split(split):
         if u.utt_id in post:
             rows.append({"utt_id": u.utt_id, "split": split, "speaker": u.speaker,
-                         "hyp": greedy_decode(post[u.utt_id], manifest.vocab.symbols), "ref": u.canonical_phones,
+                         "hyp": ctc.greedy_phones(post[u.utt_id], manifest.vocab.symbols), "ref": u.canonical_phones,
                          "accuracy": u.accuracy})
     return rows
 
 
-def evaluate_run(run_dir: str | Path, protocol: str = "all", ci: bool = True, n_bootstrap: int = 1000,
-                 seed: int = 0, progress: bool | None = None) -> dict:
+def evaluate_run(run_dir, config: EvaluateConfig | None = None, *, progress: bool | None = None,
+                 **overrides) -> dict:
     """Evaluate the run at ``run_dir``; write and return its metrics (see module docstring).
 
-    ``protocol``: ``"seed"``, ``"phone"`` or ``"all"``. ``ci``: add ``*_ci95`` speaker-bootstrap
-    intervals (``n_bootstrap`` replicates, RNG ``seed``). Thresholds and the regressor are fit
-    on train/dev only; test labels enter the final scoring only.
+    Args:
+        run_dir: a finished run (directory or :class:`~phonecli.runs.Run`) with
+            ``posteriors/{dev,test}.safetensors`` (float32 ``(frames, vocab)`` log-posteriors per utterance;
+            ``train`` too for the phone protocol's regressor).
+        config: an :class:`~phonecli.config.EvaluateConfig`; ``overrides`` on top of it. ``protocol``:
+            ``"all"`` (every protocol of the run's corpus), ``"seed"``, ``"phone"``, ``"per"`` or ``"mdd"``; ``ci``: add ``*_ci95`` speaker-bootstrap intervals
+            (``n_bootstrap`` replicates, RNG ``seed``). Thresholds and the regressor are fit on train/dev
+            only; test labels enter the final scoring only.
+        progress: tqdm bars (default: when stderr is a terminal).
+
+    Returns:
+        The metrics dict written to ``metrics.json`` (PER in percent, correlations and AUC in [-1, 1]
+        / [0, 1], undefined values as None).
     """
-    if protocol not in PROTOCOLS:
-        raise EvaluateError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
+    cfg = EvaluateConfig.build(config, **overrides)
+    protocol, ci, n_bootstrap, seed = cfg.protocol, cfg.ci, cfg.n_bootstrap, cfg.seed
     if progress is None:
         progress = sys.stderr.isatty()
-    run, manifest = _load(run_dir)
+    run, manifest = _load(getattr(run_dir, "path", run_dir))
     applicable = tuple(manifest.corpus.protocols)
     if protocol != "all" and protocol not in applicable:
         raise EvaluateError(f"--protocol {protocol} does not apply to {manifest.corpus.benchmark} "
@@ -158,8 +166,8 @@ def evaluate_run(run_dir: str | Path, protocol: str = "all", ci: bool = True, n_
     post = {s: _posteriors(run, manifest, s, required=True) for s in ("dev", "test")}
     missing = {s: [u.utt_id for u in manifest.split(s) if u.utt_id not in post[s]] for s in ("dev", "test")}
     if any(missing.values()):
-        print(f"warning: {run.path}: {len(missing['test'])} test and {len(missing['dev'])} dev utterances "
-              f"have no posteriors (skipped upstream); they are listed in metrics.json", file=sys.stderr)
+        log.warning("%s: %d test and %d dev utterances have no posteriors (skipped upstream); they are listed in "
+                    "metrics.json", run.path, len(missing["test"]), len(missing["dev"]))
 
     do_seed = "seed" in selected
     do_phone = "phone" in selected
@@ -183,14 +191,8 @@ def evaluate_run(run_dir: str | Path, protocol: str = "all", ci: bool = True, n_
         tables = {}
         for s, p in (("train", train_post), ("dev", post["dev"]), ("test", post["test"])):
             if p is not None:
-                try:
-                    tables[s] = phone_protocol.build_table(s, manifest.split(s), p, progress=progress)
-                except ValueError as e:
-                    raise EvaluateError(f"{run.info['data']}: {e}") from e
-        try:
-            phone_fit = phone_protocol.fit(tables.get("train"), tables["dev"], seed=seed)
-        except ValueError as e:
-            raise EvaluateError(f"{run.path}: {e}") from e
+                tables[s] = phone_protocol.build_table(s, manifest.split(s), p, progress=progress)
+        phone_fit = phone_protocol.fit(tables.get("train"), tables["dev"], seed=seed)
         test_p = tables["test"]
         test_scores = phone_fit.predict(test_p)
         test_uscores = phone_protocol.utterance_means(test_p, test_scores)
@@ -236,7 +238,7 @@ def evaluate_run(run_dir: str | Path, protocol: str = "all", ci: bool = True, n_
             old = {}
     stamp = _posteriors_stamp(run)
     # keep the other protocol's block only if it was computed from these very posteriors
-    out = {k: v for k, v in old.items() if k in PROTOCOLS and old.get("posteriors") == stamp}
+    out = {k: v for k, v in old.items() if k in CORPUS_PROTOCOLS and old.get("posteriors") == stamp}
     out.update(result)
     out = {
         "format": "phonecli-metrics", "version": 1, "run": run.name, "kind": run.kind,

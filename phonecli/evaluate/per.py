@@ -1,10 +1,10 @@
-"""Phone error rate and edit-distance alignment of a hypothesis against a reference.
+"""Edit-distance *alignment* of a hypothesis against a reference (which phone became which).
 
-The Levenshtein alignment is written out here (not taken from jiwer/torchaudio) because
-the report needs the operations themselves (which reference phone became which
-hypothesis phone) for per-phone error rates and the confusion matrix; jiwer only aligns
-whitespace-joined strings and torchaudio's ``edit_distance`` returns only the count. The
-tests check the counts against both libraries.
+PER itself (edit counts, the empty-reference rule) is :mod:`phonecli.ctc`. The Levenshtein
+alignment is written out here (not taken from jiwer/torchaudio) because the report needs the
+operations themselves for per-phone error rates and the confusion matrix; jiwer only aligns
+whitespace-joined strings and torchaudio's ``edit_distance`` returns only the count. The tests
+check that the alignment's edit count equals ``phonecli.ctc.edit_distance`` and jiwer.
 """
 
 from __future__ import annotations
@@ -46,11 +46,6 @@ def _table(ref: Sequence[str], hyp: Sequence[str]) -> np.ndarray:
     return d
 
 
-def edit_distance(ref: Sequence[str], hyp: Sequence[str]) -> int:
-    """Levenshtein distance (substitutions + deletions + insertions, unit costs)."""
-    return int(_table(ref, hyp)[len(ref), len(hyp)])
-
-
 def align(ref: Sequence[str], hyp: Sequence[str]) -> list[tuple[str, str]]:
     """Minimum-edit alignment as ``(ref_phone | "<ins>", hyp_phone | "<del>")`` pairs in order.
 
@@ -83,22 +78,3 @@ def edit_counts(ref: Sequence[str], hyp: Sequence[str]) -> EditCounts:
         elif r != h:
             s += 1
     return EditCounts(s, dl, ins, len(ref))
-
-
-def utterance_per(ref: Sequence[str], hyp: Sequence[str]) -> float:
-    """PER of one utterance as a fraction (edits / reference length).
-
-    An empty reference gives 0.0 for an empty hypothesis and ``len(hyp)`` otherwise (each
-    inserted phone counts as one error over a length of max(ref, 1)).
-    """
-    return edit_distance(ref, hyp) / max(len(ref), 1)
-
-
-def corpus_per(refs: Sequence[Sequence[str]], hyps: Sequence[Sequence[str]]) -> float:
-    """Corpus-level PER in percent: sum of edits / sum of reference lengths x 100."""
-    if len(refs) != len(hyps):
-        raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
-    total = sum(len(r) for r in refs)
-    if total == 0:
-        return float("nan")
-    return 100.0 * sum(edit_distance(r, h) for r, h in zip(refs, hyps)) / total

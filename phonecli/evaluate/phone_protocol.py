@@ -31,6 +31,7 @@ from phonecli.data.phones import PHONE_TO_ID, PHONES, VOCAB
 from phonecli.evaluate import metrics as M
 from phonecli.evaluate.align import forced_align, uniform_spans
 from phonecli.evaluate.gop import gop_features
+from phonecli.errors import EvaluateError
 
 MISPRONOUNCED_BELOW = 0.5
 
@@ -78,7 +79,7 @@ def build_table(split: str, utterances, posteriors: dict[str, np.ndarray], progr
         if not ids:
             continue
         if len(u.phone_accuracy) != len(ids):
-            raise ValueError(f"utterance {u.utt_id} has {len(u.phone_accuracy)} phone scores for {len(ids)} "
+            raise EvaluateError(f"utterance {u.utt_id} has {len(u.phone_accuracy)} phone scores for {len(ids)} "
                              f"canonical phones; re-run `phonecli data prepare`")
         lp = posteriors[u.utt_id]
         spans = forced_align(lp, ids)
@@ -157,7 +158,8 @@ class PhoneFit:
 def fit(train: PhoneTable | None, dev: PhoneTable, seed: int = 0) -> PhoneFit:
     """Fit the regressor (train, or dev cross-fitting) and choose the MDD threshold on dev."""
     if len(dev) == 0:
-        raise ValueError("phone protocol: the dev split has no phones with posteriors; it is needed to choose thresholds")
+        raise EvaluateError("phone protocol: the dev split has no phones with posteriors; it is needed to choose "
+                            "thresholds")
     with _one_thread():
         return _fit(train, dev, seed)
 

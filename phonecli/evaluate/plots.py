@@ -11,6 +11,7 @@ import numpy as np
 from phonecli.data.phones import PHONES
 from phonecli.evaluate.evaluate import PHONE_SCORES_FILE, PREDICTIONS_FILE
 from phonecli.evaluate.per import DEL, INS, align
+from phonecli.storage import atomic_write
 from phonecli.evaluate.phone_protocol import MISPRONOUNCED_BELOW
 from phonecli.evaluate.seed_protocol import POSITIVE_MAX_ACCURACY
 
@@ -56,7 +57,7 @@ def roc_plot(curves: list[tuple[str, np.ndarray, np.ndarray]], title: str, path:
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title, xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
     return path
 
@@ -101,7 +102,7 @@ def layer_weights_plot(results, path: Path) -> Path | None:
     ax.set(xlabel="layer (hidden-state index)", ylabel="softmax weight", title="Weighted-sum layer weights")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
     return path
 
@@ -157,7 +158,7 @@ def per_phone_plot(named_rates: list[tuple[str, dict[str, float]]], path: Path) 
         fig.colorbar(im, ax=ax, label="error rate (%)")
         ax.set_title("Per-phone error rate (test): (substitutions + deletions) / occurrences")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
     return path
 
@@ -176,7 +177,7 @@ def confusion_plot(name: str, conf: np.ndarray, path: Path, phones: list[str] | 
            title=f"Phone confusions (test, row-normalised): {name}")
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
     return path
 
@@ -187,11 +188,11 @@ def write_plots(results, out: Path) -> list[Path]:
     for r in results:
         preds = _test_predictions(r)
         if preds:
-            from phonecli.evaluate.per import utterance_per
+            from phonecli import ctc
 
             if all(p.get("accuracy") is not None for p in preds):     # human scores: SpeechOcean762 only
                 y = np.array([p["accuracy"] <= POSITIVE_MAX_ACCURACY for p in preds])
-                s = np.array([utterance_per(p["ref"], p["hyp"]) for p in preds])
+                s = np.array([ctc.utterance_per(ctc.edit_distance(p["ref"], p["hyp"]), len(p["ref"])) for p in preds])
                 utt_curves.append((r.name, y, s))
             pr, conf = phone_errors(preds)
             rates.append((r.name, pr))

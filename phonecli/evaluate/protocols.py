@@ -26,7 +26,7 @@ import numpy as np
 
 from phonecli.evaluate import floors
 from phonecli.evaluate import mdd as MDD
-from phonecli.evaluate.decode import greedy_decode
+from phonecli import ctc
 from phonecli.evaluate.per import edit_counts
 from phonecli.errors import EvaluateError
 
@@ -42,7 +42,7 @@ def reference_phones(u) -> list[str]:
 
 def _decode(manifest, post: dict[str, np.ndarray], split: str) -> dict[str, list[str]]:
     symbols = manifest.vocab.symbols
-    return {u.utt_id: greedy_decode(post[u.utt_id], symbols) for u in manifest.split(split) if u.utt_id in post}
+    return {u.utt_id: ctc.greedy_phones(post[u.utt_id], symbols) for u in manifest.split(split) if u.utt_id in post}
 
 
 def _block(flat: dict, cis: dict, prefix: str, names) -> dict:
@@ -84,16 +84,15 @@ class PerProtocol:
                                         [spec.fold(reference_phones(u)) for u in manifest.split("train")])
         self.edits, self.ref_len, speakers = tables["test"]
         dev_edits, dev_len, _ = tables["dev"]
-        self.per_dev = 100.0 * dev_edits.sum() / dev_len.sum() if dev_len.sum() else float("nan")
+        self.per_dev = ctc.corpus_per(dev_edits.sum(axis=1), dev_len)
         self.unit_speakers = {"per_utt": speakers}
 
     def score(self, ix: dict | None = None) -> dict[str, float]:
         idx = slice(None) if ix is None else ix["per_utt"]
         e, n = self.edits[idx], self.ref_len[idx]
-        total = n.sum()
-        rate = (lambda k: 100.0 * e[:, k].sum() / total if total else float("nan"))
-        return {"per:per_test": 100.0 * e.sum() / total if total else float("nan"),
-                "per:substitutions": rate(0), "per:deletions": rate(1), "per:insertions": rate(2)}
+        # the one PER rule (phonecli.ctc): edits / max(reference phones, 1); no utterance at all: NaN
+        return {"per:per_test": ctc.corpus_per(e.sum(axis=1), n), "per:substitutions": ctc.corpus_per(e[:, 0], n),
+                "per:deletions": ctc.corpus_per(e[:, 1], n), "per:insertions": ctc.corpus_per(e[:, 2], n)}
 
     def to_metrics(self, flat: dict, cis: dict) -> dict:
         out = {"benchmark": self.spec.benchmark, "scored_on": self.spec.scored_on,
@@ -130,9 +129,9 @@ class MddProtocol:
             floors["text_prior"] = np.stack([MDD.count(u.annotation, prior.recognize(u.annotation)) for u in test])
         self.floors = floors
         self.prior = prior
-        self.accept_all_per = 100.0 * sum(
-            edit_counts(reference_phones(u), MDD.accept_all(u.annotation)).edits for u in test) / max(
-            sum(len(reference_phones(u)) for u in test), 1)
+        self.accept_all_per = ctc.corpus_per(
+            [edit_counts(reference_phones(u), MDD.accept_all(u.annotation)).edits for u in test],
+            [len(reference_phones(u)) for u in test])
 
     def score(self, ix: dict | None = None) -> dict[str, float]:
         idx = slice(None) if ix is None else ix["mdd_utt"]

@@ -20,18 +20,20 @@ Files in OUT:
 
 from __future__ import annotations
 
-import csv
 import json
+import logging
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from phonecli.config import ReportConfig
 from phonecli.evaluate import benchmarks
 from phonecli.evaluate.describe import corpus_summary, describe, has_literature_anchors
+from phonecli.storage import atomic_write_csv, atomic_write_text
 from phonecli.evaluate.evaluate import METRICS_FILE, EvaluateError, evaluate_run
 from phonecli.errors import ReportError  # noqa: F401  (re-exported)
 
+log = logging.getLogger("phonecli.evaluate")
 SUMMARY_HEADER = ["Model", "Input", "Task A PER (HQ)", "Task B Pearson", "Task C AUC", "Note"]
 # (csv/markdown label, protocol block path, format, higher is better)
 FULL_COLUMNS = [
@@ -130,7 +132,7 @@ def load_results(run_dirs, evaluate_missing: bool = True, n_bootstrap: int = 100
 
     out: list[RunResult] = []
     names: set[str] = set()
-    for d in run_dirs:
+    for d in (getattr(x, "path", x) for x in run_dirs):
         try:
             try:
                 run = Run.open(d)
@@ -140,7 +142,7 @@ def load_results(run_dirs, evaluate_missing: bool = True, n_bootstrap: int = 100
             if not mfile.exists():
                 if not evaluate_missing:
                     raise ReportError(f"{run.path}: no metrics.json; run `phonecli evaluate {run.path}` first")
-                print(f"{run.path}: no metrics.json yet; evaluating it first", file=sys.stderr)
+                log.info("%s: no metrics.json yet; evaluating it first", run.path)
                 evaluate_run(run.path, n_bootstrap=n_bootstrap, seed=seed)
             try:
                 metrics = json.loads(mfile.read_text())
@@ -149,7 +151,7 @@ def load_results(run_dirs, evaluate_missing: bool = True, n_bootstrap: int = 100
         except EvaluateError as e:
             if skipped is None:
                 raise
-            print(f"skipping {d}: {e}", file=sys.stderr)
+            log.warning("skipping %s: %s", d, e)
             skipped.append((str(d), str(e)))
             continue
         name = run.name
@@ -294,56 +296,58 @@ def write_csv(results: list[RunResult], path: Path) -> None:
     fields += ["n_test", "n_test_phones", "n_unaligned_test_phones", "regressor_fit_on", "corpus", "corpus_id",
                "synthetic"]
     fields += benchmarks.csv_fields()
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        for r in results:
-            row = {"run": r.name, "path": str(r.path), "kind": r.info.get("kind", ""), "model": r.model,
-                   "input": r.input, "note": r.note}
-            for k, p in CSV_KEYS.items():
-                v = _get(r.metrics, p)
-                row[k] = v if _num(v) else ""
-                if k not in NO_CI:
-                    ci = _ci(r.metrics, p)
-                    ok = isinstance(ci, list) and len(ci) == 2
-                    row[f"{k}_ci_lo"] = ci[0] if ok and _num(ci[0]) else ""
-                    row[f"{k}_ci_hi"] = ci[1] if ok and _num(ci[1]) else ""
-            row["n_test"] = _get(r.metrics, ("seed", "counts", "n_test")) or ""
-            row["n_test_phones"] = _get(r.metrics, ("phone", "counts", "n_test_phones")) or ""
-            row["n_unaligned_test_phones"] = _get(r.metrics, ("phone", "counts", "n_unaligned_test_phones"))
-            if row["n_unaligned_test_phones"] is None:
-                row["n_unaligned_test_phones"] = ""
-            row["regressor_fit_on"] = _get(r.metrics, ("phone", "regressor", "fit_on")) or ""
-            for k in MARGIN_KEYS:
-                m = _get(r.metrics, _margin_path(CSV_KEYS[k])) or {}
-                row[f"{k}_floor"] = m.get("value") if _num(m.get("value")) else ""
-                row[f"{k}_margin"] = m.get("margin") if _num(m.get("margin")) else ""
-            c = r.metrics.get("corpus") or {}
-            row.update(corpus=c.get("corpus", ""), corpus_id=c.get("corpus_id", r.info.get("corpus_id", "")),
-                       synthetic="" if c.get("synthetic") is None else c.get("synthetic"))
-            row.update(benchmarks.csv_row(r.metrics))
-            w.writerow(row)
+    rows = []
+    for r in results:
+        row = {"run": r.name, "path": str(r.path), "kind": r.info.get("kind", ""), "model": r.model,
+               "input": r.input, "note": r.note}
+        for k, p in CSV_KEYS.items():
+            v = _get(r.metrics, p)
+            row[k] = v if _num(v) else ""
+            if k not in NO_CI:
+                ci = _ci(r.metrics, p)
+                ok = isinstance(ci, list) and len(ci) == 2
+                row[f"{k}_ci_lo"] = ci[0] if ok and _num(ci[0]) else ""
+                row[f"{k}_ci_hi"] = ci[1] if ok and _num(ci[1]) else ""
+        row["n_test"] = _get(r.metrics, ("seed", "counts", "n_test")) or ""
+        row["n_test_phones"] = _get(r.metrics, ("phone", "counts", "n_test_phones")) or ""
+        row["n_unaligned_test_phones"] = _get(r.metrics, ("phone", "counts", "n_unaligned_test_phones"))
+        if row["n_unaligned_test_phones"] is None:
+            row["n_unaligned_test_phones"] = ""
+        row["regressor_fit_on"] = _get(r.metrics, ("phone", "regressor", "fit_on")) or ""
+        for k in MARGIN_KEYS:
+            m = _get(r.metrics, _margin_path(CSV_KEYS[k])) or {}
+            row[f"{k}_floor"] = m.get("value") if _num(m.get("value")) else ""
+            row[f"{k}_margin"] = m.get("margin") if _num(m.get("margin")) else ""
+        c = r.metrics.get("corpus") or {}
+        row.update(corpus=c.get("corpus", ""), corpus_id=c.get("corpus_id", r.info.get("corpus_id", "")),
+                   synthetic="" if c.get("synthetic") is None else c.get("synthetic"))
+        row.update(benchmarks.csv_row(r.metrics))
+        rows.append(row)
+    atomic_write_csv(path, fields, rows)
 
 
-def write_report(run_dirs, out_dir: str | Path, evaluate_missing: bool = True, plots: bool = True,
-                 n_bootstrap: int = 1000, seed: int = 0) -> dict:
-    """Write results.md, results.csv and plots for ``run_dirs`` into ``out_dir``.
+def write_report(run_dirs, out_dir: str | Path, config: ReportConfig | None = None, **overrides) -> dict:
+    """Write results.md, results.csv and plots for ``run_dirs`` (directories or Runs) into ``out_dir``.
 
-    Runs that cannot be evaluated are skipped with their reason (stderr and a "Skipped runs"
+    ``config``: a :class:`~phonecli.config.ReportConfig` (``plots``, ``evaluate_missing``: evaluate runs
+    without metrics.json first, with ``n_bootstrap`` replicates and ``seed``); ``overrides`` on top of it.
+    Runs that cannot be evaluated are skipped with their reason (logged and in a "Skipped runs"
     section); if none is left, :class:`ReportError`. Returns ``{"results_md", "results_csv",
     "plots": [paths], "runs": [names], "summary": markdown, "skipped": [(dir, reason)]}``.
     """
+    cfg = ReportConfig.build(config, **overrides)
     run_dirs = list(run_dirs)
     if not run_dirs:
         raise ReportError("no runs given; pass one or more run directories (e.g. runs/*)")
     skipped: list[tuple[str, str]] = []
-    results = load_results(run_dirs, evaluate_missing, n_bootstrap=n_bootstrap, seed=seed, skipped=skipped)
+    results = load_results(run_dirs, cfg.evaluate_missing, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed,
+                           skipped=skipped)
     if not results:
         raise ReportError("no run could be reported: " + "; ".join(reason for _, reason in skipped))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plot_paths = []
-    if plots:
+    if cfg.plots:
         from phonecli.evaluate import plots as P
 
         plot_paths = P.write_plots(results, out)
@@ -362,7 +366,7 @@ def write_report(run_dirs, out_dir: str | Path, evaluate_missing: bool = True, p
     if plot_paths:
         md += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plot_paths] + [""]
     md_path = out / "results.md"
-    md_path.write_text("\n".join(md))
+    atomic_write_text(md_path, "\n".join(md))
     csv_path = out / "results.csv"
     write_csv(results, csv_path)
     summary = summary_table(seed_results) if seed_results else (benchmarks.per_table(results) or "")

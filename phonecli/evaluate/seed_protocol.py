@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from phonecli.evaluate import metrics as M
-from phonecli.evaluate.per import edit_distance
+from phonecli import ctc
 
 HQ_MIN_ACCURACY = 8.0
 POSITIVE_MAX_ACCURACY = 6.0
@@ -40,8 +40,8 @@ class UttTable:
 
     @property
     def per_utt(self) -> np.ndarray:
-        """PER of each utterance in percent (empty reference -> length max(ref, 1))."""
-        return 100.0 * self.edits / np.maximum(self.ref_len, 1)
+        """PER of each utterance in percent (:func:`phonecli.ctc.utterance_per`: edits / max(ref, 1))."""
+        return ctc.utterance_per(self.edits, self.ref_len)
 
     @staticmethod
     def build(rows: list[dict]) -> "UttTable":
@@ -50,7 +50,7 @@ class UttTable:
             utt_ids=[r["utt_id"] for r in rows],
             speakers=np.asarray([r["speaker"] for r in rows], dtype=object),
             accuracy=np.asarray([r["accuracy"] for r in rows], dtype=np.float64),
-            edits=np.asarray([edit_distance(r["ref"], r["hyp"]) for r in rows], dtype=np.int64),
+            edits=np.asarray([ctc.edit_distance(r["ref"], r["hyp"]) for r in rows], dtype=np.int64),
             ref_len=np.asarray([len(r["ref"]) for r in rows], dtype=np.int64),
         )
 
@@ -76,11 +76,11 @@ def score(test: UttTable, fitted: SeedFit, idx: np.ndarray | None = None, oracle
     acc = test.accuracy[idx]
     edits = test.edits[idx]
     ref_len = test.ref_len[idx]
-    per = 100.0 * edits / np.maximum(ref_len, 1)
+    per = ctc.utterance_per(edits, ref_len)
     hq = acc >= HQ_MIN_ACCURACY
     out = {
-        "per_hq": 100.0 * edits[hq].sum() / ref_len[hq].sum() if ref_len[hq].sum() else float("nan"),
-        "per_all": 100.0 * edits.sum() / ref_len.sum() if ref_len.sum() else float("nan"),
+        "per_hq": ctc.corpus_per(edits[hq], ref_len[hq]),
+        "per_all": ctc.corpus_per(edits, ref_len),
         "pearson": M.pearson(1.0 - per / 100.0, acc),
         "spearman": M.spearman(1.0 - per / 100.0, acc),
     }

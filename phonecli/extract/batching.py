@@ -7,6 +7,8 @@ feature extractors without an attention mask) only ever see batches of one exact
 
 from __future__ import annotations
 
+from phonecli.errors import ConfigError
+
 
 def make_batches(lengths: list[tuple[str, int]], max_samples: int, padding_safe: bool) -> list[list[str]]:
     """``lengths``: ``(utt_id, samples)`` -> batches of utterance ids.
@@ -17,7 +19,7 @@ def make_batches(lengths: list[tuple[str, int]], max_samples: int, padding_safe:
     only ever holds utterances of exactly the same length (so nothing is padded).
     """
     if max_samples <= 0:
-        raise ValueError(f"batch size must be positive, got {max_samples} samples")
+        raise ConfigError(f"--batch-seconds gives {max_samples} samples per batch; it must hold at least one sample")
     ordered = sorted(lengths, key=lambda x: (-x[1], x[0]))
     batches: list[list[str]] = []
     current: list[str] = []

@@ -22,33 +22,28 @@ import re
 import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from phonecli.encoders.adapters.common import resolve_device as _resolve_device
+from phonecli.config import EXTRACT_PRECISIONS, ExtractConfig
+from phonecli.ctc import resolve_device
 from phonecli.encoders.base import EncoderAdapter, ExtractionError, LayerInfo, ModelSpec
-from phonecli.errors import UtteranceError
+from phonecli.errors import PhonecliError, UtteranceError
+from phonecli.storage import check_free_space, os_errors
 
 log = logging.getLogger("phonecli.extract")
 
-DTYPES = ("float16", "float32", "int8")
-DEFAULT_DTYPE = "float16"
+DEFAULT_DTYPE = ExtractConfig.dtype
 #: Compute precision of the encoder forward: float32, or torch.autocast to float16 / bfloat16
 #: (matmuls and convolutions in half precision, reductions such as LayerNorm/softmax in float32).
-PRECISIONS = ("float32", "float16", "bfloat16")
-DEFAULT_PRECISION = "float32"
-DEFAULT_BATCH_SECONDS = 60.0
-DEFAULT_PART_BYTES = 256 * 2**20
-#: Override the part size (bytes); tests use it to get several parts from a tiny corpus.
-PART_BYTES_ENV = "PHONECLI_EXTRACT_PART_BYTES"
-#: Test hook: sleep this many seconds after each part is written (lets a test kill mid-run).
-PART_DELAY_ENV = "PHONECLI_EXTRACT_PART_DELAY"
+PRECISIONS = EXTRACT_PRECISIONS
+DEFAULT_PRECISION = ExtractConfig.precision
 FLOAT16_MAX = 65504.0
 SAMPLE_RATE = 16_000
-ON_ERROR = ("fail", "skip")
 
 
 @dataclass
@@ -99,49 +94,13 @@ def parse_splits(splits: str | list[str] | None, available: list[str]) -> list[s
     return [s for s in available if s in wanted]
 
 
-def parse_layers(layers: str | list[int] | None, infos: list[LayerInfo]) -> list[int]:
-    """``"all"``/``None`` -> every state; else ``"0,4,9-12"`` (ranges inclusive) or ``"last"``.
+def select_layers(layers, infos: list[LayerInfo], source: str = "the model") -> list[int]:
+    """An extraction ``--layers`` spec (``all``/None, ``last``, ``0,4,9-12``, a list; see :mod:`phonecli.layers`)
+    -> the model's hidden-state indices, ascending."""
+    from phonecli.layers import EXTRACT, resolve
 
-    Returns the model's hidden-state indices, ascending and unique.
-    """
-    available = [li.index for li in infos]
-    if layers is None or layers == "all":
-        return available
-    if isinstance(layers, str):
-        chosen: list[int] = []
-        for tok in (t.strip() for t in layers.split(",")):
-            if not tok:
-                continue
-            if tok == "last":
-                chosen.append(available[-1])
-            elif re.fullmatch(r"\d+-\d+", tok):
-                a, b = (int(x) for x in tok.split("-"))
-                chosen.extend(range(a, b + 1))
-            elif re.fullmatch(r"\d+", tok):
-                chosen.append(int(tok))
-            else:
-                raise ExtractionError(f"--layers {layers!r}: {tok!r} is not an index, a range a-b, 'last' or 'all'")
-    else:
-        chosen = [int(x) for x in layers]
-    bad = sorted(set(chosen) - set(available))
-    if bad or not chosen:
-        raise ExtractionError(f"--layers {layers!r}: this model has hidden states "
-                              f"{available[0]}..{available[-1]}; {bad or 'none chosen'} not available")
-    return sorted(set(chosen))
-
-
-def compact_layers(indices: list[int]) -> str:
-    """``[0,1,2,3,7]`` -> ``"0-3_7"`` (for cache file names)."""
-    runs: list[str] = []
-    start = prev = None
-    for i in indices + [None]:
-        if start is not None and (i is None or i != prev + 1):
-            runs.append(str(start) if start == prev else f"{start}-{prev}")
-            start = None
-        if i is not None and start is None:
-            start = i
-        prev = i
-    return "_".join(runs)
+    return list(resolve("all" if layers is None else layers, [li.index for li in infos], EXTRACT,
+                        source=source).layers)
 
 
 def cache_location(cache_root: str | Path, corpus_id: str, model_name: str, *, layers: list[int],
@@ -155,7 +114,9 @@ def cache_location(cache_root: str | Path, corpus_id: str, model_name: str, *, l
     """
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", model_name).strip("._") or "model"
     if layers != all_layers:
-        name += f".L{compact_layers(layers)}"
+        from phonecli.layers import compact
+
+        name += f".L{compact(layers, sep='_')}"
     if dtype != DEFAULT_DTYPE:
         name += f".{dtype}"
     if precision != DEFAULT_PRECISION:
@@ -167,11 +128,6 @@ def cache_location(cache_root: str | Path, corpus_id: str, model_name: str, *, l
     if "://" in root:  # fsspec URL: keep it a string, join with "/"
         return f"{root.rstrip('/')}/{corpus_id}/{name}"
     return Path(root) / corpus_id / name
-
-
-def resolve_device(device: str) -> str:
-    """The ``--device`` value: auto -> cuda/cpu; unknown names and an invisible CUDA are one line."""
-    return _resolve_device(device, check=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,61 +188,45 @@ def load_adapter(model: str, *, revision: str | None, device: str, trust_remote_
 # the run
 
 
-def extract_features(model: str, data: str | Path, cache_root: str | Path | None = None, *,
-                     splits: str | list[str] | None = None, layers: str | list[int] | None = "all",
-                     dtype: str = DEFAULT_DTYPE, device: str = "auto",
-                     batch_seconds: float = DEFAULT_BATCH_SECONDS, on_error: str = "fail",
-                     revision: str | None = None, trust_remote_code: bool = False,
-                     out: str | Path | None = None, part_bytes: int | None = None,
-                     progress: bool | None = None, precision: str = DEFAULT_PRECISION) -> str | Path:
+def extract_features(model: str, data: str | Path, cache_root: str | Path | None = None,
+                     config: ExtractConfig | None = None, *, out: str | Path | None = None,
+                     progress: bool | None = None, on_part_written: Callable | None = None,
+                     **overrides) -> str | Path:
     """Extract the hidden states of ``model`` for the manifest in ``data`` into the feature cache.
 
-    ``model``: registry name (``phonecli models``), local ``save_pretrained`` directory or
-    ``NAME=DIR``. ``data``: directory with ``manifest.json``. Returns the store path
-    ``cache_root/<corpus_id>/<model>[suffixes].zarr`` (see :func:`cache_location`; a ``Path``,
-    or a ``str`` when ``cache_root``/``out`` is an fsspec URL). The store holds per utterance
-    ``(len(layers), frames, dim)`` at the encoder's frames/s, in ``dtype``.
+    Args:
+        model: registry name (``phonecli models``), local ``save_pretrained`` directory or ``NAME=DIR``.
+        data: directory with ``manifest.json``.
+        cache_root: cache root; the store goes to ``cache_root/<corpus_id>/<model>[suffixes].zarr``
+            (see :func:`cache_location`). ``out``: this exact store path/URL instead.
+        config: an :class:`~phonecli.config.ExtractConfig` (splits, layers, dtype, device,
+            precision, batch_seconds, on_error, revision, trust_remote_code, part_bytes); ``overrides`` are
+            keyword options on top of it, validated by it.
+        progress: tqdm bar (default: when stderr is a terminal).
+        on_part_written: called with each written part (after it is marked complete), in the
+            thread that wrote it.
 
-    ``splits``: comma list or list (default every split); ``layers``: ``"all"``, ``"0,9-12"``,
-    ``"last"`` or a list of hidden-state indices; ``dtype``: float16 | float32 | int8;
-    ``device``: auto | cpu | cuda; ``batch_seconds``: cap of padded audio seconds per forward;
-    ``on_error``: ``"fail"`` (stop; complete parts are kept) or ``"skip"`` (record
-    ``{"utt_id", "reason"}`` in the cache and go on); ``out``: exact store path instead of the
-    default location; ``part_bytes``: cache part size (default 256 MiB); ``progress``: tqdm
-    bar (default: when stderr is a terminal); ``precision``: float32 | float16 | bfloat16, the
-    encoder's compute precision (half precision runs under ``torch.autocast``; recorded in the
-    cache settings, so caches of different precision are never mixed). Rerunning the same call
-    resumes an interrupted one.
+    Returns:
+        The store path (a ``Path``, or a ``str`` for an fsspec URL). The store holds per utterance
+        ``(len(layers), frames, dim)`` at the encoder's frames/s in the chosen dtype. Rerunning the
+        same call resumes an interrupted one.
     """
-    return run_extraction(model, data, cache_root, splits=splits, layers=layers, dtype=dtype, device=device,
-                          batch_seconds=batch_seconds, on_error=on_error, revision=revision,
-                          trust_remote_code=trust_remote_code, out=out, part_bytes=part_bytes,
-                          progress=progress, precision=precision).path
+    return run_extraction(model, data, cache_root, config, out=out, progress=progress,
+                          on_part_written=on_part_written, **overrides).path
 
 
-def run_extraction(model: str, data: str | Path, cache_root: str | Path | None = None, *,
-                   splits: str | list[str] | None = None, layers: str | list[int] | None = "all",
-                   dtype: str = DEFAULT_DTYPE, device: str = "auto",
-                   batch_seconds: float = DEFAULT_BATCH_SECONDS, on_error: str = "fail",
-                   revision: str | None = None, trust_remote_code: bool = False,
-                   out: str | Path | None = None, part_bytes: int | None = None,
-                   progress: bool | None = None, precision: str = DEFAULT_PRECISION) -> ExtractionReport:
+def run_extraction(model: str, data: str | Path, cache_root: str | Path | None = None,
+                   config: ExtractConfig | None = None, *, out: str | Path | None = None,
+                   progress: bool | None = None, on_part_written: Callable | None = None,
+                   **overrides) -> ExtractionReport:
     """:func:`extract_features`, returning an :class:`ExtractionReport` (path, real-time factor,
-    size, skipped ids) instead of the bare path. The part size falls back to the environment
-    variable ``PHONECLI_EXTRACT_PART_BYTES`` (tests use it to get many parts from a tiny corpus).
-    """
+    size, skipped ids) instead of the bare path."""
     from phonecli.cache import CacheWriter, plan_parts
     from phonecli.data.manifest import Manifest
     from phonecli.encoders.distributed import init_distributed
 
-    if dtype not in DTYPES:
-        raise ExtractionError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
-    if precision not in PRECISIONS:
-        raise ExtractionError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
-    if on_error not in ON_ERROR:
-        raise ExtractionError(f"--on-error {on_error!r}: choose fail or skip")
-    if not batch_seconds or batch_seconds <= 0:
-        raise ExtractionError(f"--batch-seconds {batch_seconds}: must be > 0")
+    cfg = ExtractConfig.build(config, **overrides)
+    splits, layers, dtype, on_error, precision = cfg.splits, cfg.layers, cfg.dtype, cfg.on_error, cfg.precision
     if cache_root is None and out is None:
         raise ExtractionError("give a cache root (--cache ROOT) or an explicit store path (--out)")
 
@@ -298,15 +238,15 @@ def run_extraction(model: str, data: str | Path, cache_root: str | Path | None =
     if not utts:
         raise ExtractionError(f"{data}: the manifest has no utterances in splits {chosen_splits}")
 
-    device = resolve_device(device)
+    device = resolve_device(cfg.device)
     ctx = init_distributed(device, backend="gloo")  # control-plane collectives only (see distributed.py)
     try:
         if ctx.active and device == "cuda":
             device = f"cuda:{ctx.local_rank}"
-        adapter = load_adapter(model, revision=revision, device=device, trust_remote_code=trust_remote_code)
+        adapter = load_adapter(model, revision=cfg.revision, device=device, trust_remote_code=cfg.trust_remote_code)
         infos = adapter.layers()
         all_idx = [li.index for li in infos]
-        sel = parse_layers(layers, infos)
+        sel = select_layers(layers, infos, source=f"{model} (hidden states)")
         positions = [all_idx.index(i) for i in sel]
         name = adapter.spec.name
         path = Path(out) if out is not None and "://" not in str(out) else out
@@ -318,14 +258,14 @@ def run_extraction(model: str, data: str | Path, cache_root: str | Path | None =
 
         bytes_per_frame = len(sel) * adapter.hidden_size * (1 if dtype == "int8" else np.dtype(dtype).itemsize)
         items = [(u.utt_id, u.split, max(1, adapter.num_frames(_samples_16k(u)))) for u in utts]
-        target = int(part_bytes or os.environ.get(PART_BYTES_ENV) or DEFAULT_PART_BYTES)
-        plan = plan_parts(items, bytes_per_frame, target)
+        plan = plan_parts(items, bytes_per_frame, cfg.part_bytes)
 
         # rank 0 creates (or checks) the store before anyone else opens it; its error reaches all ranks
         writer, exc, err = None, None, None
         if ctx.rank == 0:
             try:
-                writer = CacheWriter.create_or_open(str(path), metadata, plan)
+                with os_errors(path):
+                    writer = CacheWriter.create_or_open(str(path), metadata, plan)
             except Exception as e:
                 exc, err = e, str(e)
         err = ctx.broadcast_error(err)
@@ -334,11 +274,16 @@ def run_extraction(model: str, data: str | Path, cache_root: str | Path | None =
         if err is not None:
             raise ExtractionError(f"rank 0 could not open the cache: {err}")
         if writer is None:
-            writer = CacheWriter.create_or_open(str(path), metadata, plan)
+            with os_errors(path):
+                writer = CacheWriter.create_or_open(str(path), metadata, plan)
 
         pending = writer.pending(ctx.rank, ctx.world_size)
         if ctx.rank == 0:
             check_completed_audio(writer, plan, pending if not ctx.active else writer.pending(0, 1), manifest)
+            todo = writer.pending(0, 1)
+            frames = sum(sum(p.est_frames) for p in todo)
+            scales = sum(len(p.utt_ids) for p in todo) * len(sel) * adapter.hidden_size * 4 if dtype == "int8" else 0
+            check_free_space(path, frames * bytes_per_frame + scales, f"the {name} cache ({len(todo)} parts to write)")
         remaining = len(writer.pending(0, 1)) if ctx.active else len(pending)
         if ctx.rank == 0 and 0 < remaining < len(plan):
             log.info("resuming %s: %d of %d parts already complete, %d to do", path,
@@ -346,13 +291,14 @@ def run_extraction(model: str, data: str | Path, cache_root: str | Path | None =
         by_id = {u.utt_id: u for u in utts}
         t0 = time.perf_counter()
         stats = _process_parts(pending, writer, adapter, manifest, by_id, positions, sel, dtype,
-                               batch_seconds, on_error, ctx.rank, progress, precision, device)
+                               cfg.batch_seconds, on_error, ctx.rank, progress, on_part_written, precision, device)
 
         ctx.barrier()
         n_utts, seconds, n_parts = ctx.sum([stats["utterances"], stats["seconds"], stats["parts"]])
         nbytes = 0
         if ctx.rank == 0:
-            writer.finalize()
+            with os_errors(path):
+                writer.finalize()
             nbytes = _store_size(path)
         elapsed = time.perf_counter() - t0
         ctx.barrier()
@@ -454,7 +400,8 @@ def build_metadata(adapter: EncoderAdapter, sel: list[int], infos: list[LayerInf
 
 def _process_parts(pending, writer, adapter: EncoderAdapter, manifest, by_id: dict, positions: list[int],
                    sel: list[int], dtype: str, batch_seconds: float, on_error: str, rank: int,
-                   progress: bool | None, precision: str = DEFAULT_PRECISION, device: str = "cpu") -> dict:
+                   progress: bool | None, on_part_written: Callable | None = None,
+                   precision: str = DEFAULT_PRECISION, device: str = "cpu") -> dict:
     """Extract and write ``pending`` parts.
 
     Batches are formed per part from the manifest's lengths. Audio decodes in a background thread
@@ -494,7 +441,6 @@ def _process_parts(pending, writer, adapter: EncoderAdapter, manifest, by_id: di
     show = (sys.stderr.isatty() if progress is None else progress) and rank == 0
     bar = tqdm(total=round(total, 2), unit="audio-s", disable=not show, desc=f"extract {adapter.spec.name}",
                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}, {rate_fmt}]")
-    delay = float(os.environ.get(PART_DELAY_ENV, "0") or 0)
     stats = {"utterances": 0, "seconds": 0.0, "parts": 0, "skipped": []}
     workers = forward_workers(adapter)
     loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="phonecli-audio")
@@ -531,7 +477,7 @@ def _process_parts(pending, writer, adapter: EncoderAdapter, manifest, by_id: di
         while next_job < len(jobs) and len(window) < workers + 1:
             batch = jobs[next_job][1]
             next_job += 1
-            audio = loader.submit(_load_audio, batch, manifest, by_id)
+            audio = loader.submit(_load_audio, batch, manifest, by_id, on_error == "skip")
             window.append((batch, forward_pool.submit(forward, batch, audio)))
         return window.popleft()
 
@@ -555,7 +501,7 @@ def _process_parts(pending, writer, adapter: EncoderAdapter, manifest, by_id: di
             features = {u: part_feats[u] for u in part.utt_ids if u in part_feats}  # manifest order
             if in_flight is not None:
                 account(in_flight)  # at most one finished part waits in memory to be written
-            in_flight = writer_pool.submit(_write, writer, part, features, skipped, delay, rank)
+            in_flight = writer_pool.submit(_write, writer, part, features, skipped, on_part_written, rank)
         if in_flight is not None:
             account(in_flight)
     except BaseException:
@@ -596,26 +542,33 @@ def _failure_handler(on_error: str, failures: dict[str, str]):
         failures[utt_id] = reason
         log.warning("skipping utterance %s: %s", utt_id, reason)
 
+    fail.skips = on_error == "skip"
     return fail
 
 
-def _write(writer, part, features: dict, skipped: list[dict], delay: float,
+def _write(writer, part, features: dict, skipped: list[dict], on_part_written: Callable | None,
            rank: int) -> tuple[bool, list[str], list[dict]]:
     """Write one part; returns ``(written, utt_ids, skipped)`` (not written: another process had completed it)."""
-    written = writer.write_part(part, features, skipped)
+    with os_errors(f"{writer.path}/parts/p{part.index:05d}"):     # a full disk names the store, in one line
+        written = writer.write_part(part, features, skipped)
     if written:
         log.debug("rank %d: part %d written (%d utterances, %d skipped)", rank, part.index, len(features),
                   len(skipped))
     else:
         log.debug("rank %d: part %d was completed by another process meanwhile; its copy is kept", rank,
                   part.index)
-    if delay > 0:
-        time.sleep(delay)
+    if on_part_written is not None:
+        on_part_written(part)
     return written, list(features), skipped
 
 
-def _load_audio(utt_ids: list[str], manifest, by_id: dict) -> dict[str, np.ndarray | str]:
-    """utt_id -> float32 waveform at 16 kHz, or the error line for that utterance."""
+def _load_audio(utt_ids: list[str], manifest, by_id: dict, skip: bool) -> dict[str, np.ndarray | str]:
+    """utt_id -> float32 waveform at 16 kHz, or the error line for that utterance.
+
+    ``load_audio`` turns every bad-file case it knows into an AudioError; anything else is recorded only
+    under ``--on-error skip`` (the user asked to go on past failing utterances), else it keeps its traceback.
+    A file changed since ``data prepare`` (AudioChangedError) always stops: the manifest itself is stale.
+    """
     from phonecli.data.audio import AudioChangedError, AudioError, load_audio
 
     out: dict[str, np.ndarray | str] = {}
@@ -628,7 +581,9 @@ def _load_audio(utt_ids: list[str], manifest, by_id: dict) -> dict[str, np.ndarr
             out[utt_id] = str(e)
         except AudioChangedError:
             raise
-        except Exception as e:  # decoder/resampler failures not foreseen by load_audio
+        except Exception as e:
+            if not skip:
+                raise
             out[utt_id] = f"{manifest.audio_path(by_id[utt_id])}: {type(e).__name__}: {e}"
     return out
 
@@ -666,13 +621,25 @@ def _run_batch(batch: list[str], audio: dict, adapter: EncoderAdapter, positions
 
 
 def _forward(adapter: EncoderAdapter, batch: list[str], waves: dict, fail):
-    """Yield ``(utt_id, states)``; a failing batch is retried one by one to isolate the culprit."""
+    """Yield ``(utt_id, states)``; a failing batch is retried one by one to isolate the culprit.
+
+    The culprit's problem is an utterance error when the adapter says so (a PhonecliError), or when
+    ``--on-error skip`` asked to go on past failing utterances (recorded with the exception's type and
+    message). Otherwise the input passed every check before the forward, so the exception is a bug
+    (phonecli's or the model's) and keeps its traceback.
+    """
     try:
         outs = adapter.forward([waves[u] for u in batch])
         yield from zip(batch, outs)
         return
+    except PhonecliError as e:
+        if len(batch) == 1:
+            fail(batch[0], f"{adapter.spec.name}: {e}")
+            return
     except Exception as e:
         if len(batch) == 1:
+            if not fail.skips:
+                raise
             msg = " ".join(str(e).split())[:300]
             fail(batch[0], f"{adapter.spec.name} forward failed ({type(e).__name__}: {msg})")
             return

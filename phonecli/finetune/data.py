@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from phonecli import ctc
+from phonecli.errors import ConfigError
 
 SAMPLE_RATE = 16_000
 TARGETS = ("canonical", "realized")
@@ -36,11 +38,6 @@ class Example:
     expected: tuple | None = None   # (utt_id, num_samples, audio_sha256) from the manifest: load_audio checks them
 
 
-def ctc_min_frames(target: list[int]) -> int:
-    """Frames CTC needs for ``target``: one per label plus one blank between equal neighbours."""
-    return len(target) + sum(1 for a, b in zip(target, target[1:]) if a == b)
-
-
 def samples_16k(u) -> int:
     return int(round(u.num_samples * SAMPLE_RATE / u.sample_rate)) if u.sample_rate else int(u.num_samples)
 
@@ -53,7 +50,7 @@ def make_examples(manifest, split: str, targets: str, num_frames, *, max_audio_s
     skipped except utterances that give no frame at all.
     """
     if targets not in TARGETS:
-        raise ValueError(f"--targets {targets!r}: choose canonical or realized")
+        raise ConfigError(f"--targets {targets!r}: choose canonical or realized")
     out: list[Example] = []
     skipped: list[dict] = []
     for u in manifest.split(split):
@@ -68,8 +65,8 @@ def make_examples(manifest, split: str, targets: str, num_frames, *, max_audio_s
             reason = f"no {targets} phones"
         elif training and max_audio_seconds and n > max_audio_seconds * SAMPLE_RATE:
             reason = f"{n / SAMPLE_RATE:.2f} s > --max-audio-seconds {max_audio_seconds:g} (dropped)"
-        elif training and ctc_min_frames(target) > frames:
-            reason = (f"{len(target)} {targets} phones need {ctc_min_frames(target)} CTC frames but the audio "
+        elif training and ctc.min_frames(target) > frames:
+            reason = (f"{len(target)} {targets} phones need {ctc.min_frames(target)} CTC frames but the audio "
                       f"gives {frames}")
         if reason:
             skipped.append({"utt_id": u.utt_id, "split": split, "reason": reason})

@@ -17,7 +17,7 @@ lowest dev PER wins, ties broken by lower dev CTC loss (so the early all-blank p
 counts as progress). The test split is never looked at during training.
 
 Checkpoints (``RUN/checkpoints/step-NNNNNNN/``: trainable parameters as safetensors, AdamW
-state via ``torch.save`` loaded back with ``weights_only=True``, ``state.json`` with epoch,
+state as safetensors (:func:`phonecli.runs.save_optimizer`), ``state.json`` with epoch,
 batches done, scheduler/scaler/RNG states, best so far; ``RUN/checkpoints/LATEST`` names the
 newest complete one and is replaced atomically last) are written every ``save_steps``
 optimizer steps and at the end of every epoch. ``--resume`` continues from LATEST with the same
@@ -33,18 +33,30 @@ import logging
 import math
 import os
 import random
-import shutil
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
+from phonecli import ctc
+from phonecli.config import FinetuneConfig
 from phonecli.finite import check_loss
+from phonecli.runs import (
+    Checkpoints,
+    Run,
+    RunStart,
+    finish_run,
+    load_optimizer,
+    prepare_run,
+    save_optimizer,
+    start_run,
+)
+from phonecli.storage import atomic_write, check_free_space
 from phonecli.finetune.data import (
     Collator,
     Example,
@@ -52,6 +64,7 @@ from phonecli.finetune.data import (
     inference_batches,
     load_waves,
     make_examples,
+    samples_16k,
     to_device,
 )
 from phonecli.finetune.model import (
@@ -70,46 +83,22 @@ from phonecli.finetune.model import (
 
 log = logging.getLogger("phonecli.finetune")
 
-PRECISIONS = ("fp32", "fp16", "bf16")
 MAX_GRAD_NORM = 1.0
+#: what a fine-tuning run writes at its end (removed whenever the run changes, with the derived files)
+FINETUNE_OUTPUTS = ("weights.safetensors", "posteriors")
 CORPUS_MEAN_SECONDS = 4.0   # SpeechOcean762: 5.6 h / 5,000 utterances; converts the seed's batch sizes
-#: Test hook: sleep this many seconds after each checkpoint (lets a test SIGKILL a running job).
-CHECKPOINT_DELAY_ENV = "PHONECLI_FINETUNE_CHECKPOINT_DELAY"
-# Options that define what is trained: --resume refuses to continue a run made with other values.
-STRUCTURAL = ("model", "mode", "targets", "seed", "precision", "lora_r", "lora_alpha", "lora_dropout",
-              "max_audio_seconds", "batch_seconds", "grad_accum", "lr", "epochs", "warmup_ratio",
-              "weight_decay", "gradient_checkpointing")
 
 
-@dataclass
-class FinetuneConfig:
-    """Every option of ``phonecli finetune``; ``None`` means "family default" (see :func:`family_defaults`)."""
+@dataclass(frozen=True)
+class _Job:
+    """What one :func:`finetune` call works on besides its config (inputs, output, how it runs)."""
 
-    model: str
+    model: str                       # registry name, absolute save_pretrained dir, or NAME=/abs/dir
     data: str
-    mode: str
-    out: str
-    epochs: int | None = None
-    lr: float | None = None
-    batch_seconds: float | None = None
-    grad_accum: int = 1
-    max_audio_seconds: float | None = None
-    gradient_checkpointing: bool = False
-    precision: str = "fp32"
-    seed: int = 0
-    targets: str = "canonical"
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.0
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    save_steps: int = 0
-    eval_batch_seconds: float = 60.0
-    device: str = "auto"
-    revision: str | None = None
-    trust_remote_code: bool = False
-    resume: bool = False
-    progress: bool | None = None
+    out: Path
+    start: RunStart                  # what the run lifecycle decided (phonecli.runs.prepare_run)
+    progress: bool | None
+    on_checkpoint: Callable[[Path], None] | None
 
 
 @dataclass
@@ -144,11 +133,9 @@ def family_defaults(spec, hidden_size: int) -> dict:
 # -- small helpers -----------------------------------------------------------------------------
 
 def ctc_loss(log_probs: torch.Tensor, lengths: torch.Tensor, batch: dict) -> torch.Tensor:
-    """Per-utterance CTC loss ``(B,)`` float32, each divided by its target length (HF "mean" convention)."""
+    """Per-utterance CTC loss ``(B,)`` float32, each divided by its target length (:mod:`phonecli.ctc`)."""
     labels, tl = batch["labels"], batch["target_lengths"]
-    flat = labels[labels >= 0]
-    per = F.ctc_loss(log_probs.transpose(0, 1), flat, lengths, tl, blank=0, reduction="none", zero_infinity=False)
-    return per / tl.clamp(min=1).float()
+    return ctc.ctc_loss_per_phone(log_probs, lengths, labels[labels >= 0], tl)
 
 
 def autocast(precision: str, device: str):
@@ -156,14 +143,6 @@ def autocast(precision: str, device: str):
         return nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=dtype)
-
-
-def _resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise FinetuneError("--device cuda: no CUDA device is visible to torch; use --device cpu")
-    return device
 
 
 def _absolute_model(model: str) -> str:
@@ -176,29 +155,11 @@ def _absolute_model(model: str) -> str:
     return model
 
 
-def _check_options(cfg: FinetuneConfig, device: str) -> None:
-    if cfg.precision not in PRECISIONS:
-        raise FinetuneError(f"--precision {cfg.precision!r}: choose fp32, fp16 or bf16")
-    if cfg.precision == "fp16" and not device.startswith("cuda"):
-        raise FinetuneError("--precision fp16 needs a CUDA device (CPU autocast is bf16 only); use bf16 or fp32")
-    for name in ("epochs", "grad_accum"):
-        v = getattr(cfg, name)
-        if v is not None and v < 1:
-            raise FinetuneError(f"--{name.replace('_', '-')} {v}: must be >= 1")
-    for name in ("lr", "batch_seconds", "max_audio_seconds", "eval_batch_seconds"):
-        v = getattr(cfg, name)
-        if v is not None and not v > 0:
-            raise FinetuneError(f"--{name.replace('_', '-')} {v}: must be > 0")
-    if not 0 <= cfg.warmup_ratio < 1:
-        raise FinetuneError(f"--warmup-ratio {cfg.warmup_ratio}: must be in [0, 1)")
-
-
 def _save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict | None = None) -> None:
     from safetensors.torch import save_file
 
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp),
+                                             metadata=metadata))
 
 
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -209,41 +170,26 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 # -- checkpoints -------------------------------------------------------------------------------
 
-def _latest_checkpoint(run_dir: Path) -> Path | None:
-    pointer = run_dir / "checkpoints" / "LATEST"
-    if not pointer.exists():
-        return None
-    ckpt = run_dir / "checkpoints" / pointer.read_text().strip()
-    return ckpt if (ckpt / "state.json").exists() else None
+def _save_checkpoint(run_dir: Path, model, optimizer, scheduler, scaler, state: dict,
+                     on_checkpoint: Callable[[Path], None] | None = None) -> Path:
+    """``checkpoints/step-NNNNNNN/`` (written whole, then LATEST moves: :class:`phonecli.runs.Checkpoints`)."""
+    def write(ckpt: Path) -> None:
+        _save_safetensors(trainable_state(model), ckpt / "trainable.safetensors")
+        save_optimizer(optimizer, ckpt / "optimizer.safetensors")
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            rng["cuda"] = torch.cuda.get_rng_state()  # dropout on a GPU draws from the GPU's generator
+        _save_safetensors(rng, ckpt / "rng.safetensors")
+        np_state = np.random.get_state()
+        full = {**state, "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
+                "numpy_rng": [np_state[0], np_state[1].tolist(), *[float(x) if isinstance(x, float) else int(x)
+                                                                  for x in np_state[2:]]],
+                "python_rng": repr(random.getstate())}
+        (ckpt / "state.json").write_text(json.dumps(full, default=float))
 
-
-def _save_checkpoint(run_dir: Path, model, optimizer, scheduler, scaler, state: dict) -> Path:
-    root = run_dir / "checkpoints"
-    ckpt = root / f"step-{state['global_step']:07d}"
-    if ckpt.exists():
-        shutil.rmtree(ckpt)
-    ckpt.mkdir(parents=True)
-    _save_safetensors(trainable_state(model), ckpt / "trainable.safetensors")
-    torch.save(optimizer.state_dict(), ckpt / "optimizer.pt")
-    rng = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        rng["cuda"] = torch.cuda.get_rng_state()  # dropout on a GPU draws from the GPU's generator
-    _save_safetensors(rng, ckpt / "rng.safetensors")
-    np_state = np.random.get_state()
-    full = {**state, "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
-            "numpy_rng": [np_state[0], np_state[1].tolist(), *[float(x) if isinstance(x, float) else int(x)
-                                                              for x in np_state[2:]]],
-            "python_rng": repr(random.getstate())}
-    (ckpt / "state.json").write_text(json.dumps(full, default=float))
-    tmp = root / "LATEST.tmp"
-    tmp.write_text(ckpt.name)
-    tmp.replace(root / "LATEST")  # the pointer moves only once the checkpoint is whole
-    for old in root.glob("step-*"):
-        if old != ckpt:
-            shutil.rmtree(old, ignore_errors=True)
-    delay = float(os.environ.get(CHECKPOINT_DELAY_ENV, "0") or 0)
-    if delay > 0:
-        time.sleep(delay)
+    ckpt = Checkpoints(run_dir).save(f"step-{state['global_step']:07d}", write)
+    if on_checkpoint is not None:
+        on_checkpoint(ckpt)
     return ckpt
 
 
@@ -251,7 +197,7 @@ def _load_checkpoint(ckpt: Path, model, optimizer, scheduler, scaler) -> dict:
     import ast
 
     load_trainable_state(model, _load_safetensors(ckpt / "trainable.safetensors"))
-    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True, map_location="cpu"))
+    load_optimizer(optimizer, ckpt / "optimizer.safetensors")
     state = json.loads((ckpt / "state.json").read_text())
     scheduler.load_state_dict(state.pop("scheduler"))
     sc = state.pop("scaler")
@@ -321,40 +267,28 @@ def predict(model: CTCModel, examples: list[Example], collator: Collator, *, bat
 def dev_statistics(post: dict[str, np.ndarray], examples: list[Example]) -> tuple[float, float, float, float]:
     """``(edits, ref_phones, loss_sum, loss_count)`` of greedy decoding / CTC loss on ``examples``.
 
-    Edit distance: ``torchaudio.functional.edit_distance``; utterances whose target cannot fit
-    their frames count for PER but not for the loss (it would be infinite).
+    Summable over ranks; PER = :func:`phonecli.ctc.corpus_per` of the sums. Utterances whose
+    target cannot fit their frames count for PER but not for the loss (it would be infinite).
     """
-    from torchaudio.functional import edit_distance
-
-    from phonecli.evaluate.decode import greedy_ids
-    from phonecli.finetune.data import ctc_min_frames
-
     edits = refs = loss_sum = count = 0.0
     for e in examples:
         lp = post[e.utt_id]
-        edits += edit_distance(e.target, greedy_ids(lp))
+        edits += ctc.edit_distance(e.target, ctc.greedy_ids(lp))
         refs += len(e.target)
-        if e.target and ctc_min_frames(e.target) <= lp.shape[0]:
-            t = torch.from_numpy(lp)[:, None]
-            loss = F.ctc_loss(t, torch.tensor([e.target]), torch.tensor([lp.shape[0]]), torch.tensor([len(e.target)]),
-                              blank=0, reduction="sum")
-            loss_sum += float(loss) / len(e.target)
+        loss = ctc.posterior_ctc_loss(lp, e.target)
+        if loss is not None:
+            loss_sum += loss
             count += 1
     return edits, refs, loss_sum, count
 
 
 # -- the run -----------------------------------------------------------------------------------
 
-def _resolved_config(cfg: FinetuneConfig, adapter, defaults: dict) -> dict:
-    c = asdict(cfg)
-    for k in ("resume", "progress", "out", "device", "save_steps", "eval_batch_seconds", "trust_remote_code"):
-        c.pop(k)
-    for k in ("lr", "batch_seconds", "epochs"):
-        if c[k] is None:
-            c[k] = defaults[k]
+def _resolved_config(cfg: FinetuneConfig, job: _Job, adapter, defaults: dict) -> dict:
+    """run.json's ``config``: the config with the family defaults filled in, plus where the model came from."""
+    c = cfg.to_dict()
     # "model" is what reports show (the registry row / directory name); "model_source" is what loads it
-    c["model_source"] = c.pop("model")
-    c = {"model": adapter.spec.name, **c}
+    c = {"model": adapter.spec.name, **c, "data": job.data, "model_source": job.model}
     c["defaults_from"] = defaults["from"]
     c["base_model"] = {"name": adapter.spec.name, "family": adapter.spec.family, "model_id": adapter.model_id,
                        "revision": adapter.revision, "class": type(adapter.model).__name__,
@@ -363,84 +297,92 @@ def _resolved_config(cfg: FinetuneConfig, adapter, defaults: dict) -> dict:
     return c
 
 
-def _check_resume(stored: dict, cfg: FinetuneConfig, run_dir: Path) -> None:
-    given = asdict(cfg)
-    stored = {**stored, "model": stored.get("model_source", stored.get("model"))}
-    for k in STRUCTURAL:
-        if k in ("lr", "batch_seconds", "epochs") and given[k] is None:
-            continue  # not given on the command line: the stored value is used
-        if k in stored and given.get(k) != stored[k]:
-            raise FinetuneError(
-                f"{run_dir}: --resume with {k}={given.get(k)!r} but the run was started with {stored[k]!r}; "
-                f"rerun with the original options or choose a new --out"
-            )
+def _resume_config(stored: dict, cfg: FinetuneConfig, job: _Job) -> FinetuneConfig:
+    """``cfg`` with the recorded family defaults for options left at None; refuses a structural change."""
+    cfg = replace(cfg, **{k: stored[k] for k in ("lr", "batch_seconds", "epochs")
+                          if getattr(cfg, k) is None and stored.get(k) is not None})
+    changes = cfg.structural_changes(stored)
+    if stored.get("model_source", job.model) != job.model:
+        changes.insert(0, ("model", stored["model_source"], job.model))
+    if changes:
+        k, was, now = changes[0]
+        raise FinetuneError(f"{job.out}: --resume with {k}={now!r} but the run was started with {was!r}; "
+                            f"rerun with the original options or choose a new --out")
+    return cfg
 
 
-def finetune(cfg: FinetuneConfig) -> FinetuneResult:
-    """Fine-tune ``cfg.model`` with a fresh CTC head on ``cfg.data``; write the run directory ``cfg.out``.
+def finetune(model: str, data: str | Path, out: str | Path, config: FinetuneConfig | None = None, *,
+             overwrite: bool = False, resume: bool = False, progress: bool | None = None,
+             on_checkpoint: Callable[[Path], None] | None = None, **overrides) -> FinetuneResult:
+    """Fine-tune ``model`` with a fresh CTC head (39 phones + blank) on ``data``; write the run ``out``.
 
-    Returns the :class:`FinetuneResult` (run, trained model, dev selection, skipped utterances).
-    Raises :class:`FinetuneError` (a ValueError) with one line naming the input and the fix.
+    Args:
+        model: registry name, local ``save_pretrained`` directory, or ``NAME=DIR``.
+        data: directory holding manifest.json (needs train and dev).
+        out: the run directory.
+        config: a :class:`~phonecli.config.FinetuneConfig` (``mode`` is required); ``overrides`` are
+            keyword options on top of it (``mode="lora", epochs=3``), validated by it. ``None`` for
+            ``epochs``/``lr``/``batch_seconds`` means the family default (:func:`family_defaults`).
+        overwrite: replace a run already at ``out`` (see :mod:`phonecli.runs`); without it a run there is
+            refused.
+        resume: continue an interrupted run from its last checkpoint (same batches, RNG streams and
+            schedule: equal to an uninterrupted run on the CPU); a complete run is returned as it is.
+        progress: tqdm bars (default: when stderr is a terminal).
+        on_checkpoint: called with each checkpoint directory once it is complete.
+
+    Returns:
+        :class:`FinetuneResult`: the run (``weights.safetensors``; ``posteriors/{train,dev,test}``: float32
+        ``(frames, 40)`` log-posteriors at the encoder's frame rate), the trained model (best epoch), the dev
+        selection (PER in percent) and the skipped training utterances.
     """
     from phonecli.data.manifest import Manifest
     from phonecli.encoders.distributed import init_distributed
-    from phonecli.runs import Run
 
-    device = _resolve_device(cfg.device)
-    _check_options(cfg, device)
-    cfg.model = _absolute_model(cfg.model)
+    cfg = FinetuneConfig.build(config, **overrides)
+    device = ctc.resolve_device(cfg.device)
+    if cfg.precision == "fp16" and not device.startswith("cuda"):
+        raise FinetuneError("--precision fp16 needs a CUDA device (CPU autocast is bf16 only); use bf16 or fp32")
     mode = parse_mode(cfg.mode)
-    run_dir = Path(cfg.out)
-    existing = run_dir / "run.json"
-    # under torchrun rank 0 creates run.json: only it may refuse an existing run (no race with its peers)
-    if existing.exists() and (cfg.resume or int(os.environ.get("RANK", "0")) == 0):
-        if not cfg.resume:
-            raise FinetuneError(f"{run_dir}: a run already exists here; pass --resume to continue it or choose another --out")
-        run = Run.open(run_dir)
-        if run.kind != "finetune":
-            raise FinetuneError(f"{run_dir}: holds a {run.kind} run, not a fine-tuning run; choose another --out")
-        _check_resume(run.info["config"], cfg, run_dir)
-        if run.info.get("status") == "complete":
-            log.info("%s: run already complete; nothing to do", run_dir)
-            return FinetuneResult(run, None, run.info.get("selection", {}), run.info.get("skipped", []))
-        cfg.lr = cfg.lr if cfg.lr is not None else run.info["config"]["lr"]
-        cfg.batch_seconds = cfg.batch_seconds if cfg.batch_seconds is not None else run.info["config"]["batch_seconds"]
-        cfg.epochs = cfg.epochs if cfg.epochs is not None else run.info["config"]["epochs"]
-    try:
-        manifest = Manifest.load(cfg.data)
-    except (FileNotFoundError, ValueError) as e:  # missing / malformed manifest: its own one-line message
-        raise FinetuneError(str(e)) from e
+    start = RunStart(Path(out), "new")
+    # under torchrun rank 0 alone creates, replaces or refuses the run; the others follow it (a resume is
+    # read-only until then, so every rank may look)
+    if int(os.environ.get("RANK", "0")) == 0 or resume:
+        start = prepare_run(out, ("finetune",), overwrite=overwrite, resume=resume)
+    job = _Job(_absolute_model(model), str(data), Path(out), start, progress, on_checkpoint)
+    if start.action in ("resume", "done"):
+        cfg = _resume_config(start.run.record.config, cfg, job)
+    if start.action == "done":
+        log.info("%s: run already complete; nothing to do", job.out)
+        return FinetuneResult(start.run, None, start.run.record.selection or {}, start.run.info.get("skipped", []))
+    manifest = Manifest.load(job.data)
     for split in ("train", "dev"):
         if not manifest.split(split):
-            raise FinetuneError(f"{cfg.data}: the manifest has no {split} utterances; fine-tuning needs train and dev "
+            raise FinetuneError(f"{job.data}: the manifest has no {split} utterances; fine-tuning needs train and dev "
                                 "(re-run `phonecli data prepare` with a dev fraction > 0)")
 
     ctx = init_distributed(device)
     try:
         if ctx.active and device.startswith("cuda"):
             device = f"cuda:{ctx.local_rank}"
-        return _run(cfg, mode, manifest, device, ctx)
+        return _run(cfg, job, mode, manifest, device, ctx)
     finally:
         ctx.close()
 
 
-def _run(cfg: FinetuneConfig, mode, manifest, device: str, ctx) -> FinetuneResult:
+def _run(cfg: FinetuneConfig, job: _Job, mode, manifest, device: str, ctx) -> FinetuneResult:
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
     from phonecli.cache.dataset import LengthBucketSampler
-    from phonecli.runs import Run
 
-    show = (sys.stderr.isatty() if cfg.progress is None else cfg.progress) and ctx.rank == 0
-    if ctx.rank != 0:
-        log.setLevel(logging.ERROR)  # under torchrun rank 0 alone reports (every rank sees the same data)
-    run_dir = Path(cfg.out)
+    show = (sys.stderr.isatty() if job.progress is None else job.progress) and ctx.rank == 0
+    run_dir = job.out
     # QLoRA: the float32 base only serves the checks and the fingerprint; it stays on the CPU
-    adapter = load_adapter(cfg.model, device="cpu" if mode.name == "qlora" else device, revision=cfg.revision,
+    adapter = load_adapter(job.model, device="cpu" if mode.name == "qlora" else device, revision=cfg.revision,
                            trust_remote_code=cfg.trust_remote_code)
     base_fingerprint = adapter.fingerprint()
     defaults = family_defaults(adapter.spec, int(adapter.hidden_size))
-    resolved = _resolved_config(cfg, adapter, defaults)
+    resolved = _resolved_config(cfg, job, adapter, defaults)
     lr, batch_seconds, epochs = resolved["lr"], resolved["batch_seconds"], resolved["epochs"]
     compute_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
     lora = LoraSettings(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout)
@@ -464,24 +406,26 @@ def _run(cfg: FinetuneConfig, mode, manifest, device: str, ctx) -> FinetuneResul
         log.warning("%d of %d training utterances skipped (see run.json 'skipped')", len(skipped),
                     len(skipped) + len(train))
     if not train:
-        raise FinetuneError(f"{cfg.data}: no usable training utterance ({len(skipped)} skipped, first: "
+        raise FinetuneError(f"{job.data}: no usable training utterance ({len(skipped)} skipped, first: "
                             f"{skipped[0]['utt_id'] if skipped else '-'}: {skipped[0]['reason'] if skipped else ''})")
 
     if ctx.rank == 0:
-        if (run_dir / "run.json").exists():
-            run = Run.open(run_dir)
-        else:
-            run = Run.create(run_dir, "finetune", config=resolved, corpus_id=manifest.corpus_id, data=cfg.data,
-                             vocab=manifest.vocab.symbols,
-                             frame_rate=adapter.frame_rate, sources=[{
-                                 "model": adapter.spec.name, "model_id": adapter.model_id,
-                                 "revision": adapter.revision, "fingerprint": base_fingerprint}])
+        if job.start.action == "new":
+            # at the peak of a checkpoint save: old and new checkpoint (trainable weights + AdamW's two moments),
+            # old and new best weights; then every posterior
+            frames = sum(adapter.num_frames(samples_16k(u)) for u in manifest)
+            check_free_space(run_dir, 8 * 4 * n_train + frames * len(manifest.vocab.symbols) * 4 + 2**20,
+                             "the fine-tuning run (checkpoints, weights, posteriors)")
+        run = start_run(job.start, "finetune", config=resolved, corpus_id=manifest.corpus_id, data=job.data,
+                        vocab=manifest.vocab.symbols, frame_rate=adapter.frame_rate, outputs=FINETUNE_OUTPUTS,
+                        sources=[{
+                            "model": adapter.spec.name, "model_id": adapter.model_id,
+                            "revision": adapter.revision, "fingerprint": base_fingerprint}])
         run.info["skipped"] = skipped
-        run.info["status"] = "training"
         run.save_info()
     ctx.barrier()
     if ctx.rank != 0:
-        run = Run.open(run_dir)
+        run = Run.open(run_dir, require_complete=False)
 
     # the data order / dropout / SpecAugment streams start from the seed (restored on resume)
     torch.manual_seed(cfg.seed + 1)
@@ -502,17 +446,17 @@ def _run(cfg: FinetuneConfig, mode, manifest, device: str, ctx) -> FinetuneResul
 
     state = {"epoch": 0, "batches_done": 0, "global_step": 0, "best": None, "train_loss_sum": 0.0,
              "train_loss_count": 0, "history": []}
-    ckpt = _latest_checkpoint(run_dir) if cfg.resume else None
+    ckpt = Checkpoints(run_dir).latest() if job.start.action == "resume" else None
     if ckpt is None and ctx.rank == 0:  # a fresh start (also --resume of a run killed before its first checkpoint)
         (run_dir / "train_log.jsonl").unlink(missing_ok=True)
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+        Checkpoints(run_dir).clear()
     ctx.barrier()
     if ckpt is not None:
         state = _load_checkpoint(ckpt, model, optimizer, scheduler, scaler)
         log.info("resuming %s from %s (epoch %d, %d batches done, step %d)", run_dir, ckpt.name,
                  state["epoch"] + 1, state["batches_done"], state["global_step"])
         if ctx.rank == 0:  # the checkpoint carries the epoch records: the log matches it whatever was killed
-            (run_dir / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in state["history"]))
+            run.write_log(state["history"])
 
     train_model = model
     if ctx.active:
@@ -565,7 +509,7 @@ def _run(cfg: FinetuneConfig, mode, manifest, device: str, ctx) -> FinetuneResul
                 state["batches_done"] = b + 1
                 if cfg.save_steps and state["global_step"] % cfg.save_steps == 0 and b + 1 < len(batches):
                     if ctx.rank == 0:
-                        _save_checkpoint(run_dir, model, optimizer, scheduler, scaler, state)
+                        _save_checkpoint(run_dir, model, optimizer, scheduler, scaler, state, job.on_checkpoint)
                     ctx.barrier()
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
@@ -576,13 +520,13 @@ def _run(cfg: FinetuneConfig, mode, manifest, device: str, ctx) -> FinetuneResul
                        padding_safe=adapter.padding_safe, device=device, precision=cfg.precision)
         edits, refs, loss_sum, count = ctx.sum(list(dev_statistics(post, dev[ctx.rank::ctx.world_size])))
         tl_sum, tl_count = ctx.sum([state["train_loss_sum"], float(state["train_loss_count"])])
-        dev_per = 100.0 * edits / refs if refs else float("nan")
+        dev_per = ctc.corpus_per([edits], [refs])
         dev_loss = loss_sum / count if count else float("nan")
         record = {"epoch": epoch + 1, "step": state["global_step"], "train_loss": tl_sum / max(tl_count, 1),
                   "dev_loss": dev_loss, "dev_per": dev_per, "lr": scheduler.get_last_lr()[0],
                   "seconds": round(time.perf_counter() - t0, 3)}
         best = state["best"]
-        improved = best is None or (dev_per, dev_loss) < (best["value"], best["dev_loss"])
+        improved = ctc.improves(dev_per, dev_loss, best and ctc.selection_key(best["value"], best["dev_loss"]))
         if improved:
             state["best"] = {"metric": "dev_per", "value": dev_per, "dev_loss": dev_loss, "epoch": epoch + 1,
                              "step": state["global_step"], "file": f"best-epoch-{epoch + 1:03d}.safetensors"}
@@ -597,7 +541,7 @@ def _run(cfg: FinetuneConfig, mode, manifest, device: str, ctx) -> FinetuneResul
                 ckpt_root.mkdir(parents=True, exist_ok=True)
                 _save_safetensors(trainable_state(model), ckpt_root / state["best"]["file"],
                                   metadata={"epoch": str(epoch + 1)})
-            _save_checkpoint(run_dir, model, optimizer, scheduler, scaler, state)
+            _save_checkpoint(run_dir, model, optimizer, scheduler, scaler, state, job.on_checkpoint)
             run.append_log(record)
             for old in ckpt_root.glob("best-epoch-*.safetensors"):
                 if old.name != state["best"]["file"]:
@@ -616,10 +560,8 @@ def _run(cfg: FinetuneConfig, mode, manifest, device: str, ctx) -> FinetuneResul
             run.write_posteriors(split, predict(model, exs, collator, batch_seconds=cfg.eval_batch_seconds,
                                                 padding_safe=adapter.padding_safe, device=device,
                                                 precision=cfg.precision, progress=show, desc=f"posteriors {split}"))
-        run.info["selection"] = selection
-        run.info["status"] = "complete"
-        run.save_info()
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+        run.record.selection = selection
+        finish_run(run)
     ctx.barrier()
     model.eval()
     return FinetuneResult(run, model, selection, skipped)

@@ -2,15 +2,15 @@
 
 Public API::
 
-    from phonecli.fuse import late_fusion, fuse_logprobs, weight_grid, FusionError
-    run = late_fusion(["runs/hubert", "runs/wavlm"], "runs/late", alphas="0:1:0.1", rule="log-linear")
+    from phonecli.fuse import fuse_late, fuse_logprobs, weight_grid, FusionError
+    run = fuse_late(["runs/hubert", "runs/wavlm"], "runs/late", alphas="0:1:0.1", rule="log-linear")
 
 Early and gated fusion are probes over several caches: ``phonecli.probe.train_probe([cache_a, cache_b], ...)``.
 """
 
 from __future__ import annotations
 
-__all__ = ["FusionError", "fuse_logprobs", "late_fusion", "parse_values", "weight_grid"]
+__all__ = ["FusionError", "fuse_logprobs", "fuse_late", "parse_values", "weight_grid"]
 
 
 def __getattr__(name: str):

@@ -43,15 +43,17 @@ from typing import Sequence
 
 import numpy as np
 
-from phonecli.runs import Run, RunError
-from phonecli.errors import FusionError  # noqa: F401  (re-exported)
+from phonecli import ctc
+from phonecli.config import FUSION_ALIGN, FUSION_RULES, LateFusionConfig
 from phonecli.finite import check_posteriors, refuse_failed
+from phonecli.runs import Run, RunError, finish_run, prepare_run, refuse_structural_change, start_run
+from phonecli.storage import atomic_write, check_free_space
+from phonecli.errors import DataError, FusionError  # noqa: F401  (re-exported)
 
 log = logging.getLogger("phonecli.fuse")
 
-RULES = ("log-linear", "linear")
-ALIGN = ("repeat", "refuse")
-DEFAULT_ALPHAS = "0:1:0.1"
+RULES, ALIGN = FUSION_RULES, FUSION_ALIGN
+DEFAULT_ALPHAS = LateFusionConfig.alpha_grid
 #: rows whose logsumexp is further than this from 0 are not log-posteriors
 NORMALISATION_TOLERANCE = 1e-3
 SWEEP_CSV = "sweep.csv"
@@ -253,9 +255,8 @@ def load_split(runs: list[Run], split: str, factors: list[int]) -> SplitData:
     for r in runs:
         try:
             p = r.read_posteriors(split)
-        except (RunError, OSError, KeyError, ValueError) as e:
-            raise FusionError(f"{r.posteriors_path(split)}: unreadable posteriors ({e}); re-run the stage "
-                              f"that made {r.path}") from e
+        except RunError as e:        # missing, truncated or inconsistent: one line naming the file
+            raise FusionError(str(e)) from e
         check_posteriors(p, file=r.posteriors_path(split), error=FusionError,
                          fix=f"the stage that made {r.path} diverged; re-run it (e.g. with a lower --lr)")
         posts.append(p)
@@ -303,28 +304,17 @@ def load_split(runs: list[Run], split: str, factors: list[int]) -> SplitData:
 
 
 def _ctc_loss(per_utt: dict[str, np.ndarray], targets: dict[str, list[int]]) -> float:
-    """Mean over utterances of CTC loss / target length (nats per phone), via torch."""
-    import torch
-    from torch.nn import functional as F
-
-    losses = []
-    for u, lp in per_utt.items():
-        tg = targets.get(u)
-        if not tg:
-            continue
-        # (T, 1, V); a finite floor: -inf entries can turn torch's CTC recursion into NaN
-        x = torch.from_numpy(np.maximum(lp, -1e4)).unsqueeze(1)
-        loss = F.ctc_loss(x, torch.tensor([tg]), torch.tensor([lp.shape[0]]), torch.tensor([len(tg)]),
-                          blank=0, reduction="sum", zero_infinity=True)
-        losses.append(float(loss) / len(tg))
+    """Mean over the dev utterances with a finite loss of CTC loss / target length (:mod:`phonecli.ctc`)."""
+    losses = [ctc.posterior_ctc_loss(lp, targets.get(u) or []) for u, lp in per_utt.items()]
+    losses = [x for x in losses if x is not None]
     return float(np.mean(losses)) if losses else float("nan")
 
 
 def _utt_table(per_utt: dict[str, np.ndarray], refs: dict[str, dict]):
-    from phonecli.evaluate.decode import greedy_decode
     from phonecli.evaluate.seed_protocol import UttTable
 
-    rows = [{"utt_id": u, "speaker": refs[u]["speaker"], "hyp": greedy_decode(lp, refs[u]["vocab"]), "ref": refs[u]["ref"],
+    rows = [{"utt_id": u, "speaker": refs[u]["speaker"], "hyp": ctc.greedy_phones(lp, refs[u]["vocab"]),
+             "ref": refs[u]["ref"],
              "accuracy": refs[u]["accuracy"]} for u, lp in per_utt.items() if u in refs]
     return UttTable.build(rows)
 
@@ -368,18 +358,6 @@ def select(points: list[dict], metric: str) -> int:
     return best
 
 
-def normalise_metric(metric: str) -> str:
-    m = metric.strip().lower().replace("-", "_")
-    for prefix in ("dev_",):
-        if m.startswith(prefix):
-            m = m[len(prefix):]
-    if m in ("per_all",):
-        m = "per"
-    if m not in SELECT_METRICS:
-        raise FusionError(f"--select-on {metric!r}: choose one of {', '.join('dev-' + k.replace('_', '-') for k in SELECT_METRICS)}")
-    return m
-
-
 # ---------------------------------------------------------------------------------------------
 # the whole thing
 
@@ -392,34 +370,47 @@ def _fingerprint(run: Run) -> str:
     return "sha256:" + h.hexdigest()[:16]
 
 
-def late_fusion(runs: Sequence[str | Path | Run], out: str | Path, alphas: str | Sequence[float] | None = None,
-                rule: str = "log-linear", select_on: str = "per", align: str = "repeat", n_jobs: int = -1,
-                plot: bool = True, name: str | None = None, progress: bool | None = None) -> Run:
+def fuse_late(runs: Sequence[str | Path | Run], out: str | Path, config: LateFusionConfig | None = None, *,
+              overwrite: bool = False, resume: bool = False, n_jobs: int = -1, plot: bool = True,
+              name: str | None = None, progress: bool | None = None, **overrides) -> Run:
     """Fuse the log-posteriors of ``runs`` and write a ``late-fusion`` run at ``out``.
 
-    ``alphas``: ``"0.3,0.5,0.7"``, ``"START:STOP:STEP"`` (inclusive) or a list of numbers; alpha is
-    the weight of the first run (3+ runs: a simplex grid, see :func:`weight_grid`); default
-    ``0:1:0.1``. ``rule``: ``log-linear`` or ``linear``. ``select_on``: dev metric that picks the
-    weights (``per`` = dev PER over all dev utterances, ``per-hq``, ``auc``, ``pearson``,
-    ``spearman``, ``f1``, ``ctc-loss``). ``align``: ``repeat`` (bring slower runs to the fastest
-    rate) or ``refuse``. ``n_jobs``: joblib worker processes for the sweep; -1 (default) = one per
-    core, but no more than one per ``MIN_FRAMES_PER_WORKER`` frames of work (serial on tiny corpora).
+    Args:
+        runs: 2+ finished run directories (or :class:`~phonecli.runs.Run`) of one corpus, each with
+            ``posteriors/{dev,test}.safetensors`` (float32 ``(frames, 40)`` log-posteriors).
+        out: the run directory to write.
+        config: a :class:`~phonecli.config.LateFusionConfig`; ``overrides`` are keyword options on top
+            of it. ``alpha_grid`` (``--alphas``): ``"0.3,0.5,0.7"``, ``"START:STOP:STEP"`` (inclusive) or
+            a list of numbers, alpha = weight of the first run (3+ runs: a simplex grid, see
+            :func:`weight_grid`); ``rule``: ``log-linear`` or ``linear``; ``select_on``: the dev metric
+            that picks the weights (``dev-per`` = dev PER over all dev utterances, ``dev-per-hq``,
+            ``dev-auc``, ``dev-pearson``, ``dev-spearman``, ``dev-f1``, ``dev-ctc-loss``); ``align``:
+            ``repeat`` (bring slower runs to the fastest rate) or ``refuse``.
+        overwrite: replace a run already at ``out``; without it a finished run there is refused.
+        resume: finish an interrupted fusion (it is recomputed: a sweep takes seconds); a complete one is
+            returned as it is.
+        n_jobs: joblib worker processes for the sweep; -1 = one per core, but no more than one per
+            ``MIN_FRAMES_PER_WORKER`` frames of work (serial on tiny corpora). plot: write sweep.png.
 
-    Writes ``posteriors/{dev,test}.safetensors`` (and ``train`` when every input has it) at the
-    chosen weights, ``sweep.csv`` (every grid point: dev metrics, and test metrics labelled as not
-    used for selection) and ``sweep.png``. Returns the :class:`~phonecli.runs.Run`.
+    Returns:
+        The :class:`~phonecli.runs.Run`: ``posteriors/{dev,test}.safetensors`` (and ``train`` when every
+        input has it) at the chosen weights and the fastest input frame rate, ``sweep.csv`` (every grid
+        point: dev metrics, and test metrics labelled as not used for selection) and ``sweep.png``.
     """
     from joblib import Parallel, delayed
 
+    cfg = LateFusionConfig.build(config, **overrides)
+    rule, align, alphas, metric = cfg.rule, cfg.align, cfg.alpha_grid, cfg.metric
     t0 = time.time()
-    if rule not in RULES:
-        raise FusionError(f"--rule {rule!r}: choose {' or '.join(RULES)}")
-    metric = normalise_metric(select_on)
     runs = _open_runs(runs)
     grid = weight_grid(alphas, len(runs))
     out = Path(out)
     if any(out.resolve() == r.path.resolve() for r in runs):
         raise FusionError(f"--out {out}: is one of the input runs; choose a new directory")
+    start = prepare_run(out, ("late-fusion",), overwrite=overwrite, resume=resume)
+    if start.action == "done":
+        log.info("%s: the run is complete; nothing to resume", out)
+        return start.run
     fast, factors = check_compatible(runs, align)
     for r in runs:
         for s in ("dev", "test"):
@@ -431,7 +422,7 @@ def late_fusion(runs: Sequence[str | Path | Run], out: str | Path, alphas: str |
             log.info("%s: %g fps, each frame repeated %dx to %g fps", r.path, r.frame_rate, k, fast)
     try:
         manifest = runs[0].manifest()
-    except (FileNotFoundError, ValueError) as e:
+    except DataError as e:
         raise FusionError(f"{runs[0].path}/run.json points at data {runs[0].info.get('data')!r}: {e}") from e
     if manifest.corpus_id != runs[0].info.get("corpus_id"):
         raise FusionError(f"{runs[0].path}: run.json corpus {runs[0].info.get('corpus_id')} but its data dir "
@@ -469,36 +460,31 @@ def late_fusion(runs: Sequence[str | Path | Run], out: str | Path, alphas: str |
     # ---- write the run (train is checked before anything is written) ----
     train = load_split(runs, "train", factors) if all(r.posteriors_path("train").exists() for r in runs) else None
     key = SELECT_METRICS[metric][0]
-    config = {"rule": rule, "alpha": weights[0], "weights": list(weights), "alpha_grid": _spec_str(alphas),
-              "grid_size": len(grid), "select_on": f"dev_{metric}", "align": align, "frame_rate_factors": factors,
-              "runs": [str(r.path) for r in runs]}
+    config = {**cfg.to_dict(), "alpha": weights[0], "weights": list(weights), "grid_size": len(grid),
+              "frame_rate_factors": factors, "runs": [str(r.path) for r in runs]}
     sources = [{"run": str(r.path.resolve()), "name": r.name, "kind": r.kind, "frame_rate": r.frame_rate,
                 "repeat": k, "weight": w, "fingerprint": _fingerprint(r)} for r, k, w in zip(runs, factors, weights)]
-    for stale in ("posteriors", "metrics.json", "predictions.jsonl", "phone_scores.jsonl", SWEEP_CSV, SWEEP_PNG):
-        p = out / stale
-        if p.is_dir():
-            import shutil
-
-            shutil.rmtree(p)
-        else:
-            p.unlink(missing_ok=True)
-    run = Run.create(out, "late-fusion", config=config, corpus_id=runs[0].info["corpus_id"],
-                     data=runs[0].info["data"], frame_rate=fast, sources=sources, name=name,
-                     vocab=runs[0].info.get("vocab"))
+    if start.action == "resume":
+        refuse_structural_change(start.run, start.run.record.config, config, LateFusionConfig.structural_fields())
+    frames = sum(len(sd.flats[0]) for sd in [*data.values(), *([train] if train is not None else [])])
+    check_free_space(out, frames * len(runs[0].record.vocab) * 4 + 2**20, "the late-fusion run (posteriors)")
+    run = start_run(start, "late-fusion", config=config, corpus_id=runs[0].record.corpus_id, data=runs[0].record.data,
+                    frame_rate=fast, sources=sources, vocab=runs[0].record.vocab, name=name,
+                    outputs=("posteriors", SWEEP_CSV, SWEEP_PNG))
     for s, sd in data.items():
         run.write_posteriors(s, sd.per_utt(fuse_logprobs(sd.flats, weights, rule)))
     if train is not None:
         run.write_posteriors("train", train.per_utt(fuse_logprobs(train.flats, weights, rule)))
-    run.info["selection"] = {"metric": f"dev_{metric}", "value": points[best]["dev"][key], "weights": list(weights),
+    run.record.selection = {"metric": f"dev_{metric}", "value": points[best]["dev"][key], "weights": list(weights),
                              "alpha": weights[0], "dev_ctc_loss": points[best]["dev"]["ctc_loss"],
                              "chosen_on": "dev"}
     run.info["seconds"] = round(time.time() - t0, 3)
     run.info["sweep_seconds"] = round(sweep_seconds, 3)
     run.info["sweep_workers"] = jobs
-    run.save_info()
     write_sweep_csv(run.path / SWEEP_CSV, points, runs)
     if plot:
         plot_sweep(run.path / SWEEP_PNG, points, runs, metric)
+    finish_run(run)
     log.info("chose weights %s on dev %s = %.4g; run written to %s", _fmt_w(weights), metric,
              points[best]["dev"][key], run.path)
     return run
@@ -514,14 +500,6 @@ def _progress(grid, show: bool):
     from tqdm.auto import tqdm
 
     return tqdm(grid, desc="late-fusion sweep", unit="weights", disable=not show, leave=False)
-
-
-def _spec_str(alphas) -> str:
-    if alphas is None:
-        return DEFAULT_ALPHAS
-    if isinstance(alphas, str):
-        return alphas
-    return ",".join(f"{float(a):g}" for a in alphas)
 
 
 def _fmt_w(w) -> str:
@@ -548,16 +526,17 @@ def write_sweep_csv(path: Path, points: list[dict], runs: list[Run]) -> None:
     def f(v):
         return "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.12g}"
 
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(header)
-        for p in points:
-            test = p.get("test", {})
-            w.writerow([f(p["weights"][0]), *(f(x) for x in p["weights"]),
-                        *(f(p["dev"].get(k)) for k in REPORTED), "yes" if p["selected"] else "",
-                        *(f(test.get(k)) for k in REPORTED if k != "ctc_loss")])
-    tmp.replace(path)
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(header)
+            for p in points:
+                test = p.get("test", {})
+                w.writerow([f(p["weights"][0]), *(f(x) for x in p["weights"]),
+                            *(f(p["dev"].get(k)) for k in REPORTED), "yes" if p["selected"] else "",
+                            *(f(test.get(k)) for k in REPORTED if k != "ctc_loss")])
+
+    atomic_write(path, write)
 
 
 def read_sweep_csv(path: str | Path) -> list[dict]:
@@ -591,5 +570,5 @@ def plot_sweep(path: Path, points: list[dict], runs: list[Run], metric: str) -> 
     ax.set_title(f"late fusion: {' + '.join(r.name for r in runs)}", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)

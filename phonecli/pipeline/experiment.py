@@ -41,14 +41,29 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from phonecli.errors import ExperimentError  # noqa: F401  (re-exported)
+from phonecli.config import (
+    EvaluateConfig,
+    ExtractConfig,
+    FinetuneConfig,
+    LateFusionConfig,
+    ProbeConfig,
+    ReportConfig,
+)
+from phonecli.errors import DataError, ExperimentError, PhonecliError
 
 STEP_KINDS = ("prepare", "build", "extract", "probe", "finetune", "late", "evaluate", "report")
 RUN_KINDS = ("probe", "finetune", "late")
+TOP_KEYS = ("name", "paths", "data", "expected", "defaults", "encoders", "runs", "report")
+DEFAULT_BLOCKS = ("extract", "probe", "finetune", "late", "evaluate")
+RUN_KEYS = ("name", "seed_row", "seed_result", "note", "unavailable")
+#: preset keys that are a step's inputs (or preset conveniences), not options of its stage config
+INPUT_KEYS = {"extract": ("model", "build"), "probe": ("features", "batch_utterances"), "finetune": ("model",),
+              "late": ("runs", "jobs")}
+STAGE_CONFIGS = {"probe": ProbeConfig, "finetune": FinetuneConfig, "late": LateFusionConfig}
 BYTES = {"float16": 2, "float32": 4, "int8": 1}
 DEFAULT_EXPECTED = {"utterances": 5000, "hours": 5.6}
 
@@ -66,6 +81,7 @@ class Step:
     size_note: str = ""
     deps: list[str] = field(default_factory=list)
     spec: dict = field(default_factory=dict)
+    config: object = None              # the step's typed stage config (phonecli.config), when it has one
     seconds: float | None = None
 
     @property
@@ -77,8 +93,13 @@ class Step:
 # loading
 
 
-def load_experiment(path: str | Path) -> dict:
-    """Parse and check a preset YAML file; a bad key is one clear line naming the file and the key."""
+def load_experiment(path: str | Path, overrides: dict | None = None) -> dict:
+    """Parse and check a preset YAML file; a bad key is one clear line naming the file and the key.
+
+    ``overrides``: ``{block: {key: value}}`` shallow updates of the ``defaults`` blocks *and* of every
+    run of that kind (e.g. ``{"probe": {"epochs": 5}}`` for a quick smoke run), applied before the check.
+    Every block becomes a typed stage config (``exp["_configs"]``).
+    """
     import yaml
 
     path = Path(path)
@@ -95,14 +116,36 @@ def load_experiment(path: str | Path) -> dict:
     if not isinstance(exp, dict):
         raise ExperimentError(f"{path}: a preset is a YAML mapping with name, paths, data, encoders, runs")
     exp["_file"] = str(path)
+    for block, values in (overrides or {}).items():
+        exp.setdefault("defaults", {}).setdefault(block, {}).update(values)
+        for r in exp.get("runs") or []:
+            if isinstance(r, dict) and isinstance(r.get(block), dict):
+                r[block].update(values)
+    return check_experiment(exp)
+
+
+def check_experiment(exp: dict) -> dict:
+    """Validate a parsed preset (``exp["_file"]`` names it) and build its typed configs into ``exp["_configs"]``."""
+    path = exp.get("_file", "<preset>")
+    unknown = sorted(set(exp) - set(TOP_KEYS) - {"_file"})
+    if unknown:
+        raise ExperimentError(f"{path}: unknown top-level key {unknown[0]!r}; valid keys: {', '.join(TOP_KEYS)}")
     for key in ("name", "runs"):
         if key not in exp:
             raise ExperimentError(f"{path}: missing top-level key {key!r}")
+    defaults = exp.get("defaults") or {}
+    bad = sorted(set(defaults) - set(DEFAULT_BLOCKS))
+    if bad:
+        raise ExperimentError(f"{path}: unknown defaults block {bad[0]!r}; valid blocks: {', '.join(DEFAULT_BLOCKS)}")
     encoders = exp.setdefault("encoders", {}) or {}
     exp["encoders"] = encoders
+    configs: dict[str, object] = {}
     for enc, spec in encoders.items():
         if not isinstance(spec, dict) or "model" not in spec:
             raise ExperimentError(f"{path}: encoders.{enc} needs a `model` (registry name or save_pretrained dir)")
+        merged = {**_defaults(exp, "extract"), **spec}
+        configs[f"extract:{enc}"] = ExtractConfig.from_dict(
+            {k: v for k, v in merged.items() if k not in INPUT_KEYS["extract"]}, where=f"{path}: encoders.{enc}")
     names = set()
     for i, r in enumerate(exp["runs"]):
         if not isinstance(r, dict) or "name" not in r:
@@ -110,16 +153,30 @@ def load_experiment(path: str | Path) -> dict:
         kinds = [k for k in RUN_KINDS if k in r]
         if len(kinds) != 1:
             raise ExperimentError(f"{path}: run {r['name']!r} needs exactly one of probe / finetune / late")
+        extra = sorted(set(r) - set(RUN_KEYS) - set(RUN_KINDS))
+        if extra:
+            raise ExperimentError(f"{path}: run {r['name']!r}: unknown key {extra[0]!r}; valid keys: "
+                                  f"{', '.join(RUN_KEYS)} and one of {', '.join(RUN_KINDS)}")
         if r["name"] in names:
             raise ExperimentError(f"{path}: run name {r['name']!r} is used twice")
         names.add(r["name"])
-        if "probe" in r:
-            feats = r["probe"].get("features")
+        kind = kinds[0]
+        spec = {**_defaults(exp, kind), **(r[kind] or {})}
+        if kind == "probe" and "batch_utterances" in spec and "batch_frames" in (r[kind] or {}):
+            raise ExperimentError(f"{path}: run {r['name']!r}: give batch_utterances or batch_frames, not both")
+        options = {k: v for k, v in spec.items() if k not in INPUT_KEYS[kind]}
+        if kind == "probe" and "batch_utterances" in spec:
+            options.pop("batch_frames", None)   # computed from batch_utterances by plan()
+        configs[f"run:{r['name']}"] = STAGE_CONFIGS[kind].from_dict(options, where=f"{path}: run {r['name']!r} {kind}")
+        if kind == "probe":
+            feats = spec.get("features")
             if not feats:
                 raise ExperimentError(f"{path}: run {r['name']!r}: probe.features lists the encoders to read")
             for f in ([feats] if isinstance(feats, str) else feats):
                 if f not in encoders:
                     raise ExperimentError(f"{path}: run {r['name']!r}: probe feature {f!r} is not under `encoders`")
+        if kind == "finetune" and not spec.get("model"):
+            raise ExperimentError(f"{path}: run {r['name']!r}: finetune.model names the encoder to fine-tune")
     for r in exp["runs"]:
         if "late" in r:
             for src in r["late"].get("runs", []):
@@ -128,6 +185,11 @@ def load_experiment(path: str | Path) -> dict:
                                           f"this preset")
             if len(r["late"].get("runs", [])) < 2:
                 raise ExperimentError(f"{path}: run {r['name']!r}: late.runs needs 2+ run names")
+    configs["evaluate"] = EvaluateConfig.from_dict(_defaults(exp, "evaluate"), where=f"{path}: defaults.evaluate")
+    report = exp.get("report", {})
+    if report is not None:
+        configs["report"] = ReportConfig.from_dict(report, where=f"{path}: report")
+    exp["_configs"] = configs
     return exp
 
 
@@ -150,26 +212,12 @@ def _defaults(exp: dict, kind: str) -> dict:
 # sizes
 
 
-def layer_indices(spec, n_states: int) -> list[int]:
-    """Stored hidden-state indices for an extraction ``layers`` spec (``all``, ``last``, ``0,6,9-12``, a list)."""
-    if spec in (None, "all"):
-        return list(range(n_states))
-    if spec == "last":
-        return [n_states - 1]
-    if isinstance(spec, int):
-        return [spec]
-    if isinstance(spec, list):
-        return [int(x) for x in spec]
-    out: list[int] = []
-    try:
-        for part in str(spec).split(","):
-            a, _, b = part.strip().partition("-")
-            out += list(range(int(a), int(b) + 1)) if b else [int(a)]
-    except ValueError:
-        raise ExperimentError(f"layers {spec!r}: use all, last, or indices like 0,6,9-12") from None
-    if any(not 0 <= i < n_states for i in out):
-        raise ExperimentError(f"layers {spec!r}: indices must lie in 0..{n_states - 1}")
-    return out
+def layer_indices(spec, n_states: int, source: str = "encoder") -> list[int]:
+    """Stored hidden-state indices for an extraction ``layers`` spec (:mod:`phonecli.layers`: ``all``, ``last``,
+    ``0,6,9-12``, a list) of a model with ``n_states`` hidden states."""
+    from phonecli.layers import EXTRACT, resolve
+
+    return list(resolve("all" if spec is None else spec, range(n_states), EXTRACT, source=source).layers)
 
 
 def encoder_shape(enc: dict, paths: dict[str, Path]) -> tuple[str, float, int, int]:
@@ -183,10 +231,7 @@ def encoder_shape(enc: dict, paths: dict[str, Path]) -> tuple[str, float, int, i
         states = int(build.get("layers", 2)) + 1
         name, rate, dim = local.name, 50.0, int(build.get("hidden_size", 32))
     else:
-        try:
-            spec, _ = resolve(str(local) if (local / "config.json").exists() else model)
-        except ValueError as e:
-            raise ExperimentError(f"encoder {model}: {e}") from e
+        spec, _ = resolve(str(local) if (local / "config.json").exists() else model)  # unknown names: one line
         name, rate, states, dim = spec.name, float(spec.frame_rate), int(spec.layers), int(spec.hidden_size)
     return name, rate, states, dim
 
@@ -236,7 +281,7 @@ def corpus_facts(exp: dict, paths: dict[str, Path]) -> Corpus:
     if mfile.exists():
         try:
             m = Manifest.load(paths["data"])
-        except (ValueError, OSError, KeyError) as e:
+        except DataError as e:
             raise ExperimentError(f"{mfile}: unreadable manifest ({e}); re-run `phonecli data prepare`") from e
         return Corpus(m.corpus_id, len(m), float(sum(u.duration for u in m)), True, paths["data"])
     exp_ = {**DEFAULT_EXPECTED, **(exp.get("expected") or {})}
@@ -251,24 +296,26 @@ def _run_complete(run_dir: Path) -> tuple[bool, dict | None]:
         info = json.loads(f.read_text())
     except json.JSONDecodeError:
         return False, None
-    ok = all((run_dir / "posteriors" / f"{s}.safetensors").exists() for s in ("dev", "test"))
+    ok = info.get("status") in (None, "complete") and all(
+        (run_dir / "posteriors" / f"{s}.safetensors").exists() for s in ("dev", "test"))
     return ok, info
 
 
 def _cache_complete(path) -> bool:
     if not Path(str(path)).exists():
         return False
-    try:
-        from phonecli.cache import FeatureCache
+    from phonecli.cache import FeatureCache
+    from phonecli.errors import CacheError
 
+    try:
         return FeatureCache.open(path).is_complete
-    except Exception:  # an unreadable/foreign store is simply "not complete": extraction says why
+    except CacheError:  # an unreadable/foreign store is simply "not complete": extraction says why
         return False
 
 
 def plan(exp: dict, out: str | Path | None = None) -> tuple[list[Step], Corpus, dict[str, Path]]:
     """The ordered steps of ``exp`` with status run/skip/unavailable and estimated cache sizes."""
-    from phonecli.extract.runner import DEFAULT_DTYPE, cache_location
+    from phonecli.extract.runner import cache_location
 
     paths = _root_paths(exp, out)
     corpus = corpus_facts(exp, paths)
@@ -317,10 +364,9 @@ def plan(exp: dict, out: str | Path | None = None) -> tuple[list[Step], Corpus, 
                      spec=dict(enc["build"])))
             deps.append(f"build:{enc_name}")
         name, rate, all_states, dim = encoder_shape(enc, paths)
-        dtype = enc.get("dtype", DEFAULT_DTYPE)
-        if dtype not in BYTES:
-            raise ExperimentError(f"{exp['_file']}: encoders.{enc_name}.dtype {dtype!r}: use float16, float32 or int8")
-        sel = layer_indices(enc.get("layers", "all"), all_states)
+        ecfg = exp["_configs"][f"extract:{enc_name}"]
+        dtype = ecfg.dtype
+        sel = layer_indices(ecfg.layers, all_states, source=f"{exp['_file']}: encoders.{enc_name}")
         n_layers = len(sel)
         cpath = cache_location(paths["cache"], corpus.corpus_id, name, layers=sel, all_layers=list(range(all_states)),
                                dtype=dtype, splits=["all"], all_splits=["all"])
@@ -333,7 +379,7 @@ def plan(exp: dict, out: str | Path | None = None) -> tuple[list[Step], Corpus, 
                  est_bytes=int(est),
                  size_note=f"{corpus.utterances} utts x {corpus.mean_seconds:.2f} s x {rate:g} fps x {n_layers} layers "
                            f"x {dim} x {BYTES[dtype]} B",
-                 deps=deps, spec={k: v for k, v in enc.items() if k != "build"}))
+                 deps=deps, spec={k: v for k, v in enc.items() if k != "build"}, config=ecfg))
 
     # runs
     run_dirs: dict[str, Path] = {}
@@ -342,7 +388,9 @@ def plan(exp: dict, out: str | Path | None = None) -> tuple[list[Step], Corpus, 
         rdir = paths["runs"] / r["name"]
         run_dirs[r["name"]] = rdir
         spec = {**_defaults(exp, kind), **r[kind]}
+        cfg = exp["_configs"][f"run:{r['name']}"]
         deps = ["prepare:data"]
+        inputs: dict = {}
         if kind == "probe":
             feats = spec["features"]
             feats = [feats] if isinstance(feats, str) else list(feats)
@@ -350,13 +398,19 @@ def plan(exp: dict, out: str | Path | None = None) -> tuple[list[Step], Corpus, 
             if "batch_utterances" in spec and r["name"] not in unavailable_runs:
                 rate = max(enc_info[f][0] for f in feats)
                 spec["batch_frames"] = int(round(spec.pop("batch_utterances") * corpus.mean_seconds * rate))
+                cfg = replace(cfg, batch_frames=spec["batch_frames"])
+            inputs = {"features": [str(cache_paths.get(f, "")) for f in feats]}
         elif kind == "late":
             deps += [f"run:{x}" for x in spec["runs"]]
+            inputs = {"runs": list(spec["runs"])}
+        else:
+            inputs = {"model": str(spec["model"])}
         if r.get("unavailable"):
-            add(Step("run", r["name"], str(rdir), "unavailable", str(r["unavailable"]), spec={"kind": kind, **spec}))
+            add(Step("run", r["name"], str(rdir), "unavailable", str(r["unavailable"]), spec={"kind": kind, **spec},
+                     config=cfg))
             continue
-        sha = _sha({"kind": kind, **spec, "inputs": [str(cache_paths.get(f, "")) for f in spec.get("features", [])]
-                    if kind == "probe" else None})
+        # the settings a run is made from: its typed config (defaults resolved) and its inputs
+        sha = _sha({"kind": kind, "config": cfg.to_dict(), "inputs": inputs})
         complete, info = _run_complete(rdir)
         if not complete:
             status, reason = "run", describe_run(r, kind, spec)
@@ -368,10 +422,11 @@ def plan(exp: dict, out: str | Path | None = None) -> tuple[list[Step], Corpus, 
                 status, reason = "skip", "run exists and is complete (same settings)"
             else:
                 status, reason = "run", "settings changed since the run was made"
-        add(Step("run", r["name"], str(rdir), status, reason, deps=deps, spec={"kind": kind, "sha": sha, **spec}))
+        add(Step("run", r["name"], str(rdir), status, reason, deps=deps, spec={"kind": kind, "sha": sha, **spec},
+                 config=cfg))
 
     # evaluation of every run that can exist, then one report
-    ev = {"protocol": "all", "bootstrap": 1000, **_defaults(exp, "evaluate")}
+    ev = exp["_configs"]["evaluate"]
     for r in exp["runs"]:
         if r.get("unavailable"):
             continue
@@ -381,10 +436,10 @@ def plan(exp: dict, out: str | Path | None = None) -> tuple[list[Step], Corpus, 
         fresh = mfile.exists() and post.exists() and mfile.stat().st_mtime >= post.stat().st_mtime
         add(Step("evaluate", r["name"], str(mfile), "skip" if fresh else "run",
                  "metrics.json is newer than the posteriors" if fresh else "evaluate", deps=[f"run:{r['name']}"],
-                 spec=dict(ev)))
+                 config=ev))
     if exp.get("report", {}) is not None:
         add(Step("report", exp["name"], str(paths["results"]), "run", "results table over every evaluated run",
-                 deps=[s.key for s in steps if s.kind == "evaluate"], spec=dict(exp.get("report") or {})))
+                 deps=[s.key for s in steps if s.kind == "evaluate"], config=exp["_configs"]["report"]))
     return steps, corpus, paths
 
 
@@ -446,7 +501,7 @@ def run_experiment(path: str | Path | dict, out: str | Path | None = None, *, pl
     :class:`ExperimentError` naming the step; everything finished before it stays on disk and is
     skipped when the same command is repeated.
     """
-    exp = path if isinstance(path, dict) else load_experiment(path)
+    exp = load_experiment(path) if not isinstance(path, dict) else path if "_configs" in path else check_experiment(path)
     steps, corpus, paths = plan(exp, out)
     if plan_only:
         echo(format_plan(exp, steps, corpus))
@@ -471,7 +526,7 @@ def run_experiment(path: str | Path | dict, out: str | Path | None = None, *, pl
             _EXEC[s.kind](ctx, s)
         except ExperimentError:
             raise
-        except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
+        except (PhonecliError, FileNotFoundError) as e:   # a bug (any other exception) keeps its traceback
             msg = " ".join(str(e).split())
             raise ExperimentError(f"step {i} ({s.kind} {s.name}) failed: {msg}; finished steps are kept, "
                                   f"re-run the same command to continue") from e
@@ -512,17 +567,10 @@ def _exec_build(ctx: dict, s: Step) -> None:
 def _exec_extract(ctx: dict, s: Step) -> None:
     from phonecli.extract.runner import run_extraction
 
-    e = s.spec
-    model = str(_model_path(str(e["model"]), ctx["paths"])) if str(e["model"]).startswith("models/") else e["model"]
-    rep = run_extraction(model, ctx["paths"]["data"], out=s.target, layers=e.get("layers", "all"),
-                         dtype=e.get("dtype", "float16"), device=e.get("device", "auto"),
-                         batch_seconds=float(e.get("batch_seconds", 60.0)), on_error=e.get("on_error", "fail"),
-                         revision=e.get("revision"), progress=ctx["progress"])
+    model = str(s.spec["model"])
+    model = str(_model_path(model, ctx["paths"])) if model.startswith("models/") else model
+    rep = run_extraction(model, ctx["paths"]["data"], None, s.config, out=s.target, progress=ctx["progress"])
     ctx["caches"][s.name] = str(rep.path)
-
-
-_PROBE_KEYS = ("head", "layers", "targets", "context", "epochs", "lr", "batch_frames", "seed", "device", "patience",
-               "standardize", "layer_norm", "dropout", "weight_decay", "align", "memory", "control")
 
 
 def _mark(run_dir: Path, s: Step, exp: dict) -> None:
@@ -537,66 +585,51 @@ def _exec_run(ctx: dict, s: Step) -> None:
     kind = s.spec["kind"]
     exp, paths = ctx["exp"], ctx["paths"]
     out = Path(s.target)
+    # the plan runs this step because the run is missing, interrupted, or made by this preset with other
+    # settings: the last is replaced explicitly; an interrupted probe continues from its last epoch
+    exists = (out / "run.json").exists()
+    complete = exists and _run_complete(out)[0]
     if kind == "probe":
         from phonecli.probe import train_probe
 
         feats = s.spec["features"]
         feats = [feats] if isinstance(feats, str) else feats
         caches = [ctx["caches"][f] for f in feats]
-        kw = {k: s.spec[k] for k in _PROBE_KEYS if k in s.spec}
-        train_probe(caches if len(caches) > 1 else caches[0], paths["data"], out, progress=ctx["progress"], **kw)
+        train_probe(caches if len(caches) > 1 else caches[0], paths["data"], out, s.config, overwrite=complete,
+                    resume=exists and not complete, progress=ctx["progress"])
     elif kind == "late":
-        from phonecli.fuse.late import late_fusion
+        from phonecli.fuse.late import fuse_late
 
         srcs = [ctx["runs"].get(x, str(paths["runs"] / x)) for x in s.spec["runs"]]
-        late_fusion(srcs, out, alphas=s.spec.get("alphas"), rule=s.spec.get("rule", "log-linear"),
-                    select_on=s.spec.get("select_on", "per"), align=s.spec.get("align", "repeat"),
-                    n_jobs=int(s.spec.get("jobs", -1)), progress=ctx["progress"])
+        fuse_late(srcs, out, s.config, overwrite=exists, n_jobs=int(s.spec.get("jobs", -1)),
+                  progress=ctx["progress"])
     elif kind == "finetune":
         _exec_finetune(ctx, s, out)
     _mark(out, s, exp)
     ctx["runs"][s.name] = str(out)
 
 
-_FINETUNE_FLAGS = ("mode", "epochs", "lr", "batch_seconds", "grad_accum", "max_audio_seconds", "precision", "seed",
-                   "device")
-
-
 def _exec_finetune(ctx: dict, s: Step, out: Path) -> None:
-    """Through the `phonecli finetune` command line (its flags are the fine-tuning contract)."""
-    import click
+    """Through the fine-tuning API with the preset's typed config (every option reaches the run)."""
+    from phonecli.finetune.train import finetune
 
-    from phonecli.cli import main
-
-    if "finetune" not in main.commands:
-        raise ExperimentError(f"run {s.name}: `phonecli finetune` is not available in this installation")
-    model = s.spec["model"]
-    model = str(_model_path(model, ctx["paths"])) if str(model).startswith("models/") else model
-    args = ["finetune", "--model", str(model), "--data", str(ctx["paths"]["data"]), "--out", str(out)]
-    for k in _FINETUNE_FLAGS:
-        if k in s.spec:
-            args += [f"--{k.replace('_', '-')}", str(s.spec[k])]
-    if s.spec.get("gradient_checkpointing"):
-        args.append("--gradient-checkpointing")
+    model = str(s.spec["model"])
+    model = str(_model_path(model, ctx["paths"])) if model.startswith("models/") else model
+    resume = False
     if (out / "run.json").exists():
         complete, _ = _run_complete(out)
         if complete:
             # a finished fine-tune is GPU-hours of work: never overwrite it behind the user's back
             raise ExperimentError(f"run {s.name}: {out} holds a finished fine-tune made with other settings; "
                                   f"move it away (or rename the run in the preset) to train again")
-        args.append("--resume")      # interrupted earlier: continue from its last checkpoint
-    try:
-        main.main(args, standalone_mode=False)
-    except click.ClickException as e:
-        raise ExperimentError(f"run {s.name}: phonecli {' '.join(args)} failed: {e.format_message()}") from e
+        resume = True      # interrupted earlier: continue from its last checkpoint
+    finetune(model, ctx["paths"]["data"], out, s.config, resume=resume, progress=ctx["progress"])
 
 
 def _exec_evaluate(ctx: dict, s: Step) -> None:
     from phonecli.evaluate import evaluate_run
 
-    n = int(s.spec.get("bootstrap", 1000))
-    evaluate_run(Path(s.target).parent, protocol=s.spec.get("protocol", "all"), ci=n > 0, n_bootstrap=max(n, 1),
-                 seed=int(s.spec.get("seed", 0)), progress=ctx["progress"])
+    evaluate_run(Path(s.target).parent, s.config, progress=ctx["progress"])
 
 
 def _exec_report(ctx: dict, s: Step) -> None:
@@ -605,8 +638,7 @@ def _exec_report(ctx: dict, s: Step) -> None:
     dirs = [Path(r) for r in ctx["runs"].values() if (Path(r) / "metrics.json").exists()]
     if not dirs:
         raise ExperimentError(f"report {s.name}: no evaluated run to report")
-    res = write_report(dirs, s.target, evaluate_missing=False, plots=bool(s.spec.get("plots", True)))
-    ctx["report"] = res
+    ctx["report"] = write_report(dirs, s.target, replace(s.config, evaluate_missing=False))
 
 
 _EXEC = {"prepare": _exec_prepare, "build": _exec_build, "extract": _exec_extract, "run": _exec_run,

@@ -24,12 +24,7 @@ def quickstart(out: str | Path = "phonecli-quickstart", echo: Callable[[str], No
     """
     from phonecli.pipeline.experiment import load_experiment, run_experiment
 
-    exp = load_experiment(PRESET)
-    for block, values in (overrides or {}).items():
-        exp.setdefault("defaults", {}).setdefault(block, {}).update(values)
-        for r in exp["runs"]:       # per-run settings of that kind give way to the override too
-            if block in r:
-                r[block].update(values)
+    exp = load_experiment(PRESET, overrides)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     steps = run_experiment(exp, out, echo=echo, progress=progress)

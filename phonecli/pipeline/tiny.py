@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from phonecli.errors import ExperimentError
+
 KINDS = ("tiny-hubert",)
 
 
@@ -24,12 +26,12 @@ def build_model(spec: dict, out: str | Path) -> Path:
 
     kind = spec.get("kind", "tiny-hubert")
     if kind not in KINDS:
-        raise ValueError(f"build kind {kind!r}: only {', '.join(KINDS)} can be built offline")
+        raise ExperimentError(f"build kind {kind!r}: only {', '.join(KINDS)} can be built offline")
     hidden = int(spec.get("hidden_size", 32))
     layers = int(spec.get("layers", 2))
     heads = int(spec.get("heads", 2))
     if hidden % heads:
-        raise ValueError(f"build: hidden_size {hidden} must be a multiple of heads {heads}")
+        raise ExperimentError(f"build: hidden_size {hidden} must be a multiple of heads {heads}")
     conv = int(spec.get("conv_dim", 32))
     # layer-norm CNN + pre-LN encoder, like hubert-large: padding-safe, so the adapter batches utterances
     # (a group-norm CNN must be fed one utterance at a time, several times slower on the CPU)

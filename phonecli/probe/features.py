@@ -35,7 +35,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from phonecli.cache.int8 import Int8Features
-from phonecli.probe.layers import LayerSelection, parse_layers
+from phonecli.layers import PROBE, LayerSelection, resolve
 from phonecli.errors import FeatureSourceError  # noqa: F401  (re-exported)
 
 RAM_FRACTION = 0.5
@@ -64,6 +64,11 @@ def available_memory() -> int:
     except OSError:
         pass
     return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+
+
+def select_stream_layers(spec, stored: list[int], source: str) -> LayerSelection:
+    """A probe ``--layers`` spec (None: ``last``) against the layers a stream stores (see :mod:`phonecli.layers`)."""
+    return resolve("last" if spec is None else spec, stored, PROBE, source=source)
 
 
 class Stream(ABC):
@@ -128,7 +133,7 @@ class ArrayStream(Stream):
         if first.ndim != 3:
             raise FeatureSourceError(f"{name}: features must be (layers, frames, dim) arrays, got shape {first.shape}")
         self.stored_layers = list(stored_layers) if stored_layers is not None else list(range(first.shape[0]))
-        self.selection = parse_layers(layers, self.stored_layers, source=name)
+        self.selection = select_stream_layers(layers, self.stored_layers, name)
         self._rows = [self.stored_layers.index(x) for x in self.selection.layers]
         self.name, self.frame_rate, self.corpus_id, self.fingerprint = name, float(frame_rate), corpus_id, fingerprint
         self.dim = int(first.shape[2])
@@ -170,7 +175,7 @@ class CacheStream(Stream):
             raise FeatureSourceError(
                 f"{cache.path}: the cache is incomplete; re-run the same `phonecli extract` command to finish it"
             )
-        self.selection = parse_layers(layers, list(cache.layers), source=self.name)
+        self.selection = select_stream_layers(layers, list(cache.layers), self.name)
         self.dim, self.frame_rate, self.corpus_id = int(cache.dim), float(cache.frame_rate), cache.corpus_id
         if memory not in ("auto", "ram", "stream"):
             raise FeatureSourceError(f"memory={memory!r}: use auto, ram or stream")
@@ -359,12 +364,18 @@ class FeatureSource:
                 yield b, data
 
 
-def open_source(features, layers=None, *, align: str = "repeat", memory: str = "auto") -> FeatureSource:
+def open_source(features, layers=None, *, default=None, align: str = "repeat",
+                memory: str = "auto") -> FeatureSource:
     """``features``: a cache path/URL/FeatureCache, a :class:`Stream`, a :class:`FeatureSource`, or a list.
 
-    ``layers``: one spec for every stream, or a list with one spec per stream.
+    ``layers``: one spec for every stream, or a list with one spec per stream; ``default``: the spec of
+    caches when ``layers`` is None. A Stream or FeatureSource has its layers chosen when it is built, so
+    an explicit ``layers`` for one is refused rather than ignored.
     """
     if isinstance(features, FeatureSource):
+        if layers is not None:
+            raise FeatureSourceError("--layers given for a FeatureSource, whose layers were chosen when it was "
+                                     "built; choose them there")
         return features
     items = list(features) if isinstance(features, (list, tuple)) else [features]
     if isinstance(layers, (list, tuple)) and layers and not all(isinstance(x, int) for x in layers):
@@ -380,11 +391,15 @@ def open_source(features, layers=None, *, align: str = "repeat", memory: str = "
     streams = []
     for item, spec in zip(items, specs):
         if isinstance(item, Stream):
+            if spec is not None:
+                raise FeatureSourceError(f"{item.name}: --layers {spec} given for an in-memory stream, whose layers "
+                                         "are chosen when it is built (ArrayStream(..., layers=...))")
             streams.append(item)
-        else:
-            if isinstance(item, (str, Path)) and "://" not in str(item) and not Path(item).exists():
-                raise FeatureSourceError(f"{item}: no such cache; create it with `phonecli extract` or fix the path")
-            streams.append(CacheStream(item, spec, memory=memory))
+            continue
+        spec = default if spec is None else spec
+        if isinstance(item, (str, Path)) and "://" not in str(item) and not Path(item).exists():
+            raise FeatureSourceError(f"{item}: no such cache; create it with `phonecli extract` or fix the path")
+        streams.append(CacheStream(item, spec, memory=memory))
     return FeatureSource(streams, align=align)
 
 

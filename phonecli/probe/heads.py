@@ -35,7 +35,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-HEADS = ("linear", "mlp", "weighted", "transformer", "gated")
+from phonecli.config import HEADS
+from phonecli.errors import ProbeError
+
 PROJ_DIM = 256
 MLP_DIM = 512
 
@@ -139,7 +141,8 @@ class SinusoidalPositions(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t = x.shape[1]
         if t > self.pe.shape[0]:
-            raise ValueError(f"utterance of {t} frames exceeds the transformer head's {self.pe.shape[0]} positions")
+            raise ProbeError(f"an utterance of {t} frames exceeds the transformer head's {self.pe.shape[0]} positions; "
+                             "use another --head or split long utterances")
         return x + self.pe[:t]
 
 
@@ -158,9 +161,9 @@ class ProbeHead(nn.Module):
         weighted = config["weighted"]
         k, dropout = int(config.get("context", 0)), float(config.get("dropout", 0.1))
         if head not in HEADS:
-            raise ValueError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
+            raise ProbeError(f"run.json head_config: unknown head {head!r}; choose one of {', '.join(HEADS)}")
         if head == "gated" and len(shapes) != 2:
-            raise ValueError(f"--head gated mixes exactly 2 caches; got {len(shapes)} --features")
+            raise ProbeError(f"--head gated mixes exactly 2 caches; got {len(shapes)} --features")
         self.head, self.context = head, k
         self.norms = nn.ModuleList(Standardize(l, d) for l, d in shapes)
         self.mixers = nn.ModuleList(LayerMixer(l, d, w, bool(config.get("layer_norm", False)))

@@ -7,18 +7,23 @@ Writes into ``OUT``: ``layer-NN/`` (a normal run per layer), ``layers.csv``, ``l
 
 from __future__ import annotations
 
-import csv
+from dataclasses import replace
 from pathlib import Path
 
-from phonecli.probe.train import ProbeError
+from phonecli.config import ProbeConfig
+from phonecli.errors import ProbeError
+from phonecli.storage import atomic_write, atomic_write_csv, atomic_write_text
 
 COLUMNS = ("layer", "dev_per", "dev_loss", "best_epoch", "epochs_run", "seconds", "run")
 
 
-def _one(features, data, out: Path, layer: int, kwargs: dict) -> dict:
+def _one(features, data, out: Path, layer: int, config: ProbeConfig, kwargs: dict) -> dict:
     from phonecli.probe.train import train_probe
 
-    run = train_probe(features, data, out / f"layer-{layer:02d}", layers=[layer], name=f"{out.name}-L{layer}",
+    run_dir = out / f"layer-{layer:02d}"
+    # resuming a sweep: layers it had not reached yet simply start
+    kwargs = {**kwargs, "resume": kwargs.get("resume", False) and (run_dir / "run.json").exists()}
+    run = train_probe(features, data, run_dir, replace(config, layers=(str(layer),)), name=f"{out.name}-L{layer}",
                       **kwargs)
     sel = run.info["selection"]
     return {"layer": layer, "dev_per": round(sel["value"], 3), "dev_loss": round(sel["dev_loss"], 4),
@@ -26,17 +31,22 @@ def _one(features, data, out: Path, layer: int, kwargs: dict) -> dict:
             "run": str(run.path.relative_to(out))}
 
 
-def sweep_layers(features, data, out, *, jobs: int = 1, layers: list[int] | None = None, **kwargs) -> dict:
+def sweep_layers(features, data, out, config: ProbeConfig | None = None, *, jobs: int = 1,
+                 layers: list[int] | None = None, overwrite: bool = False, resume: bool = False,
+                 progress: bool | None = None, **overrides) -> dict:
     """Train one probe per layer of the cache ``features`` (all stored layers, or ``layers``).
 
-    ``kwargs`` go to :func:`phonecli.probe.train_probe` (head, epochs, lr, seed, ...).
-    Returns ``{"out", "rows", "table_csv", "table_md", "plot"}``; rows are ordered by layer.
+    ``config``/``overrides``: the :class:`~phonecli.config.ProbeConfig` of every probe (its ``layers``
+    is replaced by each single layer). ``overwrite``/``resume`` apply to every per-layer run
+    (:mod:`phonecli.runs`). Returns ``{"out", "rows", "table_csv", "table_md", "plot"}``;
+    rows are ordered by layer.
     """
     from joblib import Parallel, delayed
 
     from phonecli.probe.features import CacheStream
 
-    if kwargs.get("head") == "gated":
+    config = ProbeConfig.build(config, **overrides)
+    if config.head == "gated":
         raise ProbeError("--layers all-single trains single-cache probes; --head gated needs two caches")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -47,23 +57,20 @@ def sweep_layers(features, data, out, *, jobs: int = 1, layers: list[int] | None
     bad = [x for x in todo if x not in stored]
     if bad:
         raise ProbeError(f"{features}: layer(s) {bad} not stored (stored: {stored})")
+    kwargs = {"progress": progress, "overwrite": overwrite, "resume": resume}
     if jobs == 1:
-        rows = [_one(features, data, out, x, kwargs) for x in todo]
+        rows = [_one(features, data, out, x, config, kwargs) for x in todo]
     else:
-        rows = Parallel(n_jobs=jobs)(delayed(_one)(features, data, out, x, kwargs) for x in todo)
+        rows = Parallel(n_jobs=jobs)(delayed(_one)(features, data, out, x, config, kwargs) for x in todo)
     rows.sort(key=lambda r: r["layer"])
 
-    table_csv = out / "layers.csv"
-    with open(table_csv, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
+    table_csv = atomic_write_csv(out / "layers.csv", list(COLUMNS), rows)
     best = min(rows, key=lambda r: r["dev_per"])
     md = ["| layer | dev PER (%) | dev loss | best epoch | epochs run |", "|---:|---:|---:|---:|---:|"]
     md += [f"| {r['layer']}{' **(best)**' if r is best else ''} | {r['dev_per']:.2f} | {r['dev_loss']:.3f} | "
            f"{r['best_epoch']} | {r['epochs_run']} |" for r in rows]
     table_md = out / "layers.md"
-    table_md.write_text("\n".join(md) + "\n")
+    atomic_write_text(table_md, "\n".join(md) + "\n")
 
     import matplotlib
 
@@ -74,10 +81,10 @@ def sweep_layers(features, data, out, *, jobs: int = 1, layers: list[int] | None
     ax.plot([r["layer"] for r in rows], [r["dev_per"] for r in rows], marker="o")
     ax.set_xlabel("layer (hidden-state index)")
     ax.set_ylabel("dev PER (%)")
-    ax.set_title(f"{Path(str(features)).name}: {kwargs.get('head', 'linear')} probe per layer", fontsize=9)
+    ax.set_title(f"{Path(str(features)).name}: {config.head} probe per layer", fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     plot = out / "layers.png"
-    fig.savefig(plot, dpi=120)
+    atomic_write(plot, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
     return {"out": out, "rows": rows, "table_csv": table_csv, "table_md": table_md, "plot": plot}

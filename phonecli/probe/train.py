@@ -11,29 +11,38 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
-from phonecli.finite import check_loss
-from phonecli.probe.decode import ctc_min_frames, greedy_ids, phone_error_rate
+from phonecli import ctc
 from phonecli.cache.int8 import Int8Features
+from phonecli.config import ProbeConfig
+from phonecli.finite import check_loss
 from phonecli.probe.features import (
     Features, FeatureSource, as_float32, available_memory, length_batches, open_source,
 )
-from phonecli.probe.heads import HEADS, ProbeHead
-from phonecli.runs import Run
+from phonecli.probe.heads import ProbeHead
+from phonecli.runs import (
+    Checkpoints,
+    Run,
+    finish_run,
+    load_optimizer,
+    prepare_run,
+    refuse_structural_change,
+    save_optimizer,
+    start_run,
+)
+from phonecli.storage import atomic_write, atomic_write_text, check_free_space
 from phonecli.errors import ProbeError  # noqa: F401  (re-exported)
 
 log = logging.getLogger("phonecli.probe")
 
-TARGETS = ("canonical", "realized")
-CONTROLS = ("shuffled-labels",)
 DEFAULT_CONTEXT_WEIGHT_FREE = 4  # +-4 frames = 90 ms at 100 fps: a phone-sized window for fbank
 GATE_NEAR = 0.05                 # a gate value below this (above 1 - this) is "near 0 (1)"
 GATE_COLLAPSE = 0.9              # fraction of frames near one side that counts as collapse
@@ -141,20 +150,17 @@ def run_split(model: ProbeHead, source: FeatureSource, utt_ids: list[str], batch
                 post[u] = lp[i, :int(lengths[i])].float().cpu().numpy()
             if targets is not None and u in targets:
                 refs.append(targets[u])
-                hyps.append(greedy_ids(lp[i, :int(lengths[i])]))
+                hyps.append(ctc.greedy_ids(lp[i, :int(lengths[i])]))
         if targets is not None:
             sel = [i for i, u in enumerate(ids) if u in targets]
             if sel:
-                tg = [targets[ids[i]] for i in sel]
-                tl = torch.tensor([len(t) for t in tg], dtype=torch.long)
-                flat = torch.tensor([p for t in tg for p in t], dtype=torch.long)
-                per_utt = F.ctc_loss(lp[sel].transpose(0, 1), flat, lengths[sel].cpu(), tl, blank=0,
-                                     reduction="none", zero_infinity=True).cpu()
-                losses.extend((per_utt / tl.clamp(min=1)).tolist())
+                flat, tl = ctc.flatten_targets([targets[ids[i]] for i in sel])
+                per_utt = ctc.ctc_loss_per_phone(lp[sel], lengths[sel].cpu(), flat, tl, zero_infinity=True)
+                losses.extend(per_utt.cpu().tolist())
     out: dict = {}
     if targets is not None and refs:
         out["loss"] = float(np.mean(losses))
-        out["per"] = phone_error_rate(refs, hyps)
+        out["per"] = ctc.phone_error_rate(refs, hyps)
     if gates:
         out["gate"] = gate_stats(torch.cat(gates))
     if keep:
@@ -171,14 +177,6 @@ def default_batch_frames(train_frames: list[int]) -> int:
     85% with 1000); on a large corpus (SpeechOcean762 train at 50 fps: ~0.5 M frames) this gives 8000.
     """
     return int(min(MAX_BATCH_FRAMES, max(MIN_BATCH_FRAMES, sum(train_frames) // STEPS_PER_EPOCH)))
-
-
-def _resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ProbeError(f"--device {device}: no CUDA device is available; use --device cpu or auto")
-    return device
 
 
 def _targets(manifest, utt_ids: list[str], kind: str, source_name: str) -> dict[str, list[int]]:
@@ -202,9 +200,8 @@ def _default_context(source: FeatureSource, head: str) -> int:
 def save_weights(model: ProbeHead, path: Path) -> None:
     from safetensors.torch import save_file
 
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata={"format": "phonecli-probe-weights", "version": "1",
-                                         "head_config": json.dumps(model.config)})
+    meta = {"format": "phonecli-probe-weights", "version": "1", "head_config": json.dumps(model.config)}
+    atomic_write(path, lambda tmp: save_file(_cpu(model.state_dict()), str(tmp), metadata=meta))
 
 
 def load_probe(run: Run | str | Path, device: str = "cpu") -> ProbeHead:
@@ -255,7 +252,7 @@ def _save_layer_weights(run: Run, model: ProbeHead, source: FeatureSource) -> No
 
     entries = [{"source": d.get("cache") or d.get("name"), "layers": d["layers"], "weights": w}
                for d, w in zip(source.describe(), weights) if w is not None]
-    (run.path / "layer_weights.json").write_text(json.dumps({"streams": entries}, indent=2))
+    atomic_write_text(run.path / "layer_weights.json", json.dumps({"streams": entries}, indent=2))
     fig, axes = plt.subplots(len(entries), 1, figsize=(max(4, 0.35 * max(len(e["layers"]) for e in entries) + 2),
                                                       2.6 * len(entries)), squeeze=False)
     for ax, e in zip(axes[:, 0], entries):
@@ -266,44 +263,54 @@ def _save_layer_weights(run: Run, model: ProbeHead, source: FeatureSource) -> No
         ax.set_title(Path(str(e["source"])).name, fontsize=9)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(run.path / "layer_weights.png", dpi=120)
+    atomic_write(run.path / "layer_weights.png", lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
 
 
 # -- the loop -----------------------------------------------------------------------------------
 
-def train_probe(features, data, out, *, head: str = "linear", layers=None, targets: str = "canonical",
-                context: int | None = None, epochs: int = 100, lr: float = 1e-3, batch_frames: int | None = None,
-                seed: int = 0, device: str = "auto", patience: int = 10, standardize: bool = True,
-                layer_norm: bool = False, dropout: float = 0.1, weight_decay: float = 0.0, align: str = "repeat",
-                memory: str = "auto", control: str | None = None, progress: bool | None = None,
-                name: str | None = None) -> Run:
-    """Train one CTC probe on cached features and write a run directory at ``out``.
+def train_probe(features, data, out, config: ProbeConfig | None = None, *, overwrite: bool = False,
+                resume: bool = False, progress: bool | None = None, name: str | None = None,
+                on_epoch: Callable[[dict], None] | None = None, **overrides) -> Run:
+    """Train one CTC probe on cached features and write a run directory.
 
-    ``features``: cache path/URL, open FeatureCache, Stream, FeatureSource, or a list (2+ = early
-    fusion; ``head="gated"`` needs exactly 2). ``data``: the manifest directory (targets, corpus id).
-    ``layers``: one ``--layers`` spec for all caches or one per cache (default: ``weighted`` for the
-    weighted head, else the last stored layer). ``context``: +-K frames (default: 4 for weight-free
-    features with frame-level heads, else 0). ``epochs`` is a maximum: training stops after
-    ``patience`` epochs without a better dev PER. ``control="shuffled-labels"`` permutes the train
-    target sequences across utterances (a selectivity control; dev stays true).
+    Args:
+        features: cache path/URL, open ``FeatureCache``, ``Stream``, ``FeatureSource``, or a list of
+            them (2+ = early fusion; ``head="gated"`` needs exactly 2). Each cache holds per utterance
+            ``(layers, frames, dim)`` features.
+        data: the manifest directory (targets, corpus id).
+        out: the run directory to write.
+        config: a :class:`~phonecli.config.ProbeConfig` (default: its defaults); ``overrides`` are
+            keyword options applied on top and validated by it (``head="mlp", epochs=20``). ``layers``:
+            one spec for all caches or one per cache (default: ``weighted`` for the weighted head, else
+            ``last``); ``context``: +-K frames (default 4 for weight-free features with frame-level heads,
+            else 0); ``epochs`` is a maximum (``patience`` epochs without a better dev PER stop it);
+            ``control="shuffled-labels"`` permutes the train targets across utterances.
+        overwrite: replace a run already at ``out`` (see :mod:`phonecli.runs`); without it a finished
+            run there is refused.
+        resume: continue the interrupted run at ``out`` from its last completed epoch; the result equals
+            an uninterrupted run (bit for bit on the CPU). A complete run: returned as it is.
+        progress: tqdm bars (default: when stderr is a terminal). name: the run name (default: the
+            directory name). on_epoch: called with each epoch's log record once it is checkpointed.
+
+    Returns:
+        The :class:`~phonecli.runs.Run`: ``weights.safetensors``, ``posteriors/{train,dev,test}.safetensors``
+        (float32 ``(frames, 40)`` natural-log posteriors per utterance at the cache frame rate),
+        ``train_log.jsonl`` and run.json with the resolved config and the dev selection (PER in percent).
     """
-    from tqdm.auto import tqdm
-
     from phonecli.data.manifest import Manifest
 
+    cfg = ProbeConfig.build(config, **overrides)
+    if cfg.is_layer_sweep:
+        raise ProbeError("--layers all-single trains one probe per layer; use phonecli.probe.sweep_layers")
+    start = prepare_run(out, PROBE_KINDS, overwrite=overwrite, resume=resume)
+    if start.action == "done":
+        log.info("%s: the run is complete; nothing to resume", start.path)
+        return start.run
+    head, targets, seed = cfg.head, cfg.targets, cfg.seed
     t_start = time.time()
-    if head not in HEADS:
-        raise ProbeError(f"--head {head!r}: choose one of {', '.join(HEADS)}")
-    if targets not in TARGETS:
-        raise ProbeError(f"--targets {targets!r}: choose canonical or realized")
-    if control not in (None, *CONTROLS):
-        raise ProbeError(f"--control {control!r}: choose {', '.join(CONTROLS)}")
-    if epochs < 1 or patience < 1 or (batch_frames is not None and batch_frames < 1) or lr <= 0:
-        raise ProbeError("--epochs, --patience, --batch-frames and --lr must be positive")
-    if layers is None and head == "weighted":
-        layers = "weighted"
-    source = open_source(features, layers, align=align, memory=memory)
+    source = open_source(features, list(cfg.layers) or None, default="weighted" if head == "weighted" else None,
+                         align=cfg.align, memory=cfg.memory)
     n_streams = len(source.streams)
     if head == "gated" and n_streams != 2:
         raise ProbeError(f"--head gated mixes exactly 2 caches; got {n_streams} --features")
@@ -321,11 +328,11 @@ def train_probe(features, data, out, *, head: str = "linear", layers=None, targe
             raise ProbeError(f"{src_name}: the {s} split is empty; the probe needs train and dev utterances "
                              "(re-run `phonecli data prepare` with a dev split)")
     tgt = _targets(manifest, ids["train"] + ids["dev"], targets, src_name)
-    if control == "shuffled-labels":
+    if cfg.control == "shuffled-labels":
         perm = np.random.default_rng(seed).permutation(len(ids["train"]))
         tgt.update({u: tgt[ids["train"][j]] for u, j in zip(ids["train"], perm)})
     frames = {u: source.num_frames(u) for s in ("train", "dev", "test") for u in ids[s]}
-    infeasible = {s: [u for u in ids[s] if frames[u] < ctc_min_frames(tgt[u])] for s in ("train", "dev")}
+    infeasible = {s: [u for u in ids[s] if frames[u] < ctc.min_frames(tgt[u])] for s in ("train", "dev")}
     for s, bad in infeasible.items():
         if bad:
             log.warning("skipping %d %s utterance(s) with more phones than frames (CTC infeasible at %g fps), e.g. %s",
@@ -336,106 +343,90 @@ def train_probe(features, data, out, *, head: str = "linear", layers=None, targe
     if not train_ids or not dev_tgt:
         raise ProbeError(f"{src_name}: every train or dev utterance is CTC-infeasible (more phones than frames); "
                          "use a cache with a higher frame rate")
-    if batch_frames is None:
-        batch_frames = default_batch_frames([frames[u] for u in train_ids])
+    batch_frames = cfg.batch_frames or default_batch_frames([frames[u] for u in train_ids])
 
     # ---- model, optimiser, run dir ----
-    device = _resolve_device(device)
+    device = ctc.resolve_device(cfg.device)
     torch.manual_seed(seed)
     source.preload(["train", "dev"])
     need = sum(st.nbytes(sp) for st in source.streams for sp in ("train", "dev"))
     log.info("features %s: %s (train+dev %.2f GB, %.2f GB available)", src_name,
              "in RAM" if source.in_ram else "streamed from the cache", need / 1e9,
              available_memory() / 1e9)
-    if context is None:
-        context = _default_context(source, head)
+    context = _default_context(source, head) if cfg.context is None else cfg.context
     head_config = {"head": head, "shapes": [list(s) for s in source.shapes],
                    "weighted": [s.selection.weighted or head == "weighted" for s in source.streams],
-                   "layer_norm": layer_norm, "context": int(context), "vocab": len(manifest.vocab), "dropout": dropout}
+                   "layer_norm": cfg.layer_norm, "context": int(context), "vocab": len(manifest.vocab),
+                   "dropout": cfg.dropout}
     model = ProbeHead(head_config)
     # blank share of the train frames under CTC's alignment: frames not spent on one phone each
     n_phones = sum(len(tgt[u]) for u in train_ids)
     model.set_blank_prior(1.0 - n_phones / max(sum(frames[u] for u in train_ids), 1))
-    if standardize:
+    if cfg.standardize:
         model.set_standardization(feature_stats(source, train_ids, batch_frames))
     model.to(device)
     # fused: one kernel for all parameters; the default per-tensor/foreach path cost more than the
     # forward+backward of a small head on CPU (measured: 28 ms vs 0.5 ms per step for the MLP head)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
-    config = {"head": head, "layers": [d["layers"] for d in source.describe()], "targets": targets,
-              "context": int(context), "epochs": epochs, "lr": lr, "batch_frames": batch_frames, "seed": seed,
-              "device": device, "patience": patience, "standardize": standardize, "layer_norm": layer_norm,
-              "dropout": dropout, "weight_decay": weight_decay, "align": align, "memory": memory,
-              "in_ram": source.in_ram, "control": control, "head_config": head_config,
-              "skipped_ctc_infeasible": infeasible,
-              "params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
-    out = Path(out)
-    for stale in ("train_log.jsonl", "layer_weights.json", "layer_weights.png", "posteriors", "metrics.json"):
-        p = out / stale
-        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-    run = Run.create(out, kind, config=config, corpus_id=source.corpus_id, data=data,
-                     frame_rate=source.frame_rate, sources=source.describe(), name=name,
-                     vocab=manifest.vocab.symbols)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    # run.json records the resolved config: layer specs as the stored indices per cache, the defaults filled in
+    resolved = replace(cfg, layers=tuple(",".join(map(str, st.layers)) for st in source.streams), context=int(context),
+                       batch_frames=int(batch_frames), device=device)
+    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    config = {**resolved.to_dict(), "layers": [list(st.layers) for st in source.streams], "in_ram": source.in_ram,
+              "head_config": head_config, "skipped_ctc_infeasible": infeasible, "params": n_params}
+    sources = source.describe()
+    if start.action == "resume":
+        _check_resumable(start.run, kind, config, sources)
+    # posteriors of every split (float32 x 40) + at the peak of a checkpoint save 8 float32 copies of the
+    # head (old and new checkpoint: weights + AdamW's two moments; old and new best); what a resumed run's
+    # checkpoints already hold is in use already
+    held = sum(f.stat().st_size for f in (start.path / "checkpoints").rglob("*") if f.is_file()) \
+        if start.action == "resume" else 0
+    check_free_space(start.path, sum(frames.values()) * len(manifest.vocab) * 4 + 8 * 4 * n_params + 2**20 - held,
+                     f"the {kind} run (posteriors, weights, checkpoints)")
+    run = start_run(start, kind, config=config, corpus_id=source.corpus_id, data=data, frame_rate=source.frame_rate,
+                    sources=sources, vocab=manifest.vocab.symbols, name=name, outputs=PROBE_OUTPUTS)
 
-    # ---- train: one epoch over length-bucketed train batches, then dev ----
+    # ---- train: one epoch over length-bucketed train batches, then dev; a checkpoint after each ----
+    ckpts = Checkpoints(run.path)
+    latest = ckpts.latest() if start.action == "resume" else None
+    state = {"epoch": 0, "best": None, "best_epoch": None, "bad_epochs": 0, "history": [], "best_file": None}
+    best_state = None
+    if latest is not None:
+        state, best_state = _load_checkpoint(latest, model, opt, device)
+        log.info("resuming %s after epoch %d (checkpoint %s)", run.path, state["epoch"], latest.name)
+    run.write_log(state["history"])   # the checkpoint holds the epoch records: the log matches it
     show = sys.stderr.isatty() if progress is None else progress
-    best, best_state, bad_epochs, stopped = None, None, 0, "max-epochs"
-    for epoch in range(1, epochs + 1):
-        t0 = time.time()
-        model.train()
-        order = length_batches([frames[u] for u in train_ids], batch_frames, shuffle=True, seed=seed * 100003 + epoch)
-        batches = [[train_ids[i] for i in b] for b in order]
-        total, steps = 0.0, 0
-        bar = tqdm(source.iter_batches(batches), total=len(batches), desc=f"epoch {epoch}", disable=not show,
-                   leave=False, unit="batch")
-        for ids_b, arrays in bar:
-            x, lengths = collate(arrays, device)
-            lp = model(x, lengths)
-            tg = [tgt[u] for u in ids_b]
-            loss = F.ctc_loss(lp.transpose(0, 1), torch.tensor([p for t in tg for p in t], dtype=torch.long),
-                              lengths.cpu(), torch.tensor([len(t) for t in tg], dtype=torch.long),
-                              blank=0, reduction="mean", zero_infinity=True)
-            check_loss(loss, lp, lengths, ids_b, source=src_name, run=run, fix=f"lower --lr (now {lr:g})")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
-            total, steps = total + float(loss.detach()), steps + 1
-            bar.set_postfix(loss=f"{total / steps:.3f}")
-        dev = run_split(model, source, ids["dev"], batch_frames, device, targets=dev_tgt)
-        record = {"epoch": epoch, "train_loss": total / steps, "dev_loss": dev["loss"], "dev_per": dev["per"],
-                  "seconds": round(time.time() - t0, 3)}
-        if "gate" in dev:
-            record["gate"] = dev["gate"]
-            g = dev["gate"]
-            log.info("epoch %d gate (1 = %s): mean %.3f, std %.3f, near 0 %.1f%%, near 1 %.1f%% of dev frames", epoch,
-                     source.streams[0].name, g["mean"], g["std"], 100 * g["near_0"], 100 * g["near_1"])
-            side_i = collapsed_side(g)
-            if side_i is not None:
-                side = source.streams[side_i].name
-                record["gate_collapsed"] = side
-                log.warning("epoch %d: the gate collapsed onto one cache (%.0f%% of dev frames use only %s)",
-                            epoch, 100 * max(g["near_0"], g["near_1"]), side)
-        run.append_log(record)
-        log.info("epoch %d: train loss %.4f, dev loss %.4f, dev PER %.2f%%", epoch, record["train_loss"],
-                 dev["loss"], dev["per"])
-        score = (round(dev["per"], 6), dev["loss"])
-        if best is None or score < best[0]:
-            best, bad_epochs = (score, epoch), 0
+    epoch = state["epoch"]
+    while epoch < cfg.epochs and state["bad_epochs"] < cfg.patience:
+        epoch += 1
+        record = _train_epoch(model, opt, source, train_ids, tgt, frames, ids["dev"], dev_tgt, batch_frames, device,
+                              seed, epoch, show, run=run, lr=cfg.lr)
+        if ctc.improves(record["dev_per"], record["dev_loss"], state["best"]):
+            state.update(best=list(ctc.selection_key(record["dev_per"], record["dev_loss"])), best_epoch=epoch,
+                         bad_epochs=0)
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
-            bad_epochs += 1
-            if bad_epochs >= patience:
-                stopped = "patience"
-                break
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch
+        state["history"].append(record)
+        _save_checkpoint(ckpts, model, opt, state, best_state if state["best_epoch"] == epoch else None)
+        run.append_log(record)
+        if "gate" in record:
+            _log_gate(epoch, record, source)
+        log.info("epoch %d: train loss %.4f, dev loss %.4f, dev PER %.2f%%", epoch, record["train_loss"],
+                 record["dev_loss"], record["dev_per"])
+        if on_epoch is not None:
+            on_epoch(record)
+    stopped = "patience" if state["bad_epochs"] >= cfg.patience else "max-epochs"
 
     # ---- select, save, write posteriors for every split ----
     model.load_state_dict(best_state)
     save_weights(model, run.weights_path)
     _save_layer_weights(run, model, source)
     dev_best = run_split(model, source, ids["dev"], batch_frames, device, targets=dev_tgt, keep=True)
-    run.info["selection"] = {"metric": "dev_per", "value": dev_best["per"], "epoch": best[1],
-                             "dev_loss": dev_best["loss"], "epochs_run": epoch, "stopped": stopped}
+    run.record.selection = {"metric": "dev_per", "value": dev_best["per"], "epoch": state["best_epoch"],
+                            "dev_loss": dev_best["loss"], "epochs_run": epoch, "stopped": stopped}
     if "gate" in dev_best:
         run.info["gate"] = dev_best["gate"]
     run.write_posteriors("dev", dev_best["posteriors"])
@@ -444,6 +435,130 @@ def train_probe(features, data, out, *, head: str = "linear", layers=None, targe
     if ids["test"]:
         run.write_posteriors("test", run_split(model, source, ids["test"], batch_frames, device, keep=True)["posteriors"])
     run.info["seconds"] = round(time.time() - t_start, 2)
-    run.save_info()
-    log.info("best dev PER %.2f%% at epoch %d (%s); run written to %s", dev_best["per"], best[1], stopped, run.path)
+    finish_run(run)
+    log.info("best dev PER %.2f%% at epoch %d (%s); run written to %s", dev_best["per"], state["best_epoch"],
+             stopped, run.path)
     return run
+
+
+def _train_epoch(model: ProbeHead, opt, source: FeatureSource, train_ids: list[str], tgt: dict, frames: dict,
+                 dev_ids: list[str], dev_tgt: dict, batch_frames: int, device: str, seed: int, epoch: int,
+                 show: bool, *, run: Run, lr: float) -> dict:
+    """One epoch over length-bucketed train batches (the order depends on seed and epoch only), then dev.
+
+    A non-finite batch loss stops training at once (:func:`phonecli.finite.check_loss`: the run is
+    marked failed, one line names the utterance and the cache).
+
+    Returns the epoch's log record: ``epoch``, ``train_loss``, ``dev_loss`` (nats per phone), ``dev_per``
+    (percent), ``seconds``, and ``gate`` (+ ``gate_collapsed``) for the gated head.
+    """
+    from tqdm.auto import tqdm
+
+    t0 = time.time()
+    model.train()
+    order = length_batches([frames[u] for u in train_ids], batch_frames, shuffle=True, seed=seed * 100003 + epoch)
+    batches = [[train_ids[i] for i in b] for b in order]
+    total, steps = 0.0, 0
+    bar = tqdm(source.iter_batches(batches), total=len(batches), desc=f"epoch {epoch}", disable=not show,
+               leave=False, unit="batch")
+    for ids_b, arrays in bar:
+        x, lengths = collate(arrays, device)
+        lp = model(x, lengths)
+        flat, tl = ctc.flatten_targets([tgt[u] for u in ids_b])
+        per_utt = ctc.ctc_loss_per_phone(lp, lengths.cpu(), flat, tl, zero_infinity=True)
+        loss = per_utt.mean()
+        check_loss(loss, lp, lengths, ids_b, source=" + ".join(s.name for s in source.streams), run=run,
+                   fix=f"lower --lr (now {lr:g})", per_utterance=per_utt.detach())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        total, steps = total + float(loss.detach()), steps + 1
+        bar.set_postfix(loss=f"{total / steps:.3f}")
+    dev = run_split(model, source, dev_ids, batch_frames, device, targets=dev_tgt)
+    record = {"epoch": epoch, "train_loss": total / steps, "dev_loss": dev["loss"], "dev_per": dev["per"],
+              "seconds": round(time.time() - t0, 3)}
+    if "gate" in dev:
+        record["gate"] = dev["gate"]
+        side_i = collapsed_side(dev["gate"])
+        if side_i is not None:
+            record["gate_collapsed"] = source.streams[side_i].name
+    return record
+
+
+def _log_gate(epoch: int, record: dict, source: FeatureSource) -> None:
+    g = record["gate"]
+    log.info("epoch %d gate (1 = %s): mean %.3f, std %.3f, near 0 %.1f%%, near 1 %.1f%% of dev frames", epoch,
+             source.streams[0].name, g["mean"], g["std"], 100 * g["near_0"], 100 * g["near_1"])
+    if "gate_collapsed" in record:
+        log.warning("epoch %d: the gate collapsed onto one cache (%.0f%% of dev frames use only %s)",
+                    epoch, 100 * max(g["near_0"], g["near_1"]), record["gate_collapsed"])
+
+
+# -- resume -------------------------------------------------------------------------------------
+
+PROBE_KINDS = ("probe", "early-fusion", "gated-fusion")
+#: what a probe writes at its end (removed whenever the run changes, with the derived files)
+PROBE_OUTPUTS = ("weights.safetensors", "posteriors", "layer_weights.json", "layer_weights.png")
+
+
+def _check_resumable(run: Run, kind: str, config: dict, sources: list[dict]) -> None:
+    """A resumed probe must be the same probe: kind, structural options and the same caches/layers."""
+    if run.kind != kind:
+        raise ProbeError(f"{run.path}: holds a {run.kind} run but these options make a {kind}; rerun with the "
+                         "original --features/--head, or pass --overwrite to start again")
+    refuse_structural_change(run, run.record.config, config, ProbeConfig.structural_fields())
+
+    def identity(srcs):
+        return [(s.get("cache"), s.get("fingerprint"), list(s.get("layers", [])), bool(s.get("weighted")))
+                for s in srcs]
+
+    if identity(run.record.sources) != identity(sources):
+        raise ProbeError(f"{run.path}: --resume with other --features/--layers than the run was started with "
+                         f"({', '.join(str(s.get('cache') or s.get('name')) for s in run.record.sources)}); rerun "
+                         "with the original ones, or pass --overwrite to start again")
+
+
+def _save_checkpoint(ckpts: Checkpoints, model: ProbeHead, opt, state: dict, best_state: dict | None) -> Path:
+    """``checkpoints/epoch-NNNN/``: the head, AdamW's state, the RNG state(s) and the loop state; the best
+    epoch's weights go to ``checkpoints/best-epoch-NNNN.safetensors`` when this epoch is the new best."""
+    from safetensors.torch import save_file
+
+    if best_state is not None:
+        state["best_file"] = f"best-epoch-{state['epoch']:04d}.safetensors"
+        ckpts.root.mkdir(parents=True, exist_ok=True)
+        atomic_write(ckpts.root / state["best_file"], lambda tmp: save_file(_cpu(best_state), str(tmp)))
+
+    def write(d: Path) -> None:
+        save_file(_cpu(model.state_dict()), str(d / "model.safetensors"))
+        save_optimizer(opt, d / "optimizer.safetensors")
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            rng.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+        save_file(rng, str(d / "rng.safetensors"))
+        (d / "state.json").write_text(json.dumps(state))
+
+    ckpt = ckpts.save(f"epoch-{state['epoch']:04d}", write)
+    for old in ckpts.root.glob("best-epoch-*.safetensors"):
+        if old.name != state["best_file"]:
+            old.unlink(missing_ok=True)
+    return ckpt
+
+
+def _load_checkpoint(ckpt: Path, model: ProbeHead, opt, device: str) -> tuple[dict, dict]:
+    """Restore what :func:`_save_checkpoint` wrote; returns ``(loop state, best-epoch state dict)``."""
+    from safetensors.torch import load_file
+
+    state = json.loads((ckpt / "state.json").read_text())
+    model.load_state_dict(load_file(str(ckpt / "model.safetensors"), device=str(device)))
+    load_optimizer(opt, ckpt / "optimizer.safetensors")
+    rng = load_file(str(ckpt / "rng.safetensors"))
+    torch.set_rng_state(rng.pop("torch"))
+    if rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([rng[f"cuda{i}"] for i in range(len(rng))])
+    best_state = load_file(str(ckpt.parent / state["best_file"]), device=str(device))
+    return state, best_state
+
+
+def _cpu(state: dict) -> dict:
+    return {k: v.detach().cpu().contiguous() for k, v in state.items()}

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from phonecli.ctc import resolve_device  # noqa: F401  (re-exported: the one device resolver)
 from phonecli.encoders.base import ExtractionError, ModelSpec
 
 SAMPLE_RATE = 16_000
@@ -49,23 +50,6 @@ def first_line(e: BaseException) -> str:
     """The first non-empty line of an exception (transformers errors span many lines)."""
     text = str(e).strip().splitlines()
     return text[0] if text else type(e).__name__
-
-
-def resolve_device(device: str, *, check: bool = False) -> str:
-    """``"auto"`` -> ``"cuda"`` when torch sees a GPU, else ``"cpu"``; other names pass through.
-
-    ``check=True`` (the extraction runner, i.e. the ``--device`` option) also refuses names
-    other than auto/cpu/cuda/cuda:N and a CUDA device torch cannot see, as one line each.
-    """
-    if check and device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
-        raise ExtractionError(f"--device {device!r}: use auto, cpu, cuda or cuda:N")
-    import torch
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if check and device.startswith("cuda") and not torch.cuda.is_available():
-        raise ExtractionError("--device cuda: no CUDA device is visible to torch; use --device cpu")
-    return device
 
 
 def hub_commit(source: str, revision: str | None) -> str | None:
