@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from phonecli.cli import main
 from phonecli.data.manifest import Manifest
-from phonecli.errors import ExtractionError
+from phonecli.errors import ConfigError, ExtractionError
 
 FBANK_KW = dict(num_mel_bins=80, frame_length=25.0, frame_shift=10.0, dither=0.0, snip_edges=True,
                 sample_frequency=16000.0)
@@ -394,7 +394,7 @@ def test_half_precision_extraction_is_autocast_and_agrees_with_float32(tiny_corp
         direct = np.stack([h[0].float().cpu().numpy() for h in hs])
         # batching (padding + mask) moves half-precision roundings a little: 10x closer than to float32
         assert (rel_rms(x, direct) < err / 10).all(), (rel_rms(x, direct), err)
-    with pytest.raises(ExtractionError, match="--precision 'half': choose one of float32, float16, bfloat16"):
+    with pytest.raises(ConfigError, match=r"precision \(--precision\): 'half' is not one of float32, float16, bfloat16"):
         extract_features(str(tiny_hubert_dir), tiny_corpus, tmp_path, precision="half", **kw)
 
 

@@ -193,7 +193,7 @@ PER_MARGINS = (("per_test", "most_frequent_phone", True),)
 def per_floors(test_refs: list[list[str]], train_refs: list[list[str]]) -> dict:
     """PER protocol floors on the (folded) test references: the empty output and the train split's most
     frequent (folded) reference phone once per reference phone, through the same edit distance."""
-    from phonecli.evaluate.per import edit_distance
+    from phonecli.ctc import edit_distance
 
     total = sum(len(r) for r in test_refs)
     counts = Counter(p for r in train_refs for p in r) or Counter(p for r in test_refs for p in r)
