@@ -17,9 +17,13 @@ Idle OpenMP threads sleep rather than spin: ``phonecli/__init__.py`` sets ``OMP_
 unless the user set a policy (spinning threads made a probe 6x slower on a loaded 2-core machine).
 
 Results do not depend on the count (tested: probes trained with 1 and 2 threads have identical
-weights, the quickstart identical metrics): the ops whose CPU reduction order follows the
-thread count are avoided (see :class:`phonecli.probe.heads.ThreadStableLayerNorm` and
-:func:`materialize_parametrizations`); fine-tuning, which runs the encoders' own LayerNorms
+weights, the quickstart identical metrics): matrix products run in MKL's strict CNR mode
+(``MKL_CBWR=AUTO,STRICT``, set by ``phonecli/__init__.py``; :func:`blas_reproducible` checks it took
+and ``run.json`` records it), and the ops whose CPU reduction order follows the thread count are
+avoided (see :class:`phonecli.probe.heads.ThreadStableLayerNorm`,
+:class:`phonecli.probe.heads.ThreadStableEncoderLayer` and :func:`materialize_parametrizations`).
+A torch built without MKL (aarch64, OpenBLAS) offers no such mode: ``run.json`` then says
+``blas_strict_cnr: null`` beside the thread count. Fine-tuning, which runs the encoders' own LayerNorms
 backwards, records the count in ``run.json`` instead (docs/sections/finetune.md).
 """
 
@@ -120,6 +124,44 @@ def _apply_torch(n: int) -> None:
         pass  # already sized, or inter-op work started: torch allows it once per process (see docstring)
 
 
+#: ``mkl_cbwr_get`` bits (mkl_cbwr.h): MKL_CBWR_ALL = ~0 queries the whole mode, MKL_CBWR_STRICT flag.
+_MKL_CBWR_ALL, _MKL_CBWR_STRICT = -1, 0x10000
+_warned_cnr = False
+
+
+def blas_reproducible() -> bool | None:
+    """Whether torch's BLAS gives thread-count-independent matrix products: True when torch's statically
+    linked MKL runs in strict CNR mode, False when it runs without it (``MKL_CBWR`` set otherwise by
+    the user, or MKL started before phonecli was imported; logged once), None when torch has no MKL.
+
+    Why ctypes: torch exposes no API for MKL's CNR mode; its ``libtorch_cpu`` exports MKL's service
+    functions, and ``mkl_serv_cbwr_get`` reads the mode without changing it.
+    """
+    global _warned_cnr
+    import ctypes
+
+    import torch
+
+    if not torch.backends.mkl.is_available():
+        return None
+    try:
+        lib = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))
+        get = lib.mkl_serv_cbwr_get
+    except (OSError, AttributeError):
+        return None
+    get.restype, get.argtypes = ctypes.c_int, [ctypes.c_int]
+    strict = bool(get(_MKL_CBWR_ALL) & _MKL_CBWR_STRICT)
+    if not strict and not _warned_cnr:
+        import logging
+
+        _warned_cnr = True
+        logging.getLogger(__name__).warning(
+            "MKL started without strict CNR (MKL_CBWR is %s now): CPU results may differ in the last bits with another "
+            "thread count; import phonecli before torch runs a matrix product, or set MKL_CBWR=AUTO,STRICT",
+            os.environ.get("MKL_CBWR", "unset"))
+    return strict
+
+
 def current() -> ThreadSetting:
     """What :func:`configure` last applied, else the default (not applied)."""
     return _current or default_threads()
@@ -132,6 +174,7 @@ def record() -> dict:
         import torch
 
         out["torch_intra_op"] = torch.get_num_threads()
+        out["blas_strict_cnr"] = blas_reproducible()
     return out
 
 

@@ -257,6 +257,37 @@ def test_linear_head_starts_at_blank_prior():
     assert torch.equal(mlp.body[-1].bias, before)
 
 
+def test_transformer_head_attention_equals_torch_multihead_attention_and_drops_out():
+    """The written-out self-attention of the transformer head (thread-stable softmax backward) computes what
+    torch's own ``nn.MultiheadAttention`` computes with the same weights and padding mask, and in training
+    drops attention weights (the dropout the head had to give up while it called SDPA)."""
+    from phonecli.probe.heads import ThreadStableEncoderLayer
+
+    torch.manual_seed(0)
+    layer = ThreadStableEncoderLayer(32, nhead=4, dim_feedforward=64, dropout=0.0, attention_dropout=0.5,
+                                     batch_first=True, norm_first=True).eval()
+    x = torch.randn(3, 11, 32)
+    pad = torch.arange(11)[None, :] >= torch.tensor([11, 7, 2])[:, None]
+    ref, _ = torch.nn.MultiheadAttention.forward(layer.self_attn, x, x, x, key_padding_mask=pad, need_weights=False)
+    got = layer._sa_block(x, None, pad)
+    assert torch.allclose(got, ref, atol=1e-6)
+    additive = torch.zeros(pad.shape).masked_fill(pad, float("-inf"))   # the form nn.TransformerEncoder passes
+    assert torch.allclose(layer._sa_block(x, None, additive), ref, atol=1e-6)
+    layer.train()
+    a, b = layer._sa_block(x, None, pad), layer._sa_block(x, None, pad)
+    assert not torch.allclose(a, b) and not torch.allclose(a, ref)
+
+
+def test_run_records_that_matrix_products_are_thread_independent():
+    """MKL's strict CNR mode is on in any process that imported phonecli before its first matrix product
+    (the mode that makes sgemm's bits independent of the thread count), and the thread record says so."""
+    from phonecli.threads import blas_reproducible, record
+
+    if not torch.backends.mkl.is_available():
+        pytest.skip("this torch has no MKL: no CNR mode to check")
+    assert blas_reproducible() is True and record()["blas_strict_cnr"] is True
+
+
 # --------------------------------------------------------------------------------- int8 stays int8 until the device
 
 @pytest.fixture(scope="session")

@@ -20,8 +20,8 @@ Heads (``HEADS``):
   ``weighted``    weighted layer sum + the ``linear`` head (the SUPERB "weighted sum" probe)
   ``mlp``         Linear(in, 512) -> ReLU -> Dropout -> Linear(512, 512) -> ReLU -> Dropout -> Linear(512, vocab)
   ``transformer`` Linear(in, 256) + sinusoidal positions -> 2-layer pre-norm TransformerEncoder
-                  (4 heads, FF 1024, dropout 0.1 on the
-                  residual/FF paths, none on attention weights, padding masked) -> Linear(256, vocab)
+                  (4 heads, FF 1024, dropout 0.1 on the attention weights and the
+                  residual/FF paths, padding masked) -> Linear(256, vocab)
   ``gated``       exactly 2 streams: a_t = A x_t, b_t = B y_t (256 each), per-frame scalar gate
                   g_t = sigmoid(w . [x_t; y_t] + c), h_t = g_t a_t + (1 - g_t) b_t -> Linear(256, vocab).
                   ``g = 1`` means "only stream 1". The last gate values are kept for statistics.
@@ -75,16 +75,46 @@ def thread_stable_layer_norms(module: nn.Module) -> nn.Module:
 
 
 class ThreadStableEncoderLayer(nn.TransformerEncoderLayer):
-    """``nn.TransformerEncoderLayer`` (pre-norm, same parameters and keys) that always runs its
-    module-by-module path: the fused inference kernel (``torch._transformer_encoder_layer_fwd``, taken
-    in eval mode) gave posteriors differing in the last bits with 1 and 2 CPU threads (measured) and
-    bypasses :class:`ThreadStableLayerNorm`."""
+    """``nn.TransformerEncoderLayer`` (pre-norm, same parameters and state-dict keys) whose results do
+    not depend on the CPU thread count.
+
+    It always runs module by module: the fused inference kernel (``torch._transformer_encoder_layer_fwd``,
+    taken in eval mode) gave posteriors differing in the last bits with 1 and 2 threads (measured) and
+    bypasses :class:`ThreadStableLayerNorm`. Self-attention is written out (:meth:`_sa_block`) instead
+    of calling ``scaled_dot_product_attention``: with dropout on the attention weights SDPA takes its
+    math path, whose ``softmax`` backward over rows whose length is not a multiple of the vector width
+    reduces in an order that follows the thread count (measured on AVX-512: the same gradients differ
+    with 1 and 2 threads). ``log_softmax(s).exp()`` is the same softmax with a backward that does not.
+    """
+
+    def __init__(self, *args, attention_dropout: float = 0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.attention_dropout = attention_dropout
 
     def forward(self, src: torch.Tensor, src_mask: torch.Tensor | None = None,
                 src_key_padding_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
         x = src
         x = x + self._sa_block(self.norm1(x), src_mask, src_key_padding_mask, is_causal=is_causal)
         return x + self._ff_block(self.norm2(x))
+
+    def _sa_block(self, x: torch.Tensor, attn_mask: torch.Tensor | None, key_padding_mask: torch.Tensor | None,
+                  is_causal: bool = False) -> torch.Tensor:
+        """Multi-head self-attention over ``x`` ``(batch, frames, dim)`` with ``self.self_attn``'s weights;
+        ``key_padding_mask`` ``(batch, frames)``: True (or ``-inf``, as ``nn.TransformerEncoder`` passes
+        it) at padded frames. The head passes no ``attn_mask`` and no causal flag."""
+        if attn_mask is not None or is_causal:
+            raise ProbeError("the transformer probe head attends over whole utterances (no attention mask)")
+        attn = self.self_attn
+        b, t, e = x.shape
+        h = attn.num_heads
+        q, k, v = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).view(b, t, 3, h, e // h).permute(2, 0, 3, 1, 4)
+        scores = torch.matmul(q, k.transpose(-2, -1)) * (e // h) ** -0.5       # (batch, heads, frames, frames)
+        if key_padding_mask is not None:
+            pad = key_padding_mask[:, None, None, :]
+            scores = scores.masked_fill(pad, float("-inf")) if pad.dtype == torch.bool else scores + pad
+        weights = F.dropout(torch.log_softmax(scores, dim=-1).exp(), self.attention_dropout, self.training)
+        out = torch.matmul(weights, v).transpose(1, 2).reshape(b, t, e)
+        return self.dropout1(attn.out_proj(out))
 
 
 class LayerMixer(nn.Module):
@@ -181,11 +211,7 @@ class ProbeHead(nn.Module):
             self.proj = nn.Linear(d_in, PROJ_DIM)
             self.pos = SinusoidalPositions(PROJ_DIM)
             layer = ThreadStableEncoderLayer(PROJ_DIM, nhead=4, dim_feedforward=4 * PROJ_DIM, dropout=dropout,
-                                             batch_first=True, norm_first=True)
-            # no dropout on the attention weights: with it, scaled_dot_product_attention takes its "math"
-            # path, whose softmax backward gave different bits with 1 and 2 CPU threads (measured); without
-            # it the fused CPU kernel runs, which does not (dropout stays on the residual and FF paths)
-            layer.self_attn.dropout = 0.0
+                                             attention_dropout=dropout, batch_first=True, norm_first=True)
             self.encoder = thread_stable_layer_norms(nn.TransformerEncoder(layer, num_layers=2,
                                                                            enable_nested_tensor=False))
             self.out = nn.Sequential(ThreadStableLayerNorm(PROJ_DIM), nn.Linear(PROJ_DIM, vocab))
