@@ -95,6 +95,7 @@ def test_timit_end_to_end_scores_on_39_phones(tmp_path):
     assert all(set(p["ref"]) <= set(PHONES39) and set(p["hyp"]) <= set(PHONES39) for p in test)
     assert metrics["per"]["scored_on"] == "39 phones (Lee & Hon 1989)"
     assert "## Phone recognition (PER)" in md
+    _fusion_selects_on_the_folded_dev_per(tmp_path, m)
     # a run whose vocabulary is not the manifest's (e.g. made with the CMU-39 one) is refused, not mis-decoded
     from phonecli.data.phones import VOCAB
 
@@ -119,3 +120,42 @@ def test_kaldi_end_to_end(tmp_path):
     make_kaldi(src)
     m, metrics, preds, md, row = _pipeline(src / "data", tmp_path, "--lexicon", str(src / "lexicon.txt"))
     _check_per(m, metrics, preds, md, row)
+
+
+def _fusion_selects_on_the_folded_dev_per(tmp_path, m):
+    """Late fusion picks its weights on dev PER computed the way ``evaluate`` reports TIMIT (48 -> 39 folded on
+    both sides): the sweep's dev PER of alpha = 0 (run 2 unchanged) equals an independent greedy decode of
+    run 2's dev posteriors, folded here with the Kaldi map, scored with torchaudio's edit distance."""
+    import numpy as np
+
+    from phonecli.fuse.late import read_sweep_csv
+    from phonecli.runs import Run
+
+    runs = tmp_path / "runs"
+    res = CliRunner().invoke(main, ["probe", "--features", str(next((tmp_path / "cache").rglob("fbank.zarr"))),
+                                    "--data", str(tmp_path / "data"), "--head", "linear", "--epochs", "1",
+                                    "--out", str(runs / "fbank-linear")])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(main, ["fuse", "late", str(runs / "fbank-mlp"), str(runs / "fbank-linear"),
+                                    "--alphas", "0,0.5,1", "--out", str(runs / "fused")])
+    assert res.exit_code == 0, res.output
+    post = Run.open(runs / "fbank-linear").read_posteriors("dev")   # (the 2-epoch MLP still outputs blanks)
+    symbols = m.vocab.symbols
+    scoring = m.corpus.scoring_map
+    fold = lambda ps: [scoring.get(p, p) for p in ps if scoring.get(p, p)]  # noqa: E731
+    edits = ref_len = 0
+    for u in m.split("dev"):
+        ids = np.argmax(post[u.utt_id], axis=1).tolist()
+        hyp = [symbols[i] for k, i in enumerate(ids) if i != 0 and (k == 0 or ids[k - 1] != i)]
+        edits += edit_distance(fold(u.canonical_phones), fold(hyp))
+        ref_len += len(fold(u.canonical_phones))
+    rows = {float(r["alpha"]): r for r in read_sweep_csv(runs / "fused" / "sweep.csv")}
+    assert float(rows[0.0]["dev_per_all"]) == pytest.approx(100.0 * edits / ref_len)
+    from phonecli.data.timit import PHONES39
+    from phonecli.fuse.late import selection_references
+
+    refs, _ = selection_references(m)
+    assert any(set(u.canonical_phones) - set(PHONES39) for u in m.split("dev"))      # 48-only phones (cl, vcl) ...
+    assert all(set(refs[u.utt_id]["ref"]) <= set(PHONES39) for u in m.split("dev"))  # ... are scored folded
+    info = json.loads((runs / "fused" / "run.json").read_text())
+    assert info["selection"]["scored_on"] == "39 phones (Lee & Hon 1989)"

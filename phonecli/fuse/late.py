@@ -23,8 +23,9 @@ one utterance must agree within one frame of the slowest run (conv edge rules di
 all are trimmed to the shortest. ``align="refuse"`` refuses any rate mismatch instead.
 
 Selection: every weight vector of the grid is scored on DEV in parallel (joblib); the one with
-the best dev metric (default: dev PER over all dev utterances; ties -> lower dev CTC loss of the
-canonical phones, then the grid order) is used for every split. Test metrics of every grid point
+the best dev metric (default: dev PER over all dev utterances, with the corpus' scoring rule:
+TIMIT folded 48 -> 39, L2-ARCTIC against the perceived phones, as ``evaluate`` reports it; ties ->
+lower dev CTC loss of the canonical phones, then the grid order) is used for every split. Test metrics of every grid point
 go to ``sweep.csv`` for the record, in columns labelled as not used for selection.
 """
 
@@ -310,30 +311,54 @@ def _ctc_loss(per_utt: dict[str, np.ndarray], targets: dict[str, list[int]]) -> 
     return float(np.mean(losses)) if losses else float("nan")
 
 
-def _utt_table(per_utt: dict[str, np.ndarray], refs: dict[str, dict]):
+def selection_references(manifest) -> tuple[dict[str, dict], object]:
+    """What the sweep scores against, per dev/test utterance, and the folding applied to both sides:
+    the corpus' own PER rule where it has the ``per`` protocol (reference = perceived phones where
+    annotated, else canonical; both folded with the scoring map, e.g. TIMIT 48 -> 39), so that the
+    selected weights minimise the PER ``evaluate`` reports; SpeechOcean762: canonical phones, unfolded
+    (the seed protocol's rule). Returns ``(refs, fold)`` with ``fold`` None where nothing is folded."""
+    from phonecli.evaluate.protocols import reference_phones
+
+    spec = manifest.corpus
+    per_protocol = "per" in spec.protocols
+    fold = spec.fold if per_protocol and spec.scoring_map else None
+    refs = {}
+    for s in ("dev", "test"):
+        for u in manifest.split(s):
+            ref = reference_phones(u) if per_protocol else u.canonical_phones
+            refs[u.utt_id] = {"speaker": u.speaker, "ref": fold(ref) if fold else list(ref), "accuracy": u.accuracy,
+                              "vocab": manifest.vocab.symbols}
+    return refs, fold
+
+
+def _utt_table(per_utt: dict[str, np.ndarray], refs: dict[str, dict], fold=None):
     from phonecli.evaluate.seed_protocol import UttTable
 
-    rows = [{"utt_id": u, "speaker": refs[u]["speaker"], "hyp": ctc.greedy_phones(lp, refs[u]["vocab"]),
-             "ref": refs[u]["ref"],
-             "accuracy": refs[u]["accuracy"]} for u, lp in per_utt.items() if u in refs]
+    rows = []
+    for u, lp in per_utt.items():
+        if u in refs:
+            hyp = ctc.greedy_phones(lp, refs[u]["vocab"])
+            rows.append({"utt_id": u, "speaker": refs[u]["speaker"], "hyp": fold(hyp) if fold else hyp,
+                         "ref": refs[u]["ref"], "accuracy": refs[u]["accuracy"]})
     return UttTable.build(rows)
 
 
 def score_point(weights: tuple[float, ...], rule: str, dev: SplitData, test: SplitData | None,
-                refs: dict[str, dict], targets: dict[str, list[int]]) -> dict:
-    """Seed-protocol metrics of one weight vector: dev (with its own threshold) and test at that threshold."""
+                refs: dict[str, dict], targets: dict[str, list[int]], fold=None) -> dict:
+    """Seed-protocol metrics of one weight vector: dev (with its own threshold) and test at that threshold.
+    ``refs``/``fold``: :func:`selection_references` (PER with the corpus' scoring rule)."""
     from phonecli.evaluate import seed_protocol
 
     out: dict = {"weights": list(weights)}
     dev_post = dev.per_utt(fuse_logprobs(dev.flats, weights, rule))
-    dev_t = _utt_table(dev_post, refs)
+    dev_t = _utt_table(dev_post, refs, fold)
     fitted = seed_protocol.fit(dev_t)
     d = seed_protocol.score(dev_t, fitted, oracle=False)
     d["ctc_loss"] = _ctc_loss(dev_post, targets)
     out["dev"] = {k: d.get(k) for k in REPORTED}
     if test is not None:
         test_post = test.per_utt(fuse_logprobs(test.flats, weights, rule))
-        t = seed_protocol.score(_utt_table(test_post, refs), fitted, oracle=False)
+        t = seed_protocol.score(_utt_table(test_post, refs, fold), fitted, oracle=False)
         out["test"] = {k: t.get(k) for k in REPORTED if k != "ctc_loss"}
     return out
 
@@ -433,10 +458,9 @@ def fuse_late(runs: Sequence[str | Path | Run], out: str | Path, config: LateFus
         if missing:
             raise FusionError(f"utterance {missing[0]} of the {s} posteriors is not in the manifest "
                               f"{runs[0].info.get('data')}; the runs were made from another corpus")
-    refs = {u.utt_id: {"speaker": u.speaker, "ref": u.canonical_phones, "accuracy": u.accuracy,
-                       "vocab": manifest.vocab.symbols}
-            for s in ("dev", "test") for u in manifest.split(s)}
-    targets = {u: manifest.vocab.encode(refs[u]["ref"]) for u in data["dev"].utt_ids}
+    refs, fold = selection_references(manifest)
+    targets = {u.utt_id: manifest.vocab.encode(u.canonical_phones) for u in manifest.split("dev")
+               if u.utt_id in set(data["dev"].utt_ids)}
 
     # ---- the sweep: every grid point on dev (and test, reported only) in parallel ----
     show = sys.stderr.isatty() if progress is None else progress
@@ -450,7 +474,7 @@ def fuse_late(runs: Sequence[str | Path | Run], out: str | Path, config: LateFus
              len(data["dev"].utt_ids), jobs)
     t_sweep = time.time()
     points = Parallel(n_jobs=jobs, verbose=0, prefer="processes" if jobs > 1 else None)(
-        delayed(score_point)(w, rule, data["dev"], data["test"], refs, targets) for w in _progress(grid, show))
+        delayed(score_point)(w, rule, data["dev"], data["test"], refs, targets, fold) for w in _progress(grid, show))
     sweep_seconds = time.time() - t_sweep
     best = select(points, metric)
     weights = tuple(points[best]["weights"])
@@ -477,7 +501,9 @@ def fuse_late(runs: Sequence[str | Path | Run], out: str | Path, config: LateFus
         run.write_posteriors("train", train.per_utt(fuse_logprobs(train.flats, weights, rule)))
     run.record.selection = {"metric": f"dev_{metric}", "value": points[best]["dev"][key], "weights": list(weights),
                              "alpha": weights[0], "dev_ctc_loss": points[best]["dev"]["ctc_loss"],
-                             "chosen_on": "dev"}
+                             "chosen_on": "dev", "scored_on": manifest.corpus.scored_on,
+                             "reference": "perceived where annotated" if "per" in manifest.corpus.protocols
+                             else "canonical"}
     run.info["seconds"] = round(time.time() - t0, 3)
     run.info["sweep_seconds"] = round(sweep_seconds, 3)
     run.info["sweep_workers"] = jobs
