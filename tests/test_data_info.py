@@ -70,3 +70,36 @@ def test_info_cli_json_shape(tmp_path):
     assert d["splits"]["dev"] == {**{k: 0 for k in REQUIRED}, "hours": 0.0, "seconds": 0,
                                   "words": 0, "annotated_mispronunciations": 0}
     assert all(REQUIRED <= set(v) for v in d["splits"].values())
+
+
+def test_info_columns_follow_the_corpus_protocols_l2arctic_and_timit(tmp_path):
+    """L2-ARCTIC: annotation counts per split equal the miniature's own list of units; no SpeechOcean762
+    columns (HQ / positive / phone accuracy mean nothing there). TIMIT: scored phones, no MDD columns."""
+    from miniatures import make_l2arctic, make_timit
+
+    from phonecli.data.info import format_info
+
+    truth = make_l2arctic(tmp_path / "l2")
+    m = prepare_corpus(tmp_path / "l2", tmp_path / "l2m")
+    info = corpus_info(m)
+    assert info["corpus"]["protocols"] == ["per", "mdd"]
+    for split in ("train", "dev", "test"):
+        units = [x for t in truth.values() if t["split"] == split for x in t["units"]]
+        got = info["splits"][split]
+        assert got["annotated_utterances"] == sum(t["split"] == split for t in truth.values())
+        assert (got["substitutions"], got["deletions"], got["additions"]) == tuple(
+            sum(k == kind for _, _, k, _ in units) for kind in ("substitution", "deletion", "addition"))
+        assert got["scored_phones"] == sum(k != "deletion" for _, _, k, _ in units)   # perceived phones
+        assert got["phones"] == sum(k != "addition" for _, _, k, _ in units)           # canonical phones
+        assert "hq_utterances" not in got and "mispronounced_phones" not in got
+    assert info["total"]["substitutions"] > 0 and info["total"]["deletions"] > 0 and info["total"]["additions"] > 0
+    text = format_info(info)
+    assert "subst." in text and "HQ(>=8)" not in text and "protocols per, mdd" in text
+
+    make_timit(tmp_path / "timit")
+    t = corpus_info(prepare_corpus(tmp_path / "timit", tmp_path / "tm"))
+    assert t["total"]["scored_phones"] == t["total"]["phones"] > 0   # 48 -> 39 merges labels, drops none
+    assert "annotated_utterances" not in t["total"] and "hq_utterances" not in t["total"]
+    res = CliRunner().invoke(main, ["data", "info", str(tmp_path / "tm")])
+    assert res.exit_code == 0 and "scored phones" in res.output and "subst." not in res.output
+    assert "scored on 39 phones (Lee & Hon 1989)" in res.output

@@ -71,7 +71,9 @@ def prepare(source: str, out: str, dev_fraction: float, seed: int, on_error: str
 @click.argument("directory", type=click.Path(exists=True, file_okay=True))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def info(directory: str, as_json: bool) -> None:
-    """Per-split counts: utterances, speakers, hours, phones, HQ / positive utterances, mispronounced phones.
+    """Per-split counts: utterances, speakers, hours, phones, and what the corpus is scored on
+    (SpeechOcean762: HQ / positive utterances, mispronounced phones; PER corpora: scored phones;
+    L2-ARCTIC: annotated utterances, substitutions / deletions / additions).
 
     \b
     Example:
