@@ -67,6 +67,11 @@ BENCHES = [
     Bench("probe_checkpoint_cost", "probe_checkpoint_cost.py", "probe resume checkpoint / the epoch it protects",
           [("linear", r"\| linear \|[^\n]*\| ([\d.]+) \|\n"), ("mlp", r"\| mlp \|[^\n]*\| ([\d.]+) \|\n"),
            ("transformer", r"\| transformer \|[^\n]*\| ([\d.]+) \|\n")], ["--epochs", "3"]),
+    Bench("blas_cnr_cost", "blas_cnr_cost.py", "probe training step with MKL strict CNR (thread-independent products) / "
+          "MKL's default mode",
+          [("mlp 1 thread", r"\| mlp \| 1 \|[^\n]*\| ([\d.]+) \|"), ("mlp 2", r"\| mlp \| 2 \|[^\n]*\| ([\d.]+) \|"),
+           ("transformer 1", r"\| transformer \| 1 \|[^\n]*\| ([\d.]+) \|"),
+           ("transformer 2", r"\| transformer \| 2 \|[^\n]*\| ([\d.]+) \|")], ["--steps", "3", "--repeats", "1"]),
 ]
 
 
