@@ -110,11 +110,38 @@ def utterance_per(edits, ref_phones):
     return float(out) if out.ndim == 0 else out
 
 
-def phone_error_rate(refs: Sequence[Sequence], hyps: Sequence[Sequence]) -> float:
-    """Corpus PER in percent of hypotheses against references (lists of ids or phone symbols)."""
+def phone_error_rate(refs: Sequence[Sequence], hyps: Sequence[Sequence], scoring: Sequence[int] | None = None) -> float:
+    """Corpus PER in percent of hypotheses against references (lists of ids or phone symbols);
+    ``scoring`` (:func:`scoring_ids`) folds id sequences first, as the corpus is scored."""
     if len(refs) != len(hyps):
         raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
+    if scoring is not None:
+        refs, hyps = [fold_ids(r, scoring) for r in refs], [fold_ids(h, scoring) for h in hyps]
     return corpus_per([edit_distance(r, h) for r, h in zip(refs, hyps)], [len(r) for r in refs])
+
+
+def scoring_ids(symbols: Sequence[str], fold) -> list[int] | None:
+    """Vocabulary id -> id of the phone it is scored as (-1: dropped), for a corpus' scoring map
+    (``CorpusSpec.fold``: TIMIT's 48 -> 39); None when no symbol changes, i.e. nothing to fold.
+
+    Lets the training loops select epochs on dev PER computed the way ``evaluate`` reports it,
+    without leaving id space: two ids folding to the same phone get the same scored id.
+    """
+    folded = [fold([s]) if i != BLANK else [s] for i, s in enumerate(symbols)]
+    if all(f == [s] for f, s in zip(folded, symbols)):
+        return None
+    first: dict[str, int] = {}
+    out = []
+    for i, f in enumerate(folded):
+        out.append(first.setdefault(f[0], i) if f else -1)
+    return out
+
+
+def fold_ids(ids: Sequence[int], scoring: Sequence[int] | None) -> list[int]:
+    """``ids`` as scored (:func:`scoring_ids`): mapped, dropped phones removed; unchanged when None."""
+    if scoring is None:
+        return list(ids)
+    return [scoring[i] for i in ids if scoring[i] >= 0]
 
 
 # -- loss -----------------------------------------------------------------------------------------

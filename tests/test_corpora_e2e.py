@@ -94,6 +94,10 @@ def test_timit_end_to_end_scores_on_39_phones(tmp_path):
     test = _check_per(m, metrics, preds, md, row)
     assert all(set(p["ref"]) <= set(PHONES39) and set(p["hyp"]) <= set(PHONES39) for p in test)
     assert metrics["per"]["scored_on"] == "39 phones (Lee & Hon 1989)"
+    # the probe picked its epoch on dev PER scored as evaluate reports it (48 -> 39 folded)
+    selection = json.loads((tmp_path / "runs" / "fbank-mlp" / "run.json").read_text())["selection"]
+    assert selection["scored_on"] == "39 phones (Lee & Hon 1989)"
+    assert selection["value"] == pytest.approx(metrics["per"]["per_dev"])
     assert "## Phone recognition (PER)" in md
     _fusion_selects_on_the_folded_dev_per(tmp_path, m)
     # a run whose vocabulary is not the manifest's (e.g. made with the CMU-39 one) is refused, not mis-decoded

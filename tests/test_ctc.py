@@ -76,6 +76,31 @@ def test_per_empty_reference_rule_matches_jiwer_and_torchaudio():
     assert math.isnan(ctc.corpus_per(np.array([], dtype=int), np.array([], dtype=int)))
 
 
+def test_scored_per_folds_ids_like_the_corpus_folds_symbols():
+    """TIMIT: dev PER in id space with ``scoring_ids`` equals jiwer's WER over the symbol sequences folded
+    with the corpus' own 48 -> 39 map (cl/vcl/epi -> sil, ao -> aa, ...); nothing folds -> None."""
+    from phonecli.data.corpus import CorpusSpec
+    from phonecli.data.phones import Vocabulary
+    from phonecli.data.timit import FOLD_48_TO_39, PHONES48
+
+    spec = CorpusSpec(name="timit", phone_set=tuple(PHONES48), scoring_map=FOLD_48_TO_39)
+    symbols = Vocabulary(spec.phone_set).symbols
+    scoring = ctc.scoring_ids(symbols, spec.fold)
+    assert scoring[0] == 0 and scoring[symbols.index("cl")] == scoring[symbols.index("sil")]
+    assert scoring[symbols.index("ao")] == scoring[symbols.index("aa")] != scoring[symbols.index("ae")]
+    rng = random.Random(3)
+    refs = [[rng.randrange(1, len(symbols)) for _ in range(rng.randint(1, 12))] for _ in range(60)]
+    hyps = [[rng.randrange(1, len(symbols)) for _ in range(rng.randint(0, 12))] for _ in range(60)]
+    words = lambda ids: " ".join(spec.fold([symbols[i] for i in ids]))  # noqa: E731
+    want = 100 * jiwer.wer([words(r) for r in refs], [words(h) for h in hyps])
+    assert ctc.phone_error_rate(refs, hyps, scoring) == pytest.approx(want, rel=1e-12)
+    assert ctc.phone_error_rate(refs, hyps, scoring) < ctc.phone_error_rate(refs, hyps)   # merges forgive errors
+    drop = CorpusSpec(phone_set=("a", "b", "c"), scoring_map={"c": ""})
+    drop_ids = ctc.scoring_ids(Vocabulary(drop.phone_set).symbols, drop.fold)
+    assert drop_ids == [0, 1, 2, -1] and ctc.fold_ids([3, 1, 3, 2], drop_ids) == [1, 2]
+    assert ctc.scoring_ids(Vocabulary(("a", "b")).symbols, CorpusSpec(phone_set=("a", "b")).fold) is None
+
+
 def test_loss_per_phone_equals_torch_mean_reduction():
     """torch's reduction="mean" divides each utterance's loss by its target length, then averages."""
     torch.manual_seed(0)

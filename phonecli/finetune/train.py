@@ -264,8 +264,10 @@ def predict(model: CTCModel, examples: list[Example], collator: Collator, *, bat
     return {e.utt_id: out[e.utt_id] for e in examples}
 
 
-def dev_statistics(post: dict[str, np.ndarray], examples: list[Example]) -> tuple[float, float, float, float]:
-    """``(edits, ref_phones, loss_sum, loss_count)`` of greedy decoding / CTC loss on ``examples``.
+def dev_statistics(post: dict[str, np.ndarray], examples: list[Example],
+                   scoring: list[int] | None = None) -> tuple[float, float, float, float]:
+    """``(edits, ref_phones, loss_sum, loss_count)`` of greedy decoding / CTC loss on ``examples``; edits and
+    reference phones counted after folding both sides with ``scoring`` (:func:`phonecli.ctc.scoring_ids`).
 
     Summable over ranks; PER = :func:`phonecli.ctc.corpus_per` of the sums. Utterances whose
     target cannot fit their frames count for PER but not for the loss (it would be infinite).
@@ -273,8 +275,9 @@ def dev_statistics(post: dict[str, np.ndarray], examples: list[Example]) -> tupl
     edits = refs = loss_sum = count = 0.0
     for e in examples:
         lp = post[e.utt_id]
-        edits += ctc.edit_distance(e.target, ctc.greedy_ids(lp))
-        refs += len(e.target)
+        ref = ctc.fold_ids(e.target, scoring)
+        edits += ctc.edit_distance(ref, ctc.fold_ids(ctc.greedy_ids(lp), scoring))
+        refs += len(ref)
         loss = ctc.posterior_ctc_loss(lp, e.target)
         if loss is not None:
             loss_sum += loss
@@ -400,6 +403,7 @@ def _run(cfg: FinetuneConfig, job: _Job, mode, manifest, device: str, ctx) -> Fi
     train, skipped = make_examples(manifest, "train", cfg.targets, adapter.num_frames,
                                    max_audio_seconds=cfg.max_audio_seconds)
     dev, _ = make_examples(manifest, "dev", cfg.targets, adapter.num_frames, training=False)
+    scoring = ctc.scoring_ids(manifest.vocab.symbols, manifest.corpus.fold)   # dev PER as the corpus is scored
     for s in skipped:
         log.warning("skipping training utterance %s: %s", s["utt_id"], s["reason"])
     if skipped:
@@ -518,7 +522,7 @@ def _run(cfg: FinetuneConfig, job: _Job, mode, manifest, device: str, ctx) -> Fi
         # dev: every rank decodes its share; sums are all-reduced
         post = predict(model, dev[ctx.rank::ctx.world_size], collator, batch_seconds=cfg.eval_batch_seconds,
                        padding_safe=adapter.padding_safe, device=device, precision=cfg.precision)
-        edits, refs, loss_sum, count = ctx.sum(list(dev_statistics(post, dev[ctx.rank::ctx.world_size])))
+        edits, refs, loss_sum, count = ctx.sum(list(dev_statistics(post, dev[ctx.rank::ctx.world_size], scoring)))
         tl_sum, tl_count = ctx.sum([state["train_loss_sum"], float(state["train_loss_count"])])
         dev_per = ctc.corpus_per([edits], [refs])
         dev_loss = loss_sum / count if count else float("nan")

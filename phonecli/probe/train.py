@@ -131,9 +131,11 @@ def collapsed_side(stats: dict) -> int | None:
 
 @torch.no_grad()
 def run_split(model: ProbeHead, source: FeatureSource, utt_ids: list[str], batch_frames: int, device: str,
-              targets: dict[str, list[int]] | None = None, keep: bool = False) -> dict:
+              targets: dict[str, list[int]] | None = None, keep: bool = False,
+              scoring: list[int] | None = None) -> dict:
     """Forward ``utt_ids`` in eval mode. Returns ``loss`` (mean per-utterance CTC / target length over the
-    utterances in ``targets``), ``per`` (greedy, %), ``gate`` stats (gated head), and ``posteriors``
+    utterances in ``targets``), ``per`` (greedy, %, both sides folded with ``scoring``:
+    :func:`phonecli.ctc.scoring_ids`), ``gate`` stats (gated head), and ``posteriors``
     ``{utt_id: (frames, vocab) float32}`` in ``utt_ids`` order when ``keep``."""
     model.eval()
     frames = [source.num_frames(u) for u in utt_ids]
@@ -160,7 +162,7 @@ def run_split(model: ProbeHead, source: FeatureSource, utt_ids: list[str], batch
     out: dict = {}
     if targets is not None and refs:
         out["loss"] = float(np.mean(losses))
-        out["per"] = ctc.phone_error_rate(refs, hyps)
+        out["per"] = ctc.phone_error_rate(refs, hyps, scoring)
     if gates:
         out["gate"] = gate_stats(torch.cat(gates))
     if keep:
@@ -344,6 +346,8 @@ def train_probe(features, data, out, config: ProbeConfig | None = None, *, overw
         raise ProbeError(f"{src_name}: every train or dev utterance is CTC-infeasible (more phones than frames); "
                          "use a cache with a higher frame rate")
     batch_frames = cfg.batch_frames or default_batch_frames([frames[u] for u in train_ids])
+    # dev PER (the epoch selection) folded as the corpus is scored (TIMIT 48 -> 39); None: nothing folds
+    scoring = ctc.scoring_ids(manifest.vocab.symbols, manifest.corpus.fold)
 
     # ---- model, optimiser, run dir ----
     device = ctc.resolve_device(cfg.device)
@@ -401,7 +405,7 @@ def train_probe(features, data, out, config: ProbeConfig | None = None, *, overw
     while epoch < cfg.epochs and state["bad_epochs"] < cfg.patience:
         epoch += 1
         record = _train_epoch(model, opt, source, train_ids, tgt, frames, ids["dev"], dev_tgt, batch_frames, device,
-                              seed, epoch, show, run=run, lr=cfg.lr)
+                              seed, epoch, show, run=run, lr=cfg.lr, scoring=scoring)
         if ctc.improves(record["dev_per"], record["dev_loss"], state["best"]):
             state.update(best=list(ctc.selection_key(record["dev_per"], record["dev_loss"])), best_epoch=epoch,
                          bad_epochs=0)
@@ -424,9 +428,10 @@ def train_probe(features, data, out, config: ProbeConfig | None = None, *, overw
     model.load_state_dict(best_state)
     save_weights(model, run.weights_path)
     _save_layer_weights(run, model, source)
-    dev_best = run_split(model, source, ids["dev"], batch_frames, device, targets=dev_tgt, keep=True)
+    dev_best = run_split(model, source, ids["dev"], batch_frames, device, targets=dev_tgt, keep=True, scoring=scoring)
     run.record.selection = {"metric": "dev_per", "value": dev_best["per"], "epoch": state["best_epoch"],
-                            "dev_loss": dev_best["loss"], "epochs_run": epoch, "stopped": stopped}
+                            "dev_loss": dev_best["loss"], "epochs_run": epoch, "stopped": stopped,
+                            "scored_on": manifest.corpus.scored_on if scoring else "the training targets"}
     if "gate" in dev_best:
         run.info["gate"] = dev_best["gate"]
     run.write_posteriors("dev", dev_best["posteriors"])
@@ -443,14 +448,14 @@ def train_probe(features, data, out, config: ProbeConfig | None = None, *, overw
 
 def _train_epoch(model: ProbeHead, opt, source: FeatureSource, train_ids: list[str], tgt: dict, frames: dict,
                  dev_ids: list[str], dev_tgt: dict, batch_frames: int, device: str, seed: int, epoch: int,
-                 show: bool, *, run: Run, lr: float) -> dict:
+                 show: bool, *, run: Run, lr: float, scoring: list[int] | None = None) -> dict:
     """One epoch over length-bucketed train batches (the order depends on seed and epoch only), then dev.
 
     A non-finite batch loss stops training at once (:func:`phonecli.finite.check_loss`: the run is
     marked failed, one line names the utterance and the cache).
 
     Returns the epoch's log record: ``epoch``, ``train_loss``, ``dev_loss`` (nats per phone), ``dev_per``
-    (percent), ``seconds``, and ``gate`` (+ ``gate_collapsed``) for the gated head.
+    (percent, folded with ``scoring`` as the corpus is scored), ``seconds``, and ``gate`` (+ ``gate_collapsed``) for the gated head.
     """
     from tqdm.auto import tqdm
 
@@ -475,7 +480,7 @@ def _train_epoch(model: ProbeHead, opt, source: FeatureSource, train_ids: list[s
         opt.step()
         total, steps = total + float(loss.detach()), steps + 1
         bar.set_postfix(loss=f"{total / steps:.3f}")
-    dev = run_split(model, source, dev_ids, batch_frames, device, targets=dev_tgt)
+    dev = run_split(model, source, dev_ids, batch_frames, device, targets=dev_tgt, scoring=scoring)
     record = {"epoch": epoch, "train_loss": total / steps, "dev_loss": dev["loss"], "dev_per": dev["per"],
               "seconds": round(time.time() - t0, 3)}
     if "gate" in dev:
