@@ -1,5 +1,7 @@
-"""Cost of MKL's strict CNR mode (``MKL_CBWR=AUTO,STRICT``, what phonecli sets so that matrix products
-give the same bits with any thread count) on probe training steps, against MKL's default mode.
+"""What thread-independent results cost: MKL's strict CNR mode (``MKL_CBWR=AUTO,STRICT``, what phonecli
+sets so that matrix products give the same bits with any thread count) on probe training steps,
+against MKL's default mode; and the transformer head's written-out attention with dropout against
+torch's fused attention without dropout (what the head ran for a round).
 
 MKL reads the mode once, when it first runs, so each (mode, threads) cell is its own process; the
 cells alternate over --repeats rounds and the best time of each is kept. Each process trains the
@@ -49,6 +51,45 @@ CHILD = textwrap.dedent("""
 """)
 
 
+def attention_cost(repeats: int) -> None:
+    """One encoder block's self-attention, forward + backward, batch 8 x 300 frames x 256, in this process."""
+    import time
+
+    import torch
+    from torch import nn
+
+    from phonecli.probe.heads import ThreadStableEncoderLayer
+
+    torch.manual_seed(0)
+    x = torch.randn(8, 300, 256)
+    pad = torch.zeros(8, 300, dtype=torch.bool)
+    pad[:4, 250:] = True
+    layer = ThreadStableEncoderLayer(256, 4, 1024, dropout=0.1, attention_dropout=0.1, batch_first=True,
+                                     norm_first=True)
+
+    def best(fn) -> float:
+        fn()
+        times = []
+        for _ in range(repeats * 5):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return min(times) * 1000
+
+    def written_out():
+        layer._sa_block(x, None, pad).sum().backward()
+
+    def fused():    # torch's own block (SDPA); attention dropout 0 -> the fused CPU kernel
+        nn.TransformerEncoderLayer._sa_block(layer, x, None, pad).sum().backward()
+
+    layer.self_attn.dropout = 0.0
+    a = best(fused)
+    b = best(written_out)
+    print(f"\nself-attention forward + backward (batch 8 x 300 x 256, 4 heads, {torch.get_num_threads()} thread(s)): "
+          f"fused SDPA without attention dropout {a:.1f} ms; written out with dropout 0.1 (phonecli) {b:.1f} ms; "
+          f"ratio {b / a:.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=10)
@@ -78,6 +119,10 @@ def main() -> None:
         for n in (1, 2):
             a, b = best[("AUTO", n)][head], best[("AUTO,STRICT", n)][head]
             print(f"| {head} | {n} | {a * 1000:.1f} ms | {b * 1000:.1f} ms | {b / a:.2f} |")
+    from phonecli.threads import configure
+
+    configure(1)
+    attention_cost(args.repeats)
 
 
 if __name__ == "__main__":
