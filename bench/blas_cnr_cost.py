@@ -9,7 +9,7 @@ cells alternate over --repeats rounds and the best time of each is kept. Each pr
 features (the probe's own ProbeHead, AdamW) and prints seconds per step; the table gives
 strict/default per head and thread count (1.00 = free; > 1 = strict is slower).
 
-    MPLBACKEND=Agg python bench/blas_cnr_cost.py [--steps 10 --repeats 3 --dim 768]
+    MPLBACKEND=Agg python bench/blas_cnr_cost.py [--steps 20 --repeats 5 --dim 768]
 """
 
 from __future__ import annotations
@@ -92,8 +92,8 @@ def attention_cost(repeats: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--dim", type=int, default=768)
     args = ap.parse_args()
     from phonecli.threads import machine_line
