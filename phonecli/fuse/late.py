@@ -25,8 +25,9 @@ all are trimmed to the shortest. ``align="refuse"`` refuses any rate mismatch in
 Selection: every weight vector of the grid is scored on DEV in parallel (joblib); the one with
 the best dev metric (default: dev PER over all dev utterances, with the corpus' scoring rule:
 TIMIT folded 48 -> 39, L2-ARCTIC against the perceived phones, as ``evaluate`` reports it; ties ->
-lower dev CTC loss of the canonical phones, then the grid order) is used for every split. Test metrics of every grid point
-go to ``sweep.csv`` for the record, in columns labelled as not used for selection.
+lower dev CTC loss of the canonical phones, then the grid order) is used for every split. Test
+metrics of every grid point go to ``sweep.csv`` for the record, in columns labelled as not used
+for selection.
 """
 
 from __future__ import annotations
@@ -459,8 +460,8 @@ def fuse_late(runs: Sequence[str | Path | Run], out: str | Path, config: LateFus
             raise FusionError(f"utterance {missing[0]} of the {s} posteriors is not in the manifest "
                               f"{runs[0].info.get('data')}; the runs were made from another corpus")
     refs, fold = selection_references(manifest)
-    targets = {u.utt_id: manifest.vocab.encode(u.canonical_phones) for u in manifest.split("dev")
-               if u.utt_id in set(data["dev"].utt_ids)}
+    dev_ids = set(data["dev"].utt_ids)
+    targets = {u.utt_id: manifest.vocab.encode(u.canonical_phones) for u in manifest.split("dev") if u.utt_id in dev_ids}
 
     # ---- the sweep: every grid point on dev (and test, reported only) in parallel ----
     show = sys.stderr.isatty() if progress is None else progress
